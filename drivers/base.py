@@ -1,0 +1,68 @@
+"""The driver protocol every device family implements, and the readings common to all of them.
+
+A driver is an async source of readings. Constructing one does no I/O; iterating `stream()` opens the
+device, yields readings, and closes the device in a `finally` when the iteration ends or is cancelled.
+A driver signals a broken device by raising (`DeviceError` or any OSError); the supervisor logs it once,
+marks the device offline and restarts the stream with jittered backoff. A single bad frame is not a
+broken device: yield `Malformed` and go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from edge.clock import Clock
+
+if TYPE_CHECKING:
+    from edge.config import Manifest
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reading:
+    """Base of all readings: which device, and when the gateway received it (aware UTC)."""
+
+    device_id: str
+    time: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceOnline(Reading):
+    """The device is connected and configured (yield it once per successful open)."""
+
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Malformed(Reading):
+    """A frame or payload that could not be decoded; counted per device, logged rate-limited, skipped."""
+
+    reason: str
+    raw: bytes = b""
+
+
+class Driver(Protocol):
+    """An async source of readings for one device."""
+
+    device_id: str
+
+    def stream(self) -> AsyncIterator[Reading]:
+        """Open the device and yield readings until cancelled; raise when the device is broken."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriverContext:
+    """What a driver may need besides its own config section; no live connections in here."""
+
+    manifest: Manifest
+    clock: Clock
+    data_dir: Path
+    local_broker_url: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+DriverFactory = Callable[[Any, DriverContext], Driver]

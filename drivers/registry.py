@@ -1,0 +1,45 @@
+"""Explicit registry of device families, keyed by the manifest's `type:` (no import magic).
+
+Each entry names the family's config model, its driver factory and, optionally, the key of the shared
+processor that turns its readings into events (several driver types can feed one processor: all RFID
+reader types feed the `rfid` processor). Add a family by adding one `_register(...)` call below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from drivers.base import DriverFactory
+from edge.configbase import DeviceConfigBase
+from edge.processing import ProcessorFactory
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One device family: `type:` name, config schema, driver factory, processor key."""
+
+    type: str
+    config_model: type[DeviceConfigBase]
+    driver: DriverFactory
+    processor_key: str | None = None
+
+
+FAMILIES: dict[str, Family] = {}
+PROCESSORS: dict[str, ProcessorFactory] = {}
+
+
+def _register(family: Family, processor: ProcessorFactory | None = None) -> None:
+    FAMILIES[family.type] = family
+    if family.processor_key and processor is not None:
+        PROCESSORS.setdefault(family.processor_key, processor)
+
+
+def _load() -> None:
+    # One block per family. Imports live here so that importing the registry is the explicit act.
+    # families are added here, e.g.:
+    #   from drivers.rfid import llrp, processor as rfid
+    #   _register(Family("llrp", llrp.LlrpConfig, llrp.LlrpDriver, "rfid"), rfid.RfidProcessor)
+    return
+
+
+_load()

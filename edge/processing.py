@@ -1,0 +1,60 @@
+"""Processors turn a family's readings into events and stock updates (the "normalise" stage).
+
+A processor is synchronous and does no I/O: `feed` gets one reading and the current time, `tick` is
+called periodically so time-based decisions (lost-timeouts, settle windows, dwell) happen without new
+readings. One processor instance serves every device of its family, since zones cross devices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from drivers.base import Reading
+from edge.clock import Clock
+from edge.events import Event
+
+if TYPE_CHECKING:
+    from edge.config import Manifest
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StockUpdate:
+    """A source's claim about one shelf x SKU cell: an absolute `count` or a relative `delta`."""
+
+    shelf: str
+    sku: str
+    time: datetime
+    origin: str  # "weight" | "rfid" | "scan" | "count" | "manual"
+    source: str  # device id or component that made the claim
+    count: int | None = None
+    delta: int | None = None
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.count is None) == (self.delta is None):
+            raise ValueError("a stock update carries exactly one of count and delta")
+        if self.count is not None and self.count < 0:
+            raise ValueError("stock count cannot be negative")
+
+
+Output = Event | StockUpdate
+
+
+class Processor(Protocol):
+    """Readings of some types in, events and stock updates out."""
+
+    reading_types: tuple[type[Reading], ...]
+
+    def feed(self, reading: Reading, now: datetime) -> Sequence[Output]:
+        """Handle one reading."""
+        ...
+
+    def tick(self, now: datetime) -> Sequence[Output]:
+        """Make time-based decisions; called about once a second (faster in tests)."""
+        ...
+
+
+ProcessorFactory = Callable[["Manifest", Clock], Processor]

@@ -1,0 +1,102 @@
+"""What the rest of the gateway (rules, API, commands, dashboard) may see of a running gateway.
+
+`edge.gateway.Gateway` implements `GatewayView`; the API and the rules engine depend only on this
+protocol, so their tests can run against the real gateway with a memory-free fake broker or none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from edge.clock import Clock
+from edge.config import Manifest
+from edge.events import Event
+from edge.state import StockState
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    """Insert or replace one row of a state table, committed atomically with the events beside it."""
+
+    table: str
+    row: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete rows of a state table where every `key` column equals its value."""
+
+    table: str
+    key: Mapping[str, Any]
+
+
+StateWrite = Upsert | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """The supervisor's view of one device."""
+
+    device: str
+    device_type: str
+    state: str  # "starting" | "online" | "offline" | "fault" | "disabled"
+    last_seen: datetime | None
+    error: str | None
+    restarts: int
+    malformed: int
+    readings: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the API and dashboard."""
+        return {
+            "device": self.device,
+            "type": self.device_type,
+            "state": self.state,
+            "last_seen": self.last_seen.isoformat().replace("+00:00", "Z") if self.last_seen else None,
+            "error": self.error,
+            "restarts": self.restarts,
+            "malformed": self.malformed,
+            "readings": self.readings,
+        }
+
+
+CommandHandler = Callable[[Mapping[str, Any]], Awaitable[Any]]
+
+
+class GatewayView(Protocol):
+    """The running gateway as seen by rules, API, commands and dashboard."""
+
+    manifest: Manifest
+    clock: Clock
+    stock: StockState
+
+    def emit(self, events: Sequence[Event], writes: Sequence[StateWrite] = ()) -> None:
+        """Hand events (and state rows to commit with them) to the outbox; returns at once."""
+        ...
+
+    async def emit_committed(self, events: Sequence[Event], writes: Sequence[StateWrite] = ()) -> None:
+        """Like `emit`, but returns only once the events are committed (accepted)."""
+        ...
+
+    def devices(self) -> list[DeviceStatus]:
+        """Status of every configured device."""
+        ...
+
+    def register_command(self, name: str, handler: CommandHandler) -> None:
+        """Serve `cmd/{name}` over MQTT (and anything else that routes commands) with `handler`."""
+        ...
+
+    def subscribe(self) -> AsyncIterator[dict[str, Any]]:
+        """Every accepted event as its CloudEvents dict, live, from now on (for SSE and the dashboard)."""
+        ...
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Read-only SQL against the state database, off the event loop."""
+        ...
+
+    def metrics_text(self) -> str:
+        """Prometheus text exposition of every counter and gauge."""
+        ...

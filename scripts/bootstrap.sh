@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Set up everything the gateway needs on a fresh Debian machine, idempotently:
+#   system packages (when root; otherwise say exactly what is missing) and .venv from requirements.lock.
+# Usage: scripts/bootstrap.sh [runtime|test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-test}
+
+# binary -> Debian package; runtime needs a broker for the demo, tests need the rest too.
+declare -A need=([mosquitto]=mosquitto [pkg-config]=pkg-config)
+pkgs_extra=()
+if [ "$mode" = test ]; then
+  need+=([dbus-daemon]=dbus [nats-server]=nats-server [chromium]=chromium [socat]=socat)
+  pkgs_extra+=(libdbus-1-dev libglib2.0-dev)
+fi
+
+missing=()
+for bin in "${!need[@]}"; do command -v "$bin" >/dev/null 2>&1 || missing+=("${need[$bin]}"); done
+for p in "${pkgs_extra[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing system packages: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "bootstrap: missing system packages: ${missing[*]}" >&2
+    echo "bootstrap: install them (e.g. 'sudo apt-get install ${missing[*]}') and run again" >&2
+    exit 3
+  fi
+fi
+
+stamp=.venv/.lock-$(sha256sum requirements.lock | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  command -v python3 >/dev/null || { echo "bootstrap: python3 (>= 3.11) is required" >&2; exit 3; }
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "bootstrap: python3 must be >= 3.11" >&2; exit 3; }
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check 'uv>=0.4'
+  .venv/bin/uv pip sync -q --python .venv/bin/python requirements.lock
+  .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
+  rm -f .venv/.lock-*; touch "$stamp"
+fi
