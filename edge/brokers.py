@@ -1,0 +1,146 @@
+"""Start and stop private MQTT brokers (mosquitto, nats-server's MQTT listener) on loopback ports.
+
+Used by the demo (a private mosquitto when the binary is present), the benchmarks and the tests (which
+kill and restart the "cloud" broker). Every process is tracked by PID and stopped by it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    """Block until something accepts TCP connections on host:port, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+class BrokerProcess:
+    """A broker child process on a fixed loopback port that can be killed and started again."""
+
+    kind = "broker"
+
+    def __init__(self, port: int | None = None, workdir: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"edge-{self.kind}-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """mqtt://127.0.0.1:PORT."""
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        """The argv that starts the broker."""
+        raise NotImplementedError  # pragma: no cover - every concrete broker overrides it
+
+    def start(self, timeout: float = 15.0) -> BrokerProcess:
+        """Start the process and wait until its MQTT port accepts connections."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        log = (self.workdir / f"{self.kind}.log").open("ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        try:
+            wait_port(self.port, timeout)
+        except TimeoutError:
+            self.stop()
+            tail = (self.workdir / f"{self.kind}.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.kind} did not start on port {self.port}:\n{tail}") from None
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the process by PID (SIGKILL for an abrupt 'cloud outage') and reap it."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: the broker vanishes without closing connections politely."""
+        self.stop(signal.SIGKILL)
+
+    def __enter__(self) -> BrokerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Mosquitto(BrokerProcess):
+    """A private mosquitto with persistence off, listening on 127.0.0.1 only."""
+
+    kind = "mosquitto"
+
+    @staticmethod
+    def available() -> bool:
+        """Is the mosquitto binary installed?"""
+        return _which("mosquitto") is not None
+
+    def command(self) -> list[str]:
+        """mosquitto -c <generated config>."""
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "max_inflight_messages 1000\n"
+            "max_queued_messages 100000\n"
+            "log_type error\nlog_type warning\n"
+        )
+        return [str(_which("mosquitto") or "mosquitto"), "-c", str(conf)]
+
+
+class NatsMqtt(BrokerProcess):
+    """nats-server with JetStream and its MQTT listener (what a chain uses when it outgrows one box)."""
+
+    kind = "nats"
+
+    def __init__(self, port: int | None = None, workdir: Path | None = None) -> None:
+        super().__init__(port, workdir)
+        self.client_port = free_port()
+
+    @staticmethod
+    def available() -> bool:
+        """Is nats-server installed?"""
+        return _which("nats-server") is not None
+
+    def command(self) -> list[str]:
+        """nats-server -c <generated config> (JetStream stored in the workdir, so a restart keeps sessions)."""
+        conf = self.workdir / "nats.conf"
+        conf.write_text(
+            f'server_name: "edge-test-{self.port}"\n'
+            f"listen: 127.0.0.1:{self.client_port}\n"
+            f'jetstream {{ store_dir: "{self.workdir / "js"}" }}\n'
+            f"mqtt {{ listen: 127.0.0.1:{self.port} }}\n"
+        )
+        return [str(_which("nats-server") or "nats-server"), "-c", str(conf)]
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/local/sbin") / name) if p.exists()), None
+    )
