@@ -58,3 +58,18 @@ class Processor(Protocol):
 
 
 ProcessorFactory = Callable[["Manifest", Clock], Processor]
+
+
+class Reactor(Protocol):
+    """Reacts to every event the gateway emits (rules engines): pure, no I/O, no clock reads.
+
+    Outputs may be events, stock updates, or state rows (`edge.runtime.Upsert`/`Delete`) to commit with them.
+    """
+
+    def react(self, event: Event, now: datetime) -> Sequence[object]:
+        """Handle one emitted event."""
+        ...
+
+    def tick(self, now: datetime) -> Sequence[object]:
+        """Time-based decisions (debounce expiry, escalation), called about once a second."""
+        ...

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from edge.clock import Clock
 from edge.config import Manifest
 from edge.events import Event
+from edge.processing import Reactor
 from edge.state import StockState
 
 
@@ -83,6 +84,10 @@ class GatewayView(Protocol):
 
     def devices(self) -> list[DeviceStatus]:
         """Status of every configured device."""
+        ...
+
+    def add_reactor(self, reactor: Reactor) -> None:
+        """Feed every emitted event to `reactor` (a rules engine) and route its outputs like a processor's."""
         ...
 
     def register_command(self, name: str, handler: CommandHandler) -> None:
