@@ -1,0 +1,1 @@
+"""Rules and the people: restock alerts for staff, offers for shoppers (see rules/engine.py)."""

@@ -1,0 +1,192 @@
+"""Manifest sections of the rules engine: restock rules, shopper offers, alert webhooks.
+
+Imports only `edge.configbase`, so `edge.config` can import these models without a cycle. Checks that
+need the rest of the manifest (does this SKU exist, is max above the planogram capacity) happen when the
+rules are compiled (`rules.restock.compile_rules`, `rules.offers.compile_offers`), which name the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from edge.configbase import Ident, Seconds, StrictModel
+
+_HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class RestockRule(StrictModel):
+    """One level of restock settings; a field left unset is inherited from the level above."""
+
+    min: int | None = Field(default=None, ge=0, description="low when the count stays at or below this")
+    max: int | None = Field(default=None, ge=1, description="par level restocked to; never above capacity")
+    min_days_of_cover: float | None = Field(
+        default=None, ge=0, description="also low when stock / daily sales falls below this many days"
+    )
+    debounce_s: Seconds | None = Field(default=None, description="stay low this long before alerting")
+    clear_margin: int | None = Field(default=None, ge=1, description="clear only at min + this margin")
+    cooldown_s: Seconds | None = Field(default=None, description="no new alert for a cell sooner than this")
+    escalate_after_s: Seconds | None = Field(default=None, description="escalate when not acknowledged")
+    enabled: bool | None = Field(default=None, description="false turns restock alerts off at this level")
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> RestockRule:
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max}): lower min or raise max")
+        return self
+
+
+class RestockDefaults(RestockRule):
+    """Store-wide defaults: the top of the inheritance chain defaults -> category -> sku -> shelf x sku."""
+
+    min: int | None = Field(default=2, ge=0)
+    debounce_s: Seconds | None = 30.0
+    clear_margin: int | None = Field(default=1, ge=1)
+    cooldown_s: Seconds | None = 600.0
+    escalate_after_s: Seconds | None = 900.0
+    enabled: bool | None = True
+
+
+class ShelfSkuRule(RestockRule):
+    """Settings for one SKU on one shelf (the most specific level)."""
+
+    shelf: Ident
+    sku: Ident
+
+
+class RulesBody(StrictModel):
+    """The rules themselves, inline in the manifest or in the separate file named by `rules.file`."""
+
+    defaults: RestockDefaults = RestockDefaults()
+    categories: dict[str, RestockRule] = Field(default_factory=dict, description="by catalog category")
+    skus: dict[str, RestockRule] = Field(default_factory=dict, description="by SKU")
+    cells: list[ShelfSkuRule] = Field(default_factory=list, description="by shelf x SKU")
+    backroom: dict[str, int] = Field(
+        default_factory=dict, description="known backroom quantity per SKU (caps the restock quantity)"
+    )
+    quiet_hours: list[str] = Field(
+        default_factory=list, description="'HH:MM-HH:MM' store-local windows with no new alerts"
+    )
+    device_fault_grace_s: Seconds = Field(default=60.0, description="offline/fault this long -> alert")
+    mute_max_s: Seconds = Field(default=1800.0, description="a restock mute ends after this at the latest")
+    expire_after_s: Seconds = Field(default=8 * 3600.0, description="an unresolved alert expires after this")
+    velocity_window_s: float = Field(default=7 * 86400.0, gt=0, description="sales velocity look-back")
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _windows(cls, v: list[str]) -> list[str]:
+        for w in v:
+            if not _WINDOW.match(w):
+                raise ValueError(f"quiet hours window {w!r}: write 'HH:MM-HH:MM', e.g. '12:00-13:00'")
+        return v
+
+    @field_validator("backroom")
+    @classmethod
+    def _backroom(cls, v: dict[str, int]) -> dict[str, int]:
+        for sku, n in v.items():
+            if n < 0:
+                raise ValueError(f"backroom quantity of {sku!r} is negative: use 0 or more")
+        return v
+
+
+class RulesConfig(RulesBody):
+    """`rules:` in the manifest: inline rules, or `file:` naming a YAML file with the same fields."""
+
+    file: Path | None = Field(default=None, description="YAML file with the rules; reloaded when it changes")
+    watch_interval_s: float = Field(default=2.0, gt=0, description="how often the rules file is checked")
+
+
+def parse_window(window: str) -> tuple[int, int]:
+    """'HH:MM-HH:MM' -> (start minute, end minute) of the day."""
+    m = _WINDOW.match(window)
+    if not m:
+        raise ValueError(f"bad window {window!r}")
+    h1, m1, h2, m2 = (int(x) for x in m.groups())
+    return h1 * 60 + m1, h2 * 60 + m2
+
+
+class BeaconConfig(StrictModel):
+    """A store beacon the shopper app may report: iBeacon (uuid/major/minor) or Eddystone (namespace/instance)."""
+
+    id: Ident
+    zone: Ident
+    uuid: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
+    major: int | None = Field(default=None, ge=0, le=65535)
+    minor: int | None = Field(default=None, ge=0, le=65535)
+    namespace: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{20}$")
+    instance: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{12}$")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BeaconConfig:
+        ibeacon = self.uuid is not None and self.major is not None and self.minor is not None
+        eddy = self.namespace is not None and self.instance is not None
+        if ibeacon == eddy:
+            raise ValueError("give either uuid + major + minor (iBeacon) or namespace + instance (Eddystone)")
+        return self
+
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class Schedule(StrictModel):
+    """When an offer runs: store-local days and hours."""
+
+    days: list[Day] = Field(default_factory=lambda: list(DAYS))
+    start: str = Field(default="00:00", pattern=_HHMM)
+    end: str = Field(default="23:59", pattern=_HHMM, description="inclusive minute")
+
+
+class OfferRule(StrictModel):
+    """One offer: shown to a consenting shopper who dwells in `zone` while `sku` is on a shelf there."""
+
+    id: Ident
+    zone: Ident
+    sku: Ident
+    title: str = Field(min_length=1, max_length=120)
+    text: str = Field(default="", max_length=500)
+    min_dwell_s: Seconds = Field(default=20.0, description="dwell in the zone before the offer fires")
+    schedule: Schedule = Schedule()
+    audience: list[str] = Field(default_factory=list, description="tags required (any of); empty = everyone")
+    per_shopper_max: int = Field(default=1, ge=1, description="times one shopper sees it (within retention)")
+    per_shopper_cooldown_s: Seconds = 600.0
+    global_max_per_hour: int = Field(default=100, ge=1)
+    global_cooldown_s: Seconds = 0.0
+
+
+class OffersConfig(StrictModel):
+    """`offers:` in the manifest: beacons, offer rules and the privacy retention."""
+
+    retention_s: float = Field(default=900.0, gt=0, description="shopper tokens and sightings are forgotten after")
+    max_gap_s: Seconds = Field(default=60.0, description="sightings further apart restart the dwell")
+    max_clock_skew_s: Seconds = Field(default=120.0, description="a sighting's time may be this far off now")
+    beacons: list[BeaconConfig] = Field(default_factory=list)
+    offers: list[OfferRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> OffersConfig:
+        for kind, ids in (("beacon", [b.id for b in self.beacons]), ("offer", [o.id for o in self.offers])):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {kind} id(s) {dupes}: every {kind} id must be unique")
+        return self
+
+
+class WebhookConfig(StrictModel):
+    """An HTTP endpoint that receives alert transitions as signed JSON POSTs."""
+
+    id: Ident
+    url: str = Field(pattern=r"^https?://", description="http(s) URL of the receiver")
+    secret: str = Field(min_length=16, description="HMAC-SHA256 key; write ${ENV_VAR} to keep it out of the file")
+    events: list[str] = Field(
+        default_factory=lambda: ["opened", "acknowledged", "escalated", "resolved", "expired"],
+        description="alert transitions to send",
+    )
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    backoff_s: float = Field(default=2.0, gt=0, description="first retry delay; doubles per attempt")
+    backoff_max_s: float = Field(default=600.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0)

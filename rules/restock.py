@@ -1,0 +1,425 @@
+"""The restock rule, pure: `step(rules, state, input, now) -> (state, actions)`.
+
+Per shelf x SKU cell it watches two conditions, each with its own small state machine
+(ok -> pending -> active -> ok):
+
+- low stock: count <= min (min raised to cover `min_days_of_cover` days of observed sales); clears at
+  min + clear_margin (hysteresis);
+- out of stock: count == 0; clears at 1.
+
+A condition becomes an alert only after it held for `debounce_s` (a shopper holding an item is not a
+stock-out), inside opening hours and outside quiet hours (a pending condition is re-evaluated every tick,
+so it fires at opening), while its shelf is not muted for restocking, and not within `cooldown_s` of the
+previous alert of that cell. Clearing is never suppressed. Settings inherit defaults -> category -> sku
+-> shelf x sku; `max` (par) is capped at the planogram capacity. See docs/api.md and DOMAIN.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from edge.config import Manifest
+from edge.errors import EdgeError
+from rules.actions import LOW_STOCK, OUT_OF_STOCK, Action, AlertClear, AlertRaise
+from rules.config import RestockRule, RulesBody, parse_window
+
+SALES_ORIGINS = frozenset({"weight", "rfid"})
+_FIELDS = (
+    "min",
+    "max",
+    "min_days_of_cover",
+    "debounce_s",
+    "clear_margin",
+    "cooldown_s",
+    "escalate_after_s",
+    "enabled",
+)
+
+
+class RulesError(EdgeError):
+    """The rules do not fit the store; `problems` says what and how to fix each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+# ---- compiled rules -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CellRule:
+    """Resolved restock settings of one shelf x SKU cell."""
+
+    shelf: str
+    sku: str
+    enabled: bool
+    min: int
+    max: int
+    capacity: int
+    min_days_of_cover: float | None
+    debounce_s: float
+    clear_margin: int
+    cooldown_s: float
+    escalate_after_s: float
+    case_pack: int
+    backroom: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """Every cell's rule plus the store-wide settings (hours, grace, retention)."""
+
+    cells: Mapping[tuple[str, str], CellRule]
+    tz: ZoneInfo
+    opening_min: int
+    closing_min: int
+    quiet: tuple[tuple[int, int], ...]
+    device_fault_grace_s: float
+    mute_max_s: float
+    expire_after_s: float
+    velocity_window_s: float
+
+    def allows_alerts(self, now: datetime) -> bool:
+        """True inside opening hours and outside every quiet window (store-local time)."""
+        local = now.astimezone(self.tz)
+        minute = local.hour * 60 + local.minute
+        if not _in_window(minute, self.opening_min, self.closing_min):
+            return False
+        return not any(_in_window(minute, a, b) for a, b in self.quiet)
+
+
+def _in_window(minute: int, start: int, end: int) -> bool:
+    if start == end:
+        return True
+    if start < end:
+        return start <= minute < end
+    return minute >= start or minute < end  # wraps past midnight
+
+
+def _hhmm(s: str) -> int:
+    h, m = s.split(":")
+    return int(h) * 60 + int(m)
+
+
+def _merge(levels: list[RestockRule | None]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for level in levels:
+        if level is None:
+            continue
+        for name in _FIELDS:
+            value = getattr(level, name)
+            if value is not None:
+                out[name] = value
+    return out
+
+
+def compile_rules(manifest: Manifest, body: RulesBody) -> RuleSet:
+    """Resolve inheritance for every planogram cell and check the rules against the store."""
+    problems: list[str] = []
+    try:
+        tz = ZoneInfo(manifest.store.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(f"store.timezone {manifest.store.timezone!r} is not a known IANA zone: use e.g. Europe/Paris")
+        tz = ZoneInfo("UTC")
+    categories = {c.category for c in manifest.catalog if c.category}
+    skus = {c.sku for c in manifest.catalog}
+    problems += [
+        f"rules.categories.{c}: no catalog item has category {c!r}; use one of {sorted(categories)}"
+        for c in body.categories
+        if c not in categories
+    ]
+    problems += [
+        f"rules.skus.{s}: sku {s!r} is not in the catalog; add it or remove the rule"
+        for s in body.skus
+        if s not in skus
+    ]
+    problems += [f"rules.backroom.{s}: sku {s!r} is not in the catalog" for s in body.backroom if s not in skus]
+
+    capacity: dict[tuple[str, str], int] = {}
+    for shelf in manifest.shelves:
+        for lane in shelf.lanes:
+            capacity[(shelf.id, lane.sku)] = capacity.get((shelf.id, lane.sku), 0) + lane.capacity
+    by_cell: dict[tuple[str, str], RestockRule] = {}
+    for i, c in enumerate(body.cells):
+        if (c.shelf, c.sku) not in capacity:
+            problems.append(f"rules.cells[{i}]: shelf {c.shelf!r} holds no lane of sku {c.sku!r} in the planogram")
+        elif (c.shelf, c.sku) in by_cell:
+            problems.append(f"rules.cells[{i}]: a second rule for {c.shelf}/{c.sku}; merge them")
+        else:
+            by_cell[(c.shelf, c.sku)] = c
+
+    cells: dict[tuple[str, str], CellRule] = {}
+    for (shelf_id, sku), cap in sorted(capacity.items()):
+        item = manifest.sku(sku)
+        category = item.category if item else ""
+        explicit = _merge([body.skus.get(sku), by_cell.get((shelf_id, sku))])
+        merged = _merge(
+            [body.defaults, body.categories.get(category), body.skus.get(sku), by_cell.get((shelf_id, sku))]
+        )
+        if "max" in explicit and int(explicit["max"]) > cap:
+            problems.append(
+                f"rules for {shelf_id}/{sku}: max {explicit['max']} is above the planogram capacity {cap}; "
+                f"lower it to {cap} or less"
+            )
+        par = min(int(merged.get("max", cap)), cap)
+        low = int(merged["min"])
+        if low >= par:
+            problems.append(
+                f"rules for {shelf_id}/{sku}: min {low} is not below max/capacity {par}; lower min below {par}"
+            )
+        doc = merged.get("min_days_of_cover")
+        cells[(shelf_id, sku)] = CellRule(
+            shelf=shelf_id,
+            sku=sku,
+            enabled=bool(merged["enabled"]),
+            min=low,
+            max=par,
+            capacity=cap,
+            min_days_of_cover=float(doc) if doc is not None else None,
+            debounce_s=float(merged["debounce_s"]),
+            clear_margin=int(merged["clear_margin"]),
+            cooldown_s=float(merged["cooldown_s"]),
+            escalate_after_s=float(merged["escalate_after_s"]),
+            case_pack=item.case_pack if item else 1,
+            backroom=body.backroom.get(sku),
+        )
+    if problems:
+        raise RulesError(problems)
+    return RuleSet(
+        cells=cells,
+        tz=tz,
+        opening_min=_hhmm(manifest.store.opening_time),
+        closing_min=_hhmm(manifest.store.closing_time),
+        quiet=tuple(parse_window(w) for w in body.quiet_hours),
+        device_fault_grace_s=body.device_fault_grace_s,
+        mute_max_s=body.mute_max_s,
+        expire_after_s=body.expire_after_s,
+        velocity_window_s=body.velocity_window_s,
+    )
+
+
+# ---- pure arithmetic ----------------------------------------------------------------------------
+
+
+def restock_quantity(rule: CellRule, count: int) -> int:
+    """min(par - on shelf, backroom if known), rounded down to whole cases when at least one case fits."""
+    qty = max(0, rule.max - count)
+    if rule.backroom is not None:
+        qty = min(qty, rule.backroom)
+    if qty >= rule.case_pack:
+        qty -= qty % rule.case_pack
+    return qty
+
+
+@dataclass(frozen=True, slots=True)
+class Sales:
+    """Rolling sales of one cell: units per hour bucket within the look-back window."""
+
+    buckets: tuple[tuple[int, int], ...] = ()  # (hour number since the epoch, units sold)
+    first: datetime | None = None  # first observation, to avoid dividing by the whole window on day one
+
+
+def record_sale(sales: Sales, units: int, now: datetime, window_s: float) -> Sales:
+    """Add `units` sold at `now` and drop buckets older than the window."""
+    hour = int(now.timestamp() // 3600)
+    oldest = int((now.timestamp() - window_s) // 3600)
+    kept = [(h, n) for h, n in sales.buckets if h > oldest]
+    if kept and kept[-1][0] == hour:
+        kept[-1] = (hour, kept[-1][1] + units)
+    else:
+        kept.append((hour, units))
+    return Sales(tuple(kept), sales.first or now)
+
+
+def velocity_per_day(sales: Sales, now: datetime, window_s: float) -> float:
+    """Average units sold per day over the observed part of the window (at least one hour of it)."""
+    if sales.first is None:
+        return 0.0
+    oldest = int((now.timestamp() - window_s) // 3600)
+    units = sum(n for h, n in sales.buckets if h > oldest)
+    span = min(max((now - sales.first).total_seconds(), 3600.0), window_s)
+    return units * 86400.0 / span
+
+
+def days_of_cover(count: int, per_day: float) -> float | None:
+    """Stock / daily sales, or None while nothing has sold."""
+    return round(count / per_day, 2) if per_day > 0 else None
+
+
+def effective_min(rule: CellRule, per_day: float) -> int:
+    """min, raised so that min_days_of_cover days of sales stay on the shelf (kept below par)."""
+    low = rule.min
+    if rule.min_days_of_cover is not None and per_day > 0:
+        low = max(low, min(math.ceil(per_day * rule.min_days_of_cover), rule.max - 1))
+    return low
+
+
+# ---- state --------------------------------------------------------------------------------------
+
+Phase = Literal["ok", "pending", "active"]
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """One condition of one cell: ok, pending (held since `since`, debouncing) or active (alert open)."""
+
+    phase: Phase = "ok"
+    since: datetime | None = None
+    last_raised: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CellState:
+    """What the rule remembers about one cell."""
+
+    count: int | None = None
+    low: Watch = Watch()
+    out: Watch = Watch()
+    sales: Sales = Sales()
+
+
+@dataclass(frozen=True, slots=True)
+class RestockState:
+    """The rule's whole state: cells and restock mutes (shelf -> muted until)."""
+
+    cells: Mapping[tuple[str, str], CellState] = field(default_factory=dict)
+    muted: Mapping[str, datetime] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StockSeen:
+    """Input: the count of a cell changed (from a StockChanged event)."""
+
+    shelf: str
+    sku: str
+    count: int
+    delta: int = 0
+    origin: str = "count"
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    """Input: staff started (`on`) or finished restocking `shelf`."""
+
+    shelf: str
+    on: bool
+    duration_s: float | None = None  # None: the rules' mute_max_s
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Input: time passed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """Input: an alert of `kind` for this cell was open before a restart."""
+
+    shelf: str
+    sku: str
+    kind: str
+    raised: datetime
+
+
+Input = StockSeen | Mute | Tick | Restore
+
+
+def step(rules: RuleSet, state: RestockState, inp: Input, now: datetime) -> tuple[RestockState, list[Action]]:
+    """Apply one input; return the new state and the alerts to raise or clear."""
+    cells = dict(state.cells)
+    muted = {s: t for s, t in state.muted.items() if t > now}
+    actions: list[Action] = []
+    touched: list[tuple[str, str]] = []
+    if isinstance(inp, StockSeen):
+        key = (inp.shelf, inp.sku)
+        rule = rules.cells.get(key)
+        if rule is None:
+            return state, []
+        cell = cells.get(key, CellState())
+        sales = cell.sales
+        if inp.delta < 0 and inp.origin in SALES_ORIGINS:
+            sales = record_sale(sales, -inp.delta, now, rules.velocity_window_s)
+        cells[key] = replace(cell, count=inp.count, sales=sales)
+        touched = [key]
+    elif isinstance(inp, Mute):
+        if inp.on:
+            muted[inp.shelf] = now + timedelta(seconds=inp.duration_s or rules.mute_max_s)
+        else:
+            muted.pop(inp.shelf, None)
+        touched = [k for k in cells if k[0] == inp.shelf]
+    elif isinstance(inp, Restore):
+        key = (inp.shelf, inp.sku)
+        cell = cells.get(key, CellState())
+        w = Watch("active", inp.raised, inp.raised)
+        cells[key] = replace(cell, low=w) if inp.kind == LOW_STOCK else replace(cell, out=w)
+        return RestockState(cells, muted), []
+    else:
+        touched = list(cells)
+    for key in touched:
+        rule = rules.cells.get(key)
+        cell = cells[key]
+        if rule is None or cell.count is None:
+            continue
+        new, acts = _evaluate(rules, rule, cell, key[0] in muted, now)
+        cells[key] = new
+        actions += acts
+    return RestockState(cells, muted), actions
+
+
+def _evaluate(
+    rules: RuleSet, rule: CellRule, cell: CellState, muted: bool, now: datetime
+) -> tuple[CellState, list[Action]]:
+    assert cell.count is not None
+    count = cell.count
+    per_day = velocity_per_day(cell.sales, now, rules.velocity_window_s)
+    low_at = effective_min(rule, per_day)
+    may_raise = rule.enabled and not muted and rules.allows_alerts(now)
+    actions: list[Action] = []
+    out, ev_out = _watch(cell.out, count, 0, 1, rule, may_raise, now)
+    low, ev_low = _watch(cell.low, count, low_at, low_at + rule.clear_margin, rule, may_raise, now)
+    for kind, ev, threshold in ((OUT_OF_STOCK, ev_out, 0), (LOW_STOCK, ev_low, low_at)):
+        if ev == "raise":
+            qty = restock_quantity(rule, count)
+            actions.append(
+                AlertRaise(
+                    kind=kind,
+                    shelf=rule.shelf,
+                    sku=rule.sku,
+                    count=count,
+                    threshold=threshold,
+                    restock_qty=qty,
+                    days_of_cover=days_of_cover(count, per_day),
+                    escalate_after_s=rule.escalate_after_s,
+                    message=(
+                        f"{rule.sku} on {rule.shelf}: "
+                        + ("out of stock" if kind == OUT_OF_STOCK else f"{count} left (min {threshold})")
+                        + f"; restock {qty}"
+                    ),
+                )
+            )
+        elif ev == "clear":
+            actions.append(AlertClear(kind=kind, shelf=rule.shelf, sku=rule.sku, count=count))
+    return replace(cell, low=low, out=out), actions
+
+
+def _watch(  # noqa: PLR0917 - one condition's inputs, all positional on purpose
+    w: Watch, count: int, threshold: int, clear_at: int, rule: CellRule, may_raise: bool, now: datetime
+) -> tuple[Watch, str | None]:
+    if w.phase == "active":
+        if count >= clear_at:
+            return Watch("ok", None, w.last_raised), "clear"
+        return w, None
+    if count > threshold:
+        return Watch("ok", None, w.last_raised), None
+    since = w.since if w.phase == "pending" and w.since is not None else now
+    held = (now - since).total_seconds() >= rule.debounce_s
+    cooled = w.last_raised is None or (now - w.last_raised).total_seconds() >= rule.cooldown_s
+    if held and cooled and may_raise:
+        return Watch("active", since, now), "raise"
+    return Watch("pending", since, w.last_raised), None
