@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,8 +13,8 @@ from rules.config import RulesBody
 from rules.restock import (
     Input,
     Mute,
-    Restore,
     RestockState,
+    Restore,
     RulesError,
     Sales,
     StockSeen,
@@ -195,7 +196,6 @@ def test_raise_carries_quantity_cover_and_escalation(demo_manifest: Manifest) ->
 def test_restock_quantity(
     demo_manifest: Manifest, par: int, count: int, backroom: int | None, case_pack: int, expected: int
 ) -> None:
-    from dataclasses import replace
 
     rule = replace(compile_rules(demo_manifest, RulesBody()).cells[S], max=par, backroom=backroom, case_pack=case_pack)
     assert restock_quantity(rule, count) == expected
