@@ -1,0 +1,174 @@
+"""LLRP codec: spec-derived fixtures, sllurp as an independent decoder, framing, malformed input, fuzz."""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sllurp.llrp import LLRPMessage
+from sllurp.llrp_proto import decode_param
+
+from drivers.rfid import llrp_codec as c
+from edge.errors import FrameError
+
+from .frames import frames
+
+FUZZ = 10_000 if os.environ.get("EDGE_FUZZ") == "long" else 200
+
+
+def _sllurp(frame: bytes) -> dict[str, Any]:
+    msg = LLRPMessage(msgbytes=frame)
+    assert msg.msgdict is not None
+    name, body = next(iter(msg.msgdict.items()))
+    return {"name": name, **body}
+
+
+def test_fixture_report_epc96_ours_and_sllurp_agree() -> None:
+    frame = frames()["ro_access_report_epc96"]
+    [msg] = c.FrameDecoder().feed(frame)
+    assert (msg.type, msg.msg_id, msg.version) == (c.Msg.RO_ACCESS_REPORT, 1, 1)
+    ours = c.decode_ro_access_report(msg.body)
+    assert ours == [("3074257BF7194E4000001A85", 1, -70, 1767225600000000, 1767225600250000, 3)]
+    theirs = _sllurp(frame)
+    [tag] = theirs["TagReportData"]
+    assert tag["EPC-96"].decode().upper() == ours[0][0]
+    assert (tag["AntennaID"], tag["PeakRSSI"], tag["TagSeenCount"]) == (1, -70, 3)
+    assert (tag["FirstSeenTimestampUTC"], tag["LastSeenTimestampUTC"]) == ours[0][3:5]
+
+
+def test_fixture_report_epcdata() -> None:
+    [msg] = c.FrameDecoder().feed(frames()["ro_access_report_epcdata"])
+    assert c.decode_ro_access_report(msg.body) == [("E2801160600002054C3A7F11", 2, -55, None, None, 1)]
+    [tag] = _sllurp(frames()["ro_access_report_epcdata"])["TagReportData"]
+    assert tag["EPC"].decode().upper() == "E2801160600002054C3A7F11"
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [("reader_event_success", 0), ("reader_event_refused", 2)],
+)
+def test_fixture_reader_events(name: str, status: int) -> None:
+    [msg] = c.FrameDecoder().feed(frames()[name])
+    ev = c.decode_reader_event(msg.body)
+    assert (ev.utc_us, ev.connection_status, ev.connection_closed) == (1767225600000000, status, False)
+    sl = _sllurp(frames()[name])["ReaderEventNotificationData"]
+    assert sl["ConnectionAttemptEvent"]["Status"] == c.CONNECTION_STATUS[status]
+
+
+def test_fixture_status_messages() -> None:
+    dec = c.FrameDecoder()
+    ok, err, ka = dec.feed(frames()["add_rospec_response"] + frames()["error_message"] + frames()["keepalive"])
+    assert (ok.type, c.decode_status(ok.body)) == (c.Msg.ADD_ROSPEC_RESPONSE, c.Status(0, ""))
+    assert (err.type, c.decode_status(err.body)) == (c.Msg.ERROR_MESSAGE, c.Status(109, "nope!"))
+    assert (ka.type, ka.msg_id, ka.body) == (c.Msg.KEEPALIVE, 7, b"")
+
+
+def test_our_encoder_reproduces_the_hand_written_frames() -> None:
+    epc = bytes.fromhex("3074257BF7194E4000001A85")
+    body = c.tag_report_data(epc, antenna=1, rssi=-70, first_us=1767225600000000,
+                             last_us=1767225600250000, count=3)
+    assert c.encode_message(c.Msg.RO_ACCESS_REPORT, 1, body) == frames()["ro_access_report_epc96"]
+    epc2 = bytes.fromhex("E2801160600002054C3A7F11")
+    body2 = c.tlv(c.P.TAG_REPORT_DATA, c.tlv(c.P.EPC_DATA, struct.pack("!H", 96) + epc2)
+                  + c.tv(c.P.ANTENNA_ID, b"\x00\x02") + c.tv(c.P.PEAK_RSSI, b"\xc9"))
+    assert c.encode_message(c.Msg.RO_ACCESS_REPORT, 2, body2) == frames()["ro_access_report_epcdata"]
+    assert c.encode_message(c.Msg.READER_EVENT_NOTIFICATION, 0, c.reader_event(
+        0, utc_us=1767225600000000)) == frames()["reader_event_success"]
+    assert c.encode_message(c.Msg.ADD_ROSPEC_RESPONSE, 5, c.llrp_status()) == frames()["add_rospec_response"]
+
+
+def test_sllurp_decodes_our_rospec_and_config() -> None:
+    # sllurp has no decoder for the ADD_ROSPEC message itself, but it decodes the ROSpec parameter
+    name, spec, used = decode_param(c.rospec(77, cycle_ms=500))
+    assert (name, used) == ("ROSpec", len(c.rospec(77, cycle_ms=500)))
+    assert spec["ROSpecID"] == 77
+    sel = spec["ROReportSpec"]["TagReportContentSelector"]
+    enabled = {k for k, v in sel.items() if v}
+    assert enabled == {"EnableAntennaID", "EnablePeakRSSI", "EnableTagSeenCount", "EnableFirstSeenTimestamp",
+                       "EnableLastSeenTimestamp"}
+    assert spec["AISpec"][0]["AISpecStopTrigger"]["DurationTriggerValue"] == 500
+    name, events, _ = decode_param(c.set_reader_config(5000)[1:])
+    assert name == "ReaderEventNotificationSpec"
+    assert [e["EventType"] for e in events["EventNotificationState"]] == ["ROSpecEvent", "ReaderExceptionEvent"]
+
+
+def test_multi_tag_report_with_unknown_parameters_skipped() -> None:
+    epc = bytes.fromhex("3074257BF7194E4000001A85")
+    unknown_tlv = c.tlv(999, b"\x01\x02\x03")  # skipped by length, at both levels
+    inner = (c.tv(c.P.EPC_96, epc) + c.tv(c.P.CHANNEL_INDEX, b"\x00\x05") + unknown_tlv
+             + c.tv(c.P.ANTENNA_ID, b"\x00\x03"))
+    body = c.tag_report_data(epc, antenna=2, rssi=-60, count=1) + unknown_tlv + c.tlv(c.P.TAG_REPORT_DATA, inner)
+    tags = c.decode_ro_access_report(body)
+    assert tags == [(epc.hex().upper(), 2, -60, None, None, 1), (epc.hex().upper(), 3, None, None, None, 1)]
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (c.tlv(c.P.TAG_REPORT_DATA, c.tv(c.P.ANTENNA_ID, b"\x00\x01")), "without an EPC"),
+        (bytes.fromhex("00F0 0020 8D 3074".replace(" ", "")), "bad length"),  # TLV length overruns
+        (bytes.fromhex("00F0 0007 8D3074".replace(" ", "")), "truncated TV"),  # TV body cut short
+        (bytes.fromhex("00F0 0002".replace(" ", "")), "bad length"),  # TLV length below its header
+        (bytes.fromhex("00F0 0008 FF000000".replace(" ", "")), "unknown TV"),  # TV type 127: no length
+        (bytes.fromhex("00F0"), "truncated parameter header"),
+    ],
+)
+def test_malformed_reports_raise_frame_error(body: bytes, why: str) -> None:
+    with pytest.raises(FrameError, match=why):
+        c.decode_ro_access_report(body)
+
+
+def test_split_and_merged_frames_with_keepalives_interleaved() -> None:
+    f = frames()
+    stream = f["keepalive"] + f["ro_access_report_epc96"] + f["keepalive"] + f["ro_access_report_epcdata"]
+    for chunk in (1, 3, 7, 10, 11, 52, len(stream)):
+        dec = c.FrameDecoder()
+        got: list[c.Message] = []
+        for i in range(0, len(stream), chunk):
+            got += dec.feed(stream[i : i + chunk])
+        assert [m.type for m in got] == [62, 61, 62, 61], chunk
+        assert dec.pending == 0
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        struct.pack("!HII", (1 << 10) | 61, 3, 1),  # length below the header size
+        struct.pack("!HII", (1 << 10) | 61, 1 << 30, 1),  # absurd length
+        struct.pack("!HII", (5 << 10) | 61, 20, 1),  # unknown version
+    ],
+)
+def test_bad_header_means_lost_sync(header: bytes) -> None:
+    with pytest.raises(c.LlrpStreamError):
+        c.FrameDecoder().feed(frames()["keepalive"] + header)
+
+
+@settings(max_examples=FUZZ, deadline=None)
+@given(st.binary(max_size=400), st.integers(min_value=1, max_value=64))
+def test_fuzz_frame_decoder_and_report_parser(data: bytes, chunk: int) -> None:
+    dec = c.FrameDecoder()
+    try:
+        for i in range(0, len(data), chunk):
+            for msg in dec.feed(data[i : i + chunk]):
+                try:
+                    c.decode_ro_access_report(msg.body)
+                    c.decode_reader_event(msg.body)
+                    c.decode_status(msg.body)
+                    c.decode_capabilities(msg.body)
+                except FrameError:
+                    pass
+    except c.LlrpStreamError:
+        pass
+
+
+@settings(max_examples=FUZZ, deadline=None)
+@given(st.lists(st.tuples(st.binary(min_size=2, max_size=32), st.integers(0, 65535), st.integers(-128, 127),
+                          st.integers(0, 2**64 - 1), st.integers(0, 65535)), max_size=5))
+def test_fuzz_report_round_trip(tags: list[tuple[bytes, int, int, int, int]]) -> None:
+    body = b"".join(c.tag_report_data(e, antenna=a, rssi=r, first_us=t, last_us=t, count=n) for e, a, r, t, n in tags)
+    [msg] = c.FrameDecoder().feed(c.encode_message(c.Msg.RO_ACCESS_REPORT, 1, body))
+    assert c.decode_ro_access_report(msg.body) == [(e.hex().upper(), a, r, t, t, n) for e, a, r, t, n in tags]
