@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edge.configbase import DeviceConfigBase, Ident, StrictModel
 
@@ -46,6 +46,11 @@ class LaneMap(StrictModel):
     tare_g: float = Field(default=0.0, description="grams the device reports with the lane empty")
     unit_weight_g: float | None = Field(default=None, gt=0, description="overrides the planogram/catalog weight")
 
+    @field_validator("channel", mode="before")
+    @classmethod
+    def _channel_text(cls, v: object) -> object:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
 
 class ShelfConfigBase(DeviceConfigBase):
     """Fields common to all shelf types."""
@@ -71,7 +76,6 @@ class ShelfSerialConfig(ShelfConfigBase):
     type: Literal["shelf_serial"] = "shelf_serial"
     port: str = Field(description="serial device, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
     baudrate: int = Field(default=115200, gt=0)
-    crc_fault_after: int = Field(default=3, ge=1, description="consecutive bad checksums -> crc fault on all lanes")
 
 
 class ShelfModbusConfig(ShelfConfigBase):
