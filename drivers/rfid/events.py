@@ -1,0 +1,72 @@
+"""Events of the RFID family: smoothed tag arrivals, moves and departures, and EPCIS 2.0 ObjectEvents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from edge.events import Event, EventClass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TagArrived(Event):
+    """A tag became present in a zone (after smoothing); `source` is the reader that saw it."""
+
+    TYPE: ClassVar[str] = "retail.rfid.tag.arrived.v1"
+    CLASS: ClassVar[EventClass] = EventClass.TELEMETRY
+    TOPIC: ClassVar[str] = "events/rfid"
+
+    epc: str  # hex
+    epc_uri: str  # urn:epc:id:sgtin:... or raw:<HEX>
+    gtin: str | None
+    zone: str
+    rssi_dbm: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TagMoved(Event):
+    """A present tag's zone changed (strongest smoothed RSSI moved past the margin for the hold time)."""
+
+    TYPE: ClassVar[str] = "retail.rfid.tag.moved.v1"
+    CLASS: ClassVar[EventClass] = EventClass.TELEMETRY
+    TOPIC: ClassVar[str] = "events/rfid"
+
+    epc: str
+    epc_uri: str
+    gtin: str | None
+    from_zone: str
+    zone: str
+    rssi_dbm: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TagDeparted(Event):
+    """A present tag was not read for the lost-timeout; `last_seen` is the gateway time of its last read."""
+
+    TYPE: ClassVar[str] = "retail.rfid.tag.departed.v1"
+    CLASS: ClassVar[EventClass] = EventClass.TELEMETRY
+    TOPIC: ClassVar[str] = "events/rfid"
+
+    epc: str
+    epc_uri: str
+    gtin: str | None
+    zone: str
+    last_seen: datetime
+    dwell_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EpcisObjectEvent(Event):
+    """The same fact as an EPCIS 2.0 JSON-LD ObjectEvent; `data()` is the ObjectEvent document itself."""
+
+    TYPE: ClassVar[str] = "retail.rfid.epcis.v1"
+    CLASS: ClassVar[EventClass] = EventClass.TELEMETRY
+    TOPIC: ClassVar[str] = "events/epcis"
+
+    event_id: str
+    document: dict[str, Any]
+
+    def data(self) -> dict[str, Any]:
+        """The EPCIS ObjectEvent (with its @context), ready for an EPCIS repository."""
+        return self.document
