@@ -40,10 +40,13 @@ def _load() -> None:
     #   from drivers.rfid import llrp, processor as rfid
     #   _register(Family("llrp", llrp.LlrpConfig, llrp.LlrpDriver, "rfid"), rfid.RfidProcessor)
     from drivers.shelf import config as shelf_cfg
+    from drivers.shelf import modbus as shelf_modbus
     from drivers.shelf import processor as shelf
     from drivers.shelf import serial_line as shelf_serial
 
     _register(Family("shelf_serial", shelf_cfg.ShelfSerialConfig, shelf_serial.ShelfSerialDriver, "shelf"),
+              shelf.ShelfProcessor)
+    _register(Family("shelf_modbus", shelf_cfg.ShelfModbusConfig, shelf_modbus.ShelfModbusDriver, "shelf"),
               shelf.ShelfProcessor)
     return
 

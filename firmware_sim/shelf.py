@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import math
 import os
 import random
@@ -19,6 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pymodbus import FramerType
+from pymodbus.server import ModbusSerialServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from drivers.shelf.modbus import encode_weight as regs_of
 from drivers.shelf.serial_line import encode, encode_weight
 from firmware_sim.world import World
 
@@ -169,6 +175,94 @@ class SerialShelfSim:
                 await self._task
             self._task = None
         self.port.unplug()
+
+
+class ModbusShelfSim:
+    """A line of Modbus-RTU weight transmitters (unit id per lane) served by pymodbus on a pty.
+
+    Two ptys are bridged: the pymodbus server opens one, the driver opens the other (`port.link`), and the
+    bridge copies bytes both ways, which is where line faults are injected: `fault = "crc"` corrupts a byte
+    of every response, `"silent"` drops the responses (timeouts). Registers per unit: 0-1 gross, 2-3 net (both
+    signed 32-bit, `word_order`), 4 status (bit 0 stable); coil 0 or holding register 10 (write 1) = tare.
+    """
+
+    def __init__(self, world: World, link: Path, lanes: list[LaneSim], word_order: str = "big", seed: int = 13) -> None:
+        self.world = world
+        self.lanes = {int(ln.channel): ln for ln in lanes}
+        self.word_order = word_order
+        self.port = PtyPort(link)  # the driver's side
+        self._server_port = PtyPort(link.with_name(link.name + ".server"))
+        self.rng = random.Random(seed)
+        self.fault: str | None = None
+        self.device_tare: dict[int, float] = dict.fromkeys(self.lanes, 0.0)
+        self.tare_commands = 0
+        self._t0 = world.clock.monotonic()
+        self._server: Any = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def _action(  # noqa: PLR0917 - the signature is pymodbus' SimAction
+        self, unit: int, fc: int, start: int, address: int, count: int, regs: list[int], values: Any
+    ) -> None:
+        ln = self.lanes[unit]
+        if fc in (5, 6, 15, 16) and values:  # tare: coil 0 or holding register 10
+            if (fc in (5, 15) and address == 0 and values[0]) or (fc in (6, 16) and address == 10):
+                self.tare_commands += 1
+                self.device_tare[unit] = ln.grams(self.world, 0.0, self.rng)
+            return
+        hours = (self.world.clock.monotonic() - self._t0) / 3600.0
+        gross = ln.grams(self.world, hours, self.rng)
+        net = gross - self.device_tare[unit]
+        block = regs_of(gross, self.word_order, 0.1) + regs_of(net, self.word_order, 0.1)
+        stable = self.world.lanes[(ln.shelf, ln.lane)].hand_g == 0
+        block.append(1 if stable else 0)
+        for i, v in enumerate(block):
+            if 0 <= i - start < len(regs):
+                regs[i - start] = v
+
+    async def start(self) -> None:
+        """Start the pymodbus server and the bridge."""
+        devices = [
+            SimDevice(
+                id=unit,
+                simdata=(
+                    [SimData(0, count=16, values=False, datatype=DataType.BITS)],
+                    [SimData(0, count=16, values=False, datatype=DataType.BITS)],
+                    [SimData(0, count=16, values=0, datatype=DataType.REGISTERS)],
+                    [SimData(0, count=16, values=0, datatype=DataType.REGISTERS)],
+                ),
+                action=functools.partial(self._action, unit),
+            )
+            for unit in self.lanes
+        ]
+        self._server = ModbusSerialServer(
+            devices, framer=FramerType.RTU, port=str(self._server_port.link), baudrate=115200
+        )
+        await self._server.listen()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._bridge(), name="modbus-sim bridge")]
+
+    async def _bridge(self) -> None:
+        while True:
+            request = self.port.read()
+            if request:
+                self._server_port.write(request)
+            response = self._server_port.read()
+            if response and self.fault != "silent":
+                if self.fault == "crc":
+                    response = response[:-1] + bytes([response[-1] ^ 0x5A])
+                self.port.write(response)
+            await asyncio.sleep(0.002)
+
+    async def stop(self) -> None:
+        """Stop the server and the bridge, unplug both ptys."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            await self._server.shutdown()
+        self.port.unplug()
+        self._server_port.unplug()
 
 
 def lanes_for(world: World, shelf: str, tare_g: float = 850.0) -> list[LaneSim]:
