@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge.configbase import AnyDeviceConfig, DeviceConfigBase, Ident, Seconds, StrictModel
 from edge.errors import ConfigError, ConfigIssue
+from rules.config import OffersConfig, RulesConfig, WebhookConfig
 
 # ---- sections -------------------------------------------------------------------------------
 
@@ -199,6 +200,9 @@ class Manifest(StrictModel):
     catalog: list[CatalogItem] = []
     shelves: list[Shelf] = []
     devices: list[AnyDeviceConfig] = []
+    rules: RulesConfig = RulesConfig()  # restock and alert rules (rules/config.py)
+    offers: OffersConfig = OffersConfig()  # shopper offers (rules/config.py)
+    webhooks: list[WebhookConfig] = []  # alert webhooks (rules/config.py)
 
     @model_validator(mode="after")
     def _references(self) -> Manifest:

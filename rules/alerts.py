@@ -1,0 +1,332 @@
+"""Staff alerts and their lifecycle: open -> acknowledged -> resolved | expired, with escalation.
+
+Every transition is an event (class ALERT, topic `alerts`, never dropped) and an `alerts` table row
+committed with it, so the alert list survives restarts (`AlertBook.load`). The book only keeps the alerts
+that are still live (open or acknowledged); closed ones live in the table for the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, ClassVar
+
+from edge.errors import CommandError
+from edge.events import Event, EventClass
+from rules.actions import Action, AlertClear, AlertRaise
+
+OPEN = "open"
+ACKNOWLEDGED = "acknowledged"
+RESOLVED = "resolved"
+EXPIRED = "expired"
+STATES = (OPEN, ACKNOWLEDGED, RESOLVED, EXPIRED)
+LIVE = frozenset({OPEN, ACKNOWLEDGED})
+MAX_ESCALATION = 3
+SOURCE = "rules"
+
+
+# ---- events -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertEvent(Event):
+    """Common fields of the alert lifecycle events (subject = alert id)."""
+
+    CLASS: ClassVar[EventClass] = EventClass.ALERT
+    TOPIC: ClassVar[str] = "alerts"
+    TRANSITION: ClassVar[str] = ""
+
+    alert_id: str
+    kind: str
+    state: str
+    shelf: str | None = None
+    sku: str | None = None
+    device: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertOpened(AlertEvent):
+    """A condition held long enough: staff should act."""
+
+    TYPE: ClassVar[str] = "retail.alert.opened.v1"
+    TRANSITION: ClassVar[str] = "opened"
+
+    message: str = ""
+    count: int | None = None
+    threshold: int | None = None
+    restock_qty: int | None = None
+    days_of_cover: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertAcknowledged(AlertEvent):
+    """A staff member took the alert."""
+
+    TYPE: ClassVar[str] = "retail.alert.acknowledged.v1"
+    TRANSITION: ClassVar[str] = "acknowledged"
+
+    by: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertEscalated(AlertEvent):
+    """Nobody acknowledged the alert in time; `level` counts the escalations (1..3)."""
+
+    TYPE: ClassVar[str] = "retail.alert.escalated.v1"
+    TRANSITION: ClassVar[str] = "escalated"
+
+    level: int
+    unacknowledged_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertResolved(AlertEvent):
+    """The condition is over (stock recovered, device back)."""
+
+    TYPE: ClassVar[str] = "retail.alert.resolved.v1"
+    TRANSITION: ClassVar[str] = "resolved"
+
+    reason: str
+    count: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertExpired(AlertEvent):
+    """The alert stayed unresolved for longer than the rules' expire_after_s and was closed."""
+
+    TYPE: ClassVar[str] = "retail.alert.expired.v1"
+    TRANSITION: ClassVar[str] = "expired"
+
+    open_s: float
+
+
+ALERT_EVENT_TYPES = (AlertOpened, AlertAcknowledged, AlertEscalated, AlertResolved, AlertExpired)
+
+
+# ---- the alert record ---------------------------------------------------------------------------
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat().replace("+00:00", "Z") if t is not None else None
+
+
+def _parse(s: Any) -> datetime | None:
+    return datetime.fromisoformat(str(s).replace("Z", "+00:00")) if s else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert:
+    """One alert, as stored in the `alerts` table and served by the API."""
+
+    id: str
+    kind: str
+    state: str
+    opened_at: datetime
+    updated_at: datetime
+    shelf: str | None = None
+    sku: str | None = None
+    device: str | None = None
+    message: str = ""
+    count: int | None = None
+    threshold: int | None = None
+    restock_qty: int | None = None
+    days_of_cover: float | None = None
+    escalate_after_s: float | None = None
+    escalation_level: int = 0
+    escalated_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    closed_at: datetime | None = None
+    close_reason: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """The condition key (see `AlertRaise.key`)."""
+        return (self.kind, self.shelf or "", self.sku or "", self.device or "")
+
+    def row(self) -> dict[str, Any]:
+        """The `alerts` table row (also the API's JSON form)."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.state,
+            "shelf": self.shelf,
+            "sku": self.sku,
+            "device": self.device,
+            "message": self.message,
+            "count": self.count,
+            "threshold": self.threshold,
+            "restock_qty": self.restock_qty,
+            "days_of_cover": self.days_of_cover,
+            "escalate_after_s": self.escalate_after_s,
+            "escalation_level": self.escalation_level,
+            "opened_at": _iso(self.opened_at),
+            "updated_at": _iso(self.updated_at),
+            "escalated_at": _iso(self.escalated_at),
+            "acknowledged_at": _iso(self.acknowledged_at),
+            "acknowledged_by": self.acknowledged_by,
+            "closed_at": _iso(self.closed_at),
+            "close_reason": self.close_reason,
+        }
+
+    @classmethod
+    def from_row(cls, r: Mapping[str, Any]) -> Alert:
+        """Rebuild from a table row."""
+        opened = _parse(r["opened_at"])
+        assert opened is not None
+        return cls(
+            id=str(r["id"]),
+            kind=str(r["kind"]),
+            state=str(r["state"]),
+            opened_at=opened,
+            updated_at=_parse(r.get("updated_at")) or opened,
+            shelf=r.get("shelf"),
+            sku=r.get("sku"),
+            device=r.get("device"),
+            message=str(r.get("message") or ""),
+            count=r.get("count"),
+            threshold=r.get("threshold"),
+            restock_qty=r.get("restock_qty"),
+            days_of_cover=r.get("days_of_cover"),
+            escalate_after_s=r.get("escalate_after_s"),
+            escalation_level=int(r.get("escalation_level") or 0),
+            escalated_at=_parse(r.get("escalated_at")),
+            acknowledged_at=_parse(r.get("acknowledged_at")),
+            acknowledged_by=r.get("acknowledged_by"),
+            closed_at=_parse(r.get("closed_at")),
+            close_reason=r.get("close_reason"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An alert after a transition, and the event announcing it."""
+
+    alert: Alert
+    event: AlertEvent
+
+
+def _common(a: Alert) -> dict[str, Any]:
+    return {
+        "source": SOURCE,
+        "subject": a.id,
+        "alert_id": a.id,
+        "kind": a.kind,
+        "state": a.state,
+        "shelf": a.shelf,
+        "sku": a.sku,
+        "device": a.device,
+    }
+
+
+def validate_staff_name(by: object) -> str:
+    """A staff member's name for an acknowledgement: 1..64 printable characters."""
+    if not isinstance(by, str) or not by.strip() or len(by) > 64 or not by.isprintable():
+        raise CommandError("bad_request", "'by' must be the staff member's name, 1 to 64 printable characters")
+    return by.strip()
+
+
+class AlertBook:
+    """The live alerts and the rules of their lifecycle (no I/O; ids come from `new_id`)."""
+
+    def __init__(self, new_id: Callable[[], str]) -> None:
+        self._new_id = new_id
+        self.live: dict[str, Alert] = {}
+        self._by_key: dict[tuple[str, str, str, str], str] = {}
+
+    def load(self, rows: Iterable[Mapping[str, Any]]) -> list[Alert]:
+        """Restore live alerts from table rows; returns them."""
+        out = []
+        for r in rows:
+            a = Alert.from_row(r)
+            if a.state in LIVE:
+                self.live[a.id] = a
+                self._by_key[a.key] = a.id
+                out.append(a)
+        return out
+
+    def apply(self, action: Action, now: datetime) -> list[Transition]:
+        """Open an alert for a raise (unless one is live for that condition), resolve one for a clear."""
+        existing = self._by_key.get(action.key)
+        if isinstance(action, AlertRaise):
+            if existing is not None:
+                return []
+            a = Alert(
+                id=self._new_id(),
+                kind=action.kind,
+                state=OPEN,
+                opened_at=now,
+                updated_at=now,
+                shelf=action.shelf,
+                sku=action.sku,
+                device=action.device,
+                message=action.message,
+                count=action.count,
+                threshold=action.threshold,
+                restock_qty=action.restock_qty,
+                days_of_cover=action.days_of_cover,
+                escalate_after_s=action.escalate_after_s,
+            )
+            self.live[a.id] = a
+            self._by_key[a.key] = a.id
+            ev = AlertOpened(
+                time=now,
+                message=a.message,
+                count=a.count,
+                threshold=a.threshold,
+                restock_qty=a.restock_qty,
+                days_of_cover=a.days_of_cover,
+                **_common(a),
+            )
+            return [Transition(a, ev)]
+        assert isinstance(action, AlertClear)
+        if existing is None:
+            return []
+        a = self._close(existing, RESOLVED, action.reason, now, count=action.count)
+        return [Transition(a, AlertResolved(time=now, reason=action.reason, count=action.count, **_common(a)))]
+
+    def ack(self, alert_id: str, by: str, now: datetime) -> Transition | None:
+        """Acknowledge a live alert; None when it already was (idempotent). Unknown -> CommandError."""
+        a = self.live.get(alert_id)
+        if a is None:
+            raise CommandError("not_found", f"no open alert {alert_id!r} (unknown, or already closed)")
+        if a.state == ACKNOWLEDGED:
+            return None
+        a = replace(a, state=ACKNOWLEDGED, acknowledged_at=now, acknowledged_by=by, updated_at=now)
+        self.live[a.id] = a
+        return Transition(a, AlertAcknowledged(time=now, by=by, **_common(a)))
+
+    def tick(self, now: datetime, expire_after_s: float) -> list[Transition]:
+        """Escalate unacknowledged alerts past their deadline; expire alerts open for too long."""
+        out: list[Transition] = []
+        for a in list(self.live.values()):
+            age = (now - a.opened_at).total_seconds()
+            if expire_after_s > 0 and age >= expire_after_s:
+                closed = self._close(a.id, EXPIRED, "expired", now)
+                out.append(Transition(closed, AlertExpired(time=now, open_s=age, **_common(closed))))
+                continue
+            if a.state != OPEN or not a.escalate_after_s or a.escalation_level >= MAX_ESCALATION:
+                continue
+            since = a.escalated_at or a.opened_at
+            if (now - since).total_seconds() >= a.escalate_after_s:
+                up = replace(a, escalation_level=a.escalation_level + 1, escalated_at=now, updated_at=now)
+                self.live[up.id] = up
+                out.append(
+                    Transition(
+                        up, AlertEscalated(time=now, level=up.escalation_level, unacknowledged_s=age, **_common(up))
+                    )
+                )
+        return out
+
+    def _close(self, alert_id: str, state: str, reason: str, now: datetime, count: int | None = None) -> Alert:
+        a = self.live.pop(alert_id)
+        self._by_key.pop(a.key, None)
+        return replace(
+            a,
+            state=state,
+            closed_at=now,
+            close_reason=reason,
+            updated_at=now,
+            count=count if count is not None else a.count,
+        )

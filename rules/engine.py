@@ -1,0 +1,291 @@
+"""The rules engine: a Reactor that wires the pure rules (restock, device faults, offers) to the gateway.
+
+It turns emitted events into rule inputs (StockChanged -> restock, DeviceStatusChanged -> faults,
+`retail.restock.started/finished.v1` -> mute) and rule actions into alert transitions: events plus the
+`alerts` rows and webhook deliveries committed with them. No I/O and no clock reads here: the gateway
+calls `react`/`tick` with `now`, and `rules.service` does the file watching, commands and webhooks.
+Reloads are atomic: new rules are parsed, validated and compiled first; on any problem the old rules stay
+and a `retail.rules.rejected.v1` event says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+import yaml
+from pydantic import ValidationError
+
+from edge.config import Manifest
+from edge.errors import CommandError
+from edge.events import DeviceStatusChanged, Event, EventClass, StockChanged
+from edge.ids import uuid7
+from edge.runtime import Delete, StateWrite, Upsert
+from edge.state import StockState
+from rules.actions import DEVICE_FAULT, DEVICE_OFFLINE, LOW_STOCK, OUT_OF_STOCK, Action
+from rules.alerts import ALERT_EVENT_TYPES, AlertBook, Transition, validate_staff_name
+from rules.config import OffersConfig, RulesBody, RulesConfig, WebhookConfig
+from rules.faults import DeviceSeen, DeviceWatch, FaultState, step_faults
+from rules.offers import (
+    OfferBook,
+    OfferState,
+    OfferTriggered,
+    SightingError,
+    check_time,
+    compile_offers,
+    decide,
+    offer_json,
+    parse_sighting,
+    purge,
+)
+from rules.restock import Mute, RestockState, Restore, RulesError, RuleSet, StockSeen, Tick, compile_rules, step
+from rules.webhooks import delivery_rows
+
+RESTOCK_STARTED = "retail.restock.started.v1"
+RESTOCK_FINISHED = "retail.restock.finished.v1"
+SOURCE = "rules"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RulesReloaded(Event):
+    """New restock rules are in force (`digest` identifies their text)."""
+
+    TYPE: ClassVar[str] = "retail.rules.reloaded.v1"
+    CLASS: ClassVar[EventClass] = EventClass.CONTROL
+    TOPIC: ClassVar[str] = "events/rules"
+
+    origin: str  # "start" | "file" | "command"
+    digest: str
+    cells: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RulesRejected(Event):
+    """A rules change was refused; the previous rules stay in force. `problems` says what to fix."""
+
+    TYPE: ClassVar[str] = "retail.rules.rejected.v1"
+    CLASS: ClassVar[EventClass] = EventClass.CONTROL
+    TOPIC: ClassVar[str] = "events/rules"
+
+    origin: str
+    problems: tuple[str, ...]
+
+
+OWN_TYPES = frozenset(t.TYPE for t in (*ALERT_EVENT_TYPES, RulesReloaded, RulesRejected, OfferTriggered))
+
+
+def split(outputs: Iterable[object]) -> tuple[list[Event], list[StateWrite]]:
+    """Separate events from state writes (for `emit` / `emit_committed`)."""
+    items = list(outputs)
+    return [o for o in items if isinstance(o, Event)], [o for o in items if isinstance(o, Upsert | Delete)]
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _validation_problems(err: ValidationError, where: str) -> list[str]:
+    out = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(p) for p in e["loc"])
+        out.append(f"{where}{'.' + loc if loc else ''}: {str(e['msg']).removeprefix('Value error, ')}")
+    return out
+
+
+class RulesEngine:
+    """Reactor: events in, alert transitions out; also serves acks, mutes, sightings and reloads."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        rules: RulesConfig | None = None,
+        offers: OffersConfig | None = None,
+        webhooks: Sequence[WebhookConfig] = (),
+        new_id: Callable[[], str] = uuid7,
+    ) -> None:
+        self.manifest = manifest
+        self.config = rules or RulesConfig()
+        self.webhooks = list(webhooks)
+        self.new_id = new_id
+        self.book = AlertBook(new_id)
+        self.restock = RestockState()
+        self.faults: FaultState = {}
+        self.offer_state = OfferState()
+        self.offers: OfferBook = compile_offers(manifest, offers or OffersConfig())
+        self.ruleset: RuleSet = compile_rules(manifest, RulesBody())
+        self.digest = ""
+        self.ready = False
+        self._queued: list[tuple[Event, datetime]] = []
+        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    # ---- counters ----
+    def count(self, name: str, value: float = 1.0, **labels: str) -> None:
+        """Add to one of the engine's counters (exported by `metrics_text`)."""
+        key = (name, tuple(sorted(labels.items())))
+        self.counters[key] = self.counters.get(key, 0.0) + value
+
+    def metrics_text(self) -> str:
+        """Prometheus text of the engine's counters and the live alerts by state."""
+        lines = ["# TYPE edge_rules_alerts gauge"]
+        by_state: dict[str, int] = {"open": 0, "acknowledged": 0}
+        for a in self.book.live.values():
+            by_state[a.state] = by_state.get(a.state, 0) + 1
+        lines += [f'edge_rules_alerts{{state="{s}"}} {n}' for s, n in sorted(by_state.items())]
+        for (name, labels), v in sorted(self.counters.items()):
+            lab = ",".join(f'{k}="{val}"' for k, val in labels)
+            lines.append(f"{name}{{{lab}}} {v:g}" if lab else f"{name} {v:g}")
+        return "\n".join(lines) + "\n"
+
+    # ---- rules loading ----
+    def load_text(self, text: str, origin: str, now: datetime) -> tuple[bool, list[str], list[object]]:
+        """Parse, validate and compile rules from YAML text; swap them in only when all is well."""
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            return self.reject(origin, [f"rules file is not valid YAML: {exc}"], now)
+        if not isinstance(raw, Mapping):
+            return self.reject(origin, ["the rules file must be a YAML mapping (defaults:, skus:, cells: ...)"], now)
+        return self.load_body(dict(raw), origin, now, digest=_digest(text))
+
+    def load_body(
+        self, raw: Mapping[str, Any] | RulesBody, origin: str, now: datetime, digest: str | None = None
+    ) -> tuple[bool, list[str], list[object]]:
+        """Validate and compile a rules body (mapping or model); swap atomically or keep the old rules."""
+        try:
+            body = raw if isinstance(raw, RulesBody) else RulesBody.model_validate(raw)
+        except ValidationError as err:
+            return self.reject(origin, _validation_problems(err, "rules"), now)
+        try:
+            ruleset = compile_rules(self.manifest, body)
+        except RulesError as err:
+            return self.reject(origin, err.problems, now)
+        self.ruleset = ruleset
+        self.digest = digest or _digest(body.model_dump_json())
+        self.count("edge_rules_reloads_total", result="ok")
+        ev = RulesReloaded(source=SOURCE, time=now, origin=origin, digest=self.digest, cells=len(ruleset.cells))
+        return True, [], [ev]
+
+    def reject(self, origin: str, problems: list[str], now: datetime) -> tuple[bool, list[str], list[object]]:
+        """Refuse a rules change: count it and announce why; the rules in force stay."""
+        self.count("edge_rules_reloads_total", result="rejected")
+        return False, problems, [RulesRejected(source=SOURCE, time=now, origin=origin, problems=tuple(problems))]
+
+    # ---- restart ----
+    def restore(self, alert_rows: Iterable[Mapping[str, Any]], stock: StockState, now: datetime) -> list[object]:
+        """Load live alerts and the current stock after a (re)start, then handle events that queued meanwhile."""
+        for a in self.book.load(alert_rows):
+            if a.kind in (LOW_STOCK, OUT_OF_STOCK) and a.shelf and a.sku:
+                self.restock, _ = step(self.ruleset, self.restock, Restore(a.shelf, a.sku, a.kind, a.opened_at), now)
+            elif a.kind in (DEVICE_OFFLINE, DEVICE_FAULT) and a.device:
+                faults = dict(self.faults)
+                state = "fault" if a.kind == DEVICE_FAULT else "offline"
+                faults[a.device] = DeviceWatch(state, a.opened_at, None, a.kind)
+                self.faults = faults
+        out: list[object] = []
+        for cell in stock.cells():
+            if cell.version > 0:
+                out += self._restock(StockSeen(cell.shelf, cell.sku, cell.count, 0, cell.origin), now)
+        self.ready = True
+        queued, self._queued = self._queued, []
+        for ev, t in queued:
+            out += self.react(ev, t)
+        return out
+
+    # ---- Reactor ----
+    def react(self, event: Event, now: datetime) -> Sequence[object]:
+        """Handle one emitted event."""
+        if event.TYPE in OWN_TYPES:
+            return []
+        if not self.ready:
+            if len(self._queued) < 10_000:
+                self._queued.append((event, now))
+            return []
+        if isinstance(event, StockChanged):
+            return self._restock(StockSeen(event.shelf, event.sku, event.count, event.delta, event.origin), now)
+        if isinstance(event, DeviceStatusChanged):
+            self.count("edge_rules_evaluations_total", rule="faults")
+            self.faults, actions = step_faults(
+                self.ruleset.device_fault_grace_s,
+                self.faults,
+                DeviceSeen(event.device, event.state, event.error),
+                now,
+            )
+            return self._alerts(actions, now)
+        if event.TYPE in (RESTOCK_STARTED, RESTOCK_FINISHED):
+            shelf = getattr(event, "shelf", None)
+            if isinstance(shelf, str) and shelf:
+                return self.mute(shelf, on=event.TYPE == RESTOCK_STARTED, now=now)
+        return []
+
+    def tick(self, now: datetime) -> Sequence[object]:
+        """Debounce expiry, opening hours, mute expiry, escalation, expiry, offer retention."""
+        if not self.ready:
+            return []
+        out = self._restock(Tick(), now)
+        self.faults, actions = step_faults(self.ruleset.device_fault_grace_s, self.faults, None, now)
+        out += self._alerts(actions, now)
+        out += self._transitions(self.book.tick(now, self.ruleset.expire_after_s))
+        self.offer_state = purge(self.offer_state, now, self.offers.config.retention_s)
+        return out
+
+    # ---- commands (called by rules.service and the API) ----
+    def ack(self, alert_id: object, by: object, now: datetime) -> list[object]:
+        """Acknowledge a live alert by a staff member; CommandError `not_found`/`bad_request` otherwise."""
+        if not isinstance(alert_id, str) or not alert_id or len(alert_id) > 64:
+            raise CommandError("bad_request", "alert_id must be the id of an alert")
+        name = validate_staff_name(by)
+        t = self.book.ack(alert_id, name, now)
+        return self._transitions([t] if t else [])
+
+    def mute(self, shelf: str, *, on: bool, now: datetime, duration_s: float | None = None) -> list[object]:
+        """Mute (or unmute) restock alerts of a shelf while staff restock it."""
+        if self.manifest.shelf(shelf) is None:
+            raise CommandError("not_found", f"no shelf {shelf!r} in the planogram")
+        return self._restock(Mute(shelf, on, duration_s), now)
+
+    def sighting(self, raw: object, now: datetime, stock: StockState) -> tuple[dict[str, Any], list[object]]:
+        """Validate a sighting, decide offers; returns the reply and the events (no shopper token in them)."""
+        try:
+            s = parse_sighting(raw)
+            zone = self.offers.zone_of(s)
+            check_time(s, now, self.offers.config.max_clock_skew_s)
+        except SightingError as err:
+            self.count("edge_rules_sightings_total", result="rejected", reason=err.code)
+            raise
+        self.count("edge_rules_sightings_total", result="accepted", reason="ok" if s.consent else "no_consent")
+
+        def in_stock(z: str, sku: str) -> bool:
+            return any(c.count > 0 for c in stock.cells(zone=z, sku=sku))
+
+        self.offer_state, chosen = decide(self.offers, self.offer_state, s, zone, in_stock, now)
+        events: list[object] = []
+        for o in chosen:
+            self.count("edge_rules_offers_triggered_total", offer=o.id)
+            events.append(OfferTriggered(source="offers", time=now, subject=o.id, offer_id=o.id, zone=zone, sku=o.sku))
+        reply = {"zone": zone, "consent": s.consent, "offers": [offer_json(o) for o in chosen]}
+        return reply, events
+
+    # ---- internals ----
+    def _restock(self, inp: StockSeen | Mute | Tick, now: datetime) -> list[object]:
+        self.count("edge_rules_evaluations_total", rule="restock")
+        self.restock, actions = step(self.ruleset, self.restock, inp, now)
+        return self._alerts(actions, now)
+
+    def _alerts(self, actions: Sequence[Action], now: datetime) -> list[object]:
+        out: list[object] = []
+        for a in actions:
+            out += self._transitions(self.book.apply(a, now))
+        return out
+
+    def _transitions(self, ts: Sequence[Transition]) -> list[object]:
+        out: list[object] = []
+        for t in ts:
+            self.count("edge_rules_alert_transitions_total", transition=t.event.TRANSITION, kind=t.alert.kind)
+            out.append(t.event)
+            out.append(Upsert("alerts", t.alert.row()))
+            out += delivery_rows(t, self.webhooks, self.manifest.store.id, self.new_id)
+        return out

@@ -1,0 +1,207 @@
+"""The rules engine in a running gateway: commands, rules-file watching, restore at start, webhook sender.
+
+`rules.install(gw)` builds one `RulesService`. MQTT commands (request/reply, see edge/commands.py):
+`alert.ack` {alert_id, by}, `sighting` {shopper, consent, beacon|zone, rssi?, time?, tags?},
+`rules.reload` {rules?}, `restock.mute` {shelf, on?, duration_s?}. The HTTP API calls the same methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from edge.errors import CommandError
+from edge.runtime import GatewayView
+from rules.alerts import STATES
+from rules.config import OffersConfig, RulesBody, RulesConfig, WebhookConfig
+from rules.engine import RulesEngine, split
+from rules.webhooks import WebhookWorker
+
+log = logging.getLogger(__name__)
+
+
+def inline_body(cfg: RulesConfig) -> RulesBody:
+    """The rules written inline in the manifest (everything but `file` and `watch_interval_s`)."""
+    return RulesBody.model_validate(cfg.model_dump(exclude={"file", "watch_interval_s"}))
+
+
+class RulesService:
+    """Owns the engine and its background tasks inside a gateway."""
+
+    def __init__(self, gw: GatewayView) -> None:
+        self.gw = gw
+        m = gw.manifest
+        self.config: RulesConfig = getattr(m, "rules", None) or RulesConfig()
+        offers: OffersConfig = getattr(m, "offers", None) or OffersConfig()
+        self.webhooks: list[WebhookConfig] = list(getattr(m, "webhooks", None) or [])
+        self.engine = RulesEngine(m, rules=self.config, offers=offers, webhooks=self.webhooks)
+        self.worker = WebhookWorker(gw, self.webhooks)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._file_sig: str | None = None
+        self.last_problems: list[str] = []
+
+    # ---- lifecycle ----
+    def start(self) -> None:
+        """Load the rules, hook into the gateway, and start the background tasks (needs a running loop)."""
+        now = self.gw.clock.now()
+        path = self.config.file
+        text = self._read(path) if path is not None else None
+        if text is not None:
+            self._file_sig = self._sig(text)
+            ok, problems, out = self.engine.load_text(text, "start", now)
+        else:
+            ok, problems, out = self.engine.load_body(inline_body(self.config), "start", now)
+            if path is not None:
+                ok, problems, more = self.engine.reject(
+                    "start", [f"cannot read rules file {path}: check the path; using the inline rules"], now
+                )
+                out += more
+        if not ok:
+            log.error("rules not loaded: %s; using the default rules", "; ".join(problems))
+            self.last_problems = problems
+        self.gw.add_reactor(self.engine)
+        self.gw.register_command("alert.ack", self._cmd_ack)
+        self.gw.register_command("sighting", self._cmd_sighting)
+        self.gw.register_command("rules.reload", self._cmd_reload)
+        self.gw.register_command("restock.mute", self._cmd_mute)
+        self._emit(out)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._restore(), name="rules-restore"))
+        if path is not None:
+            self._tasks.append(loop.create_task(self._watch(path), name="rules-watch"))
+        if self.webhooks:
+            self._tasks.append(loop.create_task(self.worker.run(), name="rules-webhooks"))
+
+    async def stop(self) -> None:
+        """Cancel the background tasks."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def metrics_text(self) -> str:
+        """The engine's counters plus webhook delivery counters, Prometheus text."""
+        return self.engine.metrics_text() + (
+            f"edge_rules_webhook_delivered_total {self.worker.sent}\n"
+            f"edge_rules_webhook_failed_total {self.worker.failed}\n"
+        )
+
+    # ---- operations shared by MQTT commands and the HTTP API ----
+    async def ack(self, alert_id: object, by: object) -> dict[str, Any]:
+        """Acknowledge an alert; the acknowledged event is committed before this returns."""
+        try:
+            out = self.engine.ack(alert_id, by, self.gw.clock.now())
+        except CommandError as err:
+            if err.code == "not_found" and isinstance(alert_id, str):
+                rows = await self.gw.query("SELECT state FROM alerts WHERE id = ?", (alert_id,))
+                if rows:
+                    raise CommandError("conflict", f"alert {alert_id} is already {rows[0]['state']}") from None
+            raise
+        await self.gw.emit_committed(*split(out))
+        alert = self.engine.book.live.get(str(alert_id))
+        return alert.row() if alert else {"id": alert_id}
+
+    async def sighting(self, raw: object) -> dict[str, Any]:
+        """Handle a shopper sighting; returns the offers to show (raises SightingError for bad input)."""
+        reply, out = self.engine.sighting(raw, self.gw.clock.now(), self.gw.stock)
+        if out:
+            self._emit(out)
+        return reply
+
+    async def reload(self, rules: object = None, origin: str = "command") -> dict[str, Any]:
+        """Reload the rules (from `rules` if given, else the rules file, else the manifest's inline rules)."""
+        now = self.gw.clock.now()
+        if rules is not None:
+            if not isinstance(rules, Mapping):
+                raise CommandError("bad_request", "rules must be an object with the rules fields")
+            ok, problems, out = self.engine.load_body(dict(rules), origin, now)
+        elif self.config.file is not None:
+            text = await asyncio.to_thread(self._read, self.config.file)
+            if text is None:
+                ok, problems, out = self.engine.reject(origin, [f"cannot read rules file {self.config.file}"], now)
+            else:
+                self._file_sig = self._sig(text)
+                ok, problems, out = self.engine.load_text(text, origin, now)
+        else:
+            ok, problems, out = self.engine.load_body(inline_body(self.config), origin, now)
+        await self.gw.emit_committed(*split(out))
+        if not ok:
+            self.last_problems = problems
+            raise CommandError("rules_rejected", "the old rules stay in force: " + "; ".join(problems))
+        self.last_problems = []
+        return {"digest": self.engine.digest, "cells": len(self.engine.ruleset.cells)}
+
+    async def mute(self, shelf: object, on: object = True, duration_s: object = None) -> dict[str, Any]:
+        """Mute or unmute restock alerts of a shelf."""
+        if not isinstance(shelf, str) or not isinstance(on, bool):
+            raise CommandError("bad_request", "shelf must be a shelf id and on a boolean")
+        if duration_s is not None and (not isinstance(duration_s, int | float) or duration_s <= 0):
+            raise CommandError("bad_request", "duration_s must be a positive number of seconds")
+        dur = float(duration_s) if duration_s is not None else None
+        out = self.engine.mute(shelf, on=on, now=self.gw.clock.now(), duration_s=dur)
+        await self.gw.emit_committed(*split(out))
+        return {"shelf": shelf, "muted": on}
+
+    async def alerts(self, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Alerts from the table, newest first, optionally in one state."""
+        if state is not None and state not in STATES:
+            raise CommandError("bad_request", f"state must be one of {', '.join(STATES)}")
+        if state is None:
+            return await self.gw.query("SELECT * FROM alerts ORDER BY opened_at DESC LIMIT ?", (limit,))
+        return await self.gw.query(
+            "SELECT * FROM alerts WHERE state = ? ORDER BY opened_at DESC LIMIT ?", (state, limit)
+        )
+
+    # ---- command handlers ----
+    async def _cmd_ack(self, req: Mapping[str, Any]) -> Any:
+        return await self.ack(req.get("alert_id"), req.get("by"))
+
+    async def _cmd_sighting(self, req: Mapping[str, Any]) -> Any:
+        return await self.sighting({k: v for k, v in req.items() if k not in ("id", "reply_to")})
+
+    async def _cmd_reload(self, req: Mapping[str, Any]) -> Any:
+        return await self.reload(req.get("rules"))
+
+    async def _cmd_mute(self, req: Mapping[str, Any]) -> Any:
+        return await self.mute(req.get("shelf"), req.get("on", True), req.get("duration_s"))
+
+    # ---- internals ----
+    def _emit(self, out: list[object]) -> None:
+        events, writes = split(out)
+        if events or writes:
+            self.gw.emit(events, writes)
+
+    async def _restore(self) -> None:
+        try:
+            rows = await self.gw.query("SELECT * FROM alerts WHERE state IN ('open', 'acknowledged')")
+        except Exception:
+            log.exception("could not load the open alerts; starting without them")
+            rows = []
+        self._emit(self.engine.restore(rows, self.gw.stock, self.gw.clock.now()))
+
+    async def _watch(self, path: Path) -> None:
+        while True:
+            await asyncio.sleep(self.config.watch_interval_s)
+            text = await asyncio.to_thread(self._read, path)
+            if text is None or self._sig(text) == self._file_sig:
+                continue
+            self._file_sig = self._sig(text)
+            with contextlib.suppress(CommandError):
+                await self.reload(origin="file")
+            log.info("rules file %s changed: %s", path, "rejected" if self.last_problems else "reloaded")
+
+    @staticmethod
+    def _read(path: Path) -> str | None:
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError:
+            return None
+
+    @staticmethod
+    def _sig(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,183 @@
+"""The rules engine as a Reactor: events in, alert lifecycle events + table rows + webhook rows out."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar
+
+import pytest
+
+from edge.config import Manifest
+from edge.errors import CommandError
+from edge.events import DeviceStatusChanged, Event, StockChanged
+from edge.processing import StockUpdate
+from edge.runtime import Upsert
+from edge.state import StockState
+from rules.alerts import (
+    AlertAcknowledged,
+    AlertEscalated,
+    AlertExpired,
+    AlertOpened,
+    AlertResolved,
+)
+from rules.config import OffersConfig, RulesConfig, WebhookConfig
+from rules.engine import RulesEngine, RulesRejected, RulesReloaded, split
+
+T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+RULES = RulesConfig.model_validate(
+    {
+        "defaults": {"min": 3, "debounce_s": 10, "escalate_after_s": 60},
+        "expire_after_s": 3600,
+        "device_fault_grace_s": 30,
+    }
+)
+HOOK = WebhookConfig(id="ops", url="http://127.0.0.1:9/hook", secret="s" * 16, events=["opened", "resolved"])
+
+
+def engine(manifest: Manifest) -> RulesEngine:
+    ids = itertools.count(1)
+    e = RulesEngine(manifest, rules=RULES, webhooks=[HOOK], new_id=lambda: f"id-{next(ids)}")
+    ok, problems, _ = e.load_body(RULES.model_dump(exclude={"file", "watch_interval_s"}), "start", T0)
+    assert ok, problems
+    e.restore([], StockState(manifest), T0)
+    return e
+
+
+def stock(count: int, prev: int, version: int, t: datetime) -> StockChanged:
+    return StockChanged(
+        source="shelf-1",
+        time=t,
+        shelf="shelf-a1",
+        sku="cola-330",
+        count=count,
+        previous=prev,
+        delta=count - prev,
+        version=version,
+        origin="weight",
+    )
+
+
+def events(out: object) -> list[Event]:
+    return split(out)[0]  # type: ignore[arg-type]
+
+
+def test_low_stock_lifecycle_open_ack_resolve(demo_manifest: Manifest) -> None:
+    e = engine(demo_manifest)
+    assert events(e.react(stock(2, 10, 2, T0), T0)) == []
+    out = list(e.tick(T0 + timedelta(seconds=11)))
+    (opened,) = events(out)
+    assert isinstance(opened, AlertOpened)
+    assert (opened.kind, opened.shelf, opened.count, opened.restock_qty) == ("low_stock", "shelf-a1", 2, 22)
+    rows = [w for w in split(out)[1] if isinstance(w, Upsert)]
+    assert {w.table for w in rows} == {"alerts", "webhook_deliveries"}
+    assert next(w for w in rows if w.table == "alerts").row["state"] == "open"
+    # own events are ignored when fed back
+    assert e.react(opened, T0) == []
+    acked = events(e.ack(opened.alert_id, "Sam", T0 + timedelta(seconds=20)))
+    assert isinstance(acked[0], AlertAcknowledged)
+    assert acked[0].by == "Sam"
+    assert e.ack(opened.alert_id, "Sam", T0 + timedelta(seconds=21)) == []  # idempotent
+    # acknowledged: no escalation
+    assert events(e.tick(T0 + timedelta(seconds=200))) == []
+    out = list(e.react(stock(24, 2, 3, T0), T0 + timedelta(seconds=300)))
+    (resolved,) = events(out)
+    assert isinstance(resolved, AlertResolved)
+    assert resolved.alert_id == opened.alert_id
+    assert len([w for w in split(out)[1] if isinstance(w, Upsert) and w.table == "webhook_deliveries"]) == 1
+    with pytest.raises(CommandError) as err:
+        e.ack(opened.alert_id, "Sam", T0)
+    assert err.value.code == "not_found"
+
+
+def test_escalation_then_expiry(demo_manifest: Manifest) -> None:
+    e = engine(demo_manifest)
+    e.react(stock(0, 10, 2, T0), T0)
+    kinds = {type(x).__name__ for x in events(e.tick(T0 + timedelta(seconds=10)))}
+    assert kinds == {"AlertOpened"}  # out_of_stock and low_stock
+    assert len(e.book.live) == 2
+    esc = events(e.tick(T0 + timedelta(seconds=71)))
+    assert len(esc) == 2
+    assert all(isinstance(x, AlertEscalated) and x.level == 1 for x in esc)
+    esc2 = events(e.tick(T0 + timedelta(seconds=132)))
+    assert all(isinstance(x, AlertEscalated) and x.level == 2 for x in esc2)
+    exp = events(e.tick(T0 + timedelta(seconds=3611)))
+    assert len(exp) == 2
+    assert all(isinstance(x, AlertExpired) for x in exp)
+    assert e.book.live == {}
+
+
+def test_device_fault_after_grace(demo_manifest: Manifest) -> None:
+    e = engine(demo_manifest)
+    off = DeviceStatusChanged(source="rfid-1", time=T0, device="rfid-1", device_type="llrp", state="offline")
+    assert events(e.react(off, T0)) == []
+    (opened,) = events(e.tick(T0 + timedelta(seconds=31)))
+    assert isinstance(opened, AlertOpened)
+    assert (opened.kind, opened.device) == ("device_offline", "rfid-1")
+    on = DeviceStatusChanged(source="rfid-1", time=T0, device="rfid-1", device_type="llrp", state="online")
+    (resolved,) = events(e.react(on, T0 + timedelta(seconds=40)))
+    assert isinstance(resolved, AlertResolved)
+    # a short blip raises nothing
+    e.react(off, T0 + timedelta(seconds=50))
+    assert events(e.react(on, T0 + timedelta(seconds=55))) == []
+
+
+def test_restock_events_mute_the_shelf(demo_manifest: Manifest) -> None:
+    @dataclass(frozen=True, slots=True, kw_only=True)
+    class RestockStarted(Event):
+        TYPE: ClassVar[str] = "retail.restock.started.v1"
+        shelf: str
+
+    e = engine(demo_manifest)
+    e.react(RestockStarted(source="scanner-1", time=T0, shelf="shelf-a1"), T0)
+    e.react(stock(1, 10, 2, T0), T0)
+    assert events(e.tick(T0 + timedelta(seconds=60))) == []
+
+
+def test_reload_is_atomic_and_reports_why(demo_manifest: Manifest) -> None:
+    e = engine(demo_manifest)
+    before = e.ruleset
+    ok, problems, out = e.load_text("skus: {cola-330: {max: 99}}\n", "file", T0)
+    assert not ok
+    assert "above the planogram capacity" in problems[0]
+    assert isinstance(out[0], RulesRejected)
+    assert e.ruleset is before
+    ok, problems, out = e.load_text("defaults: {min: [}", "file", T0)
+    assert not ok
+    assert "YAML" in problems[0]
+    ok, problems, out = e.load_text("defaults: {mni: 3}", "file", T0)
+    assert not ok
+    assert "defaults.mni" in problems[0]
+    ok, _, out = e.load_text("defaults: {min: 7}\n", "command", T0)
+    assert ok
+    assert isinstance(out[0], RulesReloaded)
+    assert e.ruleset.cells[("shelf-a1", "cola-330")].min == 7
+
+
+def test_restore_after_restart_keeps_alerts_and_resolves_them(demo_manifest: Manifest) -> None:
+    e = engine(demo_manifest)
+    e.react(stock(2, 10, 2, T0), T0)
+    out = list(e.tick(T0 + timedelta(seconds=11)))
+    row = next(w.row for w in split(out)[1] if isinstance(w, Upsert) and w.table == "alerts")
+    # a new engine, as after a restart: stock state shows the shelf refilled meanwhile
+    st = StockState(demo_manifest)
+    st.apply(StockUpdate(shelf="shelf-a1", sku="cola-330", time=T0, origin="count", source="x", count=20))
+    e2 = RulesEngine(demo_manifest, rules=RULES, new_id=lambda: "n")
+    e2.react(stock(20, 2, 3, T0), T0)  # queued until restored
+    out2 = e2.restore([row], st, T0 + timedelta(seconds=60))
+    resolved = [x for x in events(out2) if isinstance(x, AlertResolved)]
+    assert [r.alert_id for r in resolved] == [row["id"]]
+
+
+def test_sighting_counts_and_event_has_no_token(demo_manifest: Manifest) -> None:
+    offers = OffersConfig.model_validate(
+        {"offers": [{"id": "o1", "zone": "aisle-1", "sku": "cola-330", "title": "t", "min_dwell_s": 0}]}
+    )
+    e = RulesEngine(demo_manifest, offers=offers)
+    st = StockState(demo_manifest)
+    st.apply(StockUpdate(shelf="shelf-a1", sku="cola-330", time=T0, origin="count", source="x", count=5))
+    reply, out = e.sighting({"shopper": "secret-token", "consent": True, "zone": "aisle-1"}, T0, st)
+    assert [o["id"] for o in reply["offers"]] == ["o1"]
+    assert "secret-token" not in repr([x.data() for x in events(out)])
+    assert "edge_rules_offers_triggered_total" in e.metrics_text()
