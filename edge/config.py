@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from drivers.ble.config import BeaconConfig
+from drivers.door.config import TrafficConfig
 from edge.configbase import AnyDeviceConfig, DeviceConfigBase, Ident, Seconds, StrictModel
 from edge.errors import ConfigError, ConfigIssue
 from rules.config import OffersConfig, RulesConfig, WebhookConfig
@@ -200,6 +202,8 @@ class Manifest(StrictModel):
     catalog: list[CatalogItem] = []
     shelves: list[Shelf] = []
     devices: list[AnyDeviceConfig] = []
+    beacons: list[BeaconConfig] = []  # store BLE beacons (drivers/ble/config.py)
+    traffic: TrafficConfig = TrafficConfig()  # foot-traffic aggregation (drivers/door/config.py)
     rules: RulesConfig = RulesConfig()  # restock and alert rules (rules/config.py)
     offers: OffersConfig = OffersConfig()  # shopper offers (rules/config.py)
     webhooks: list[WebhookConfig] = []  # alert webhooks (rules/config.py)

@@ -1,0 +1,1 @@
+"""BLE family: bleak scanner driver, advert parsers, beacon registry and health, anonymous zone presence."""
