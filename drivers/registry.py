@@ -41,12 +41,15 @@ def _load() -> None:
     #   _register(Family("llrp", llrp.LlrpConfig, llrp.LlrpDriver, "rfid"), rfid.RfidProcessor)
     from drivers.shelf import config as shelf_cfg
     from drivers.shelf import modbus as shelf_modbus
+    from drivers.shelf import mqtt as shelf_mqtt
     from drivers.shelf import processor as shelf
     from drivers.shelf import serial_line as shelf_serial
 
     _register(Family("shelf_serial", shelf_cfg.ShelfSerialConfig, shelf_serial.ShelfSerialDriver, "shelf"),
               shelf.ShelfProcessor)
     _register(Family("shelf_modbus", shelf_cfg.ShelfModbusConfig, shelf_modbus.ShelfModbusDriver, "shelf"),
+              shelf.ShelfProcessor)
+    _register(Family("shelf_mqtt", shelf_cfg.ShelfMqttConfig, shelf_mqtt.ShelfMqttDriver, "shelf"),
               shelf.ShelfProcessor)
     return
 

@@ -19,7 +19,10 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiomqtt
+import orjson
 from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -265,6 +268,74 @@ class ModbusShelfSim:
         self._server_port.unplug()
 
 
+class MqttShelfSim:
+    """A networked shelf publishing JSON weight readings of its lanes to the store-local broker."""
+
+    def __init__(
+        self,
+        world: World,
+        broker_url: str,
+        lanes: list[LaneSim],
+        *,
+        hz: float = 5.0,
+        topic: str = "shelves/{shelf}/weight",
+        seed: int = 17,
+    ) -> None:
+        self.world = world
+        self.broker_url = broker_url
+        self.lanes = lanes
+        self.hz = hz
+        self.topic = topic
+        self.rng = random.Random(seed)
+        self._t0 = world.clock.monotonic()
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+
+    def payloads(self) -> list[tuple[str, bytes]]:
+        """(topic, JSON) of one sampling period."""
+        hours = (self.world.clock.monotonic() - self._t0) / 3600.0
+        out = []
+        for ln in self.lanes:
+            if ln.fault == "silent":
+                continue
+            g = ln.grams(self.world, hours, self.rng)
+            body: dict[str, Any] = {
+                "shelf": ln.shelf,
+                "lane": ln.lane,
+                "grams": None if ln.fault == "nan" else round(g, 1),
+                "stable": self.world.lanes[(ln.shelf, ln.lane)].hand_g == 0,
+                "ts": self.world.clock.now().isoformat().replace("+00:00", "Z"),
+            }
+            out.append((self.topic.format(shelf=ln.shelf), orjson.dumps(body)))
+        return out
+
+    async def run(self) -> None:
+        """Publish until cancelled (reconnecting when the broker goes away)."""
+        parts = urlsplit(self.broker_url)
+        while True:
+            try:
+                async with aiomqtt.Client(parts.hostname or "127.0.0.1", parts.port or 1883) as client:
+                    while True:
+                        for topic, payload in self.payloads():
+                            await client.publish(topic, payload)
+                            self.sent += 1
+                        await asyncio.sleep(1.0 / self.hz)
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.5)
+
+    def start(self) -> None:
+        """Start publishing in the background."""
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="mqtt shelf sim")
+
+    async def stop(self) -> None:
+        """Stop publishing."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
 def lanes_for(world: World, shelf: str, tare_g: float = 850.0) -> list[LaneSim]:
     """One simulated load cell per planogram lane of `shelf`, channels numbered from 1."""
     keys = [k for k in world.lanes if k[0] == shelf]
@@ -282,3 +353,70 @@ def lane_sections(lanes: list[LaneSim], by: str = "channel") -> list[dict[str, A
         }
         for ln in lanes
     ]
+
+
+class ShelfSimPart:
+    """Sim part for the demo: a serial shelf controller for shelf-a1, Modbus transmitters for shelf-b1, and
+    (with a local broker) an MQTT shelf for rack-c1. Returns the manifest device sections."""
+
+    name = "shelves"
+
+    def __init__(self, hz: float = 10.0) -> None:
+        self.hz = hz
+        self.serial: SerialShelfSim | None = None
+        self.modbus: ModbusShelfSim | None = None
+        self.mqtt: MqttShelfSim | None = None
+
+    async def start(self, world: World, workdir: Path, local_broker_url: str | None) -> list[dict[str, Any]]:
+        """Start the simulated shelves and say how the drivers reach them."""
+        os.makedirs(workdir, exist_ok=True)
+        sections: list[dict[str, Any]] = []
+        shelves = {k[0] for k in world.lanes}
+        if "shelf-a1" in shelves:
+            lanes = lanes_for(world, "shelf-a1")
+            self.serial = SerialShelfSim(world, workdir / "shelf-a1.tty", lanes, hz=self.hz)
+            self.serial.start()
+            sections.append(
+                {
+                    "id": "shelf-a1-ctrl",
+                    "type": "shelf_serial",
+                    "zone": world.lanes[lanes[0].shelf, lanes[0].lane].zone,
+                    "port": str(self.serial.port.link),
+                    "lanes": lane_sections(lanes),
+                }
+            )
+        if "shelf-b1" in shelves:
+            lanes = lanes_for(world, "shelf-b1")
+            self.modbus = ModbusShelfSim(world, workdir / "rs485-b1.tty", lanes)
+            await self.modbus.start()
+            sections.append(
+                {
+                    "id": "shelf-b1-modbus",
+                    "type": "shelf_modbus",
+                    "port": str(self.modbus.port.link),
+                    "baudrate": 115200,
+                    "scale": 0.1,
+                    "poll_interval_s": 0.1,
+                    "timeout_s": 0.3,
+                    "lanes": lane_sections(lanes),
+                }
+            )
+        if local_broker_url and "rack-c1" in shelves:
+            lanes = lanes_for(world, "rack-c1")
+            self.mqtt = MqttShelfSim(world, local_broker_url, lanes, hz=self.hz)
+            self.mqtt.start()
+            sections.append(
+                {
+                    "id": "rack-c1-shelf",
+                    "type": "shelf_mqtt",
+                    "broker_url": local_broker_url,
+                    "lanes": lane_sections(lanes, by="key"),
+                }
+            )
+        return sections
+
+    async def stop(self) -> None:
+        """Stop every simulated shelf."""
+        for part in (self.serial, self.modbus, self.mqtt):
+            if part is not None:
+                await part.stop()
