@@ -51,6 +51,11 @@ def _load() -> None:
               shelf.ShelfProcessor)
     _register(Family("shelf_mqtt", shelf_cfg.ShelfMqttConfig, shelf_mqtt.ShelfMqttDriver, "shelf"),
               shelf.ShelfProcessor)
+    from drivers.rfid import config as rfid_cfg
+    from drivers.rfid import llrp as rfid_llrp
+    from drivers.rfid import processor as rfid
+
+    _register(Family("llrp", rfid_cfg.LlrpConfig, rfid_llrp.LlrpDriver, "rfid"), rfid.RfidProcessor)
     return
 
 
