@@ -1,0 +1,112 @@
+"""The `traffic` processor shared by `ble` scanners and `door_counter`s: beacon health, presence, door
+counts, and interval/hourly foot-traffic aggregates (pure: `now` comes in, events go out).
+
+Register both device types with processor key "traffic" so one instance sees every scanner and door.
+`view(now)` returns a `TrafficView` snapshot for the API.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from drivers.base import Malformed, Reading
+from drivers.ble.processor import BleProcessor
+from drivers.ble.reads import Advert, AdvertsDropped
+from drivers.door.protocol import CounterDelta
+from drivers.door.reads import DoorCounts, DoorRebooted
+from drivers.traffic.aggregate import Summary, TrafficAggregator, TrafficView
+from drivers.traffic.events import TrafficHourly, TrafficInterval
+from edge.clock import Clock
+from edge.events import Event, MalformedInput
+from edge.processing import Output
+
+if TYPE_CHECKING:
+    from edge.config import Manifest
+
+SOURCE = "traffic"
+MALFORMED_REPORT_S = 60.0
+
+
+class TrafficProcessor:
+    """Readings of BLE scanners and door counters in; beacon alerts and traffic aggregates out."""
+
+    reading_types: tuple[type[Reading], ...] = (Advert, AdvertsDropped, DoorCounts, DoorRebooted, Malformed)
+
+    def __init__(self, manifest: Manifest, clock: Clock, random: Callable[[int], bytes] = os.urandom) -> None:
+        now = clock.now()  # construction time only: the starting period (feed/tick get `now`)
+        traffic = manifest.traffic
+        self.agg = TrafficAggregator(
+            now, traffic.interval_s, manifest.store.timezone,
+            manifest.store.closing_time if traffic.reset_at_closing else None,
+        )
+        devices = manifest.typed_devices()
+        scanners = {d.id: d.zone for d in devices if d.type == "ble" and d.zone is not None}
+        self.ble = BleProcessor(manifest.beacons, scanners, traffic, self.agg, random)
+        self._bits = {d.id: int(getattr(d, "counter_bits", 32)) for d in devices if d.type == "door_counter"}
+        self.doors: dict[str, tuple[CounterDelta, CounterDelta]] = {}  # door -> (in, out) counters
+        self._door_malformed: dict[str, tuple[int, str]] = {}
+        self._last = now
+        self._next_malformed = now.timestamp() + MALFORMED_REPORT_S
+
+    def feed(self, reading: Reading, now: datetime) -> Sequence[Output]:
+        """Handle one reading."""
+        self._last = now
+        out: list[Output] = []
+        if isinstance(reading, Advert):
+            out += self.ble.feed(reading, now)
+        elif isinstance(reading, DoorCounts):
+            out += self._door(reading, now)
+        elif isinstance(reading, DoorRebooted):
+            for tracker in self.doors.get(reading.device_id, ()):
+                tracker.reboot()
+        elif isinstance(reading, AdvertsDropped):
+            self.ble.dropped += reading.count
+        elif isinstance(reading, Malformed) and reading.device_id in self._bits:
+            n, _ = self._door_malformed.get(reading.device_id, (0, ""))
+            self._door_malformed[reading.device_id] = (n + 1, reading.reason)
+        out += self._summaries(self.agg.tick(now))
+        return out
+
+    def tick(self, now: datetime) -> Sequence[Output]:
+        """Timeouts, period closes, malformed-frame summaries."""
+        self._last = now
+        out: list[Output] = list(self.ble.tick(now))
+        out += self._summaries(self.agg.tick(now))
+        if now.timestamp() >= self._next_malformed:
+            self._next_malformed = now.timestamp() + MALFORMED_REPORT_S
+            for counts in (self.ble.malformed, self._door_malformed):
+                for dev, (n, reason) in sorted(counts.items()):
+                    out.append(MalformedInput(source=dev, time=now, device=dev, count=n, last_reason=reason))
+                counts.clear()
+        return out
+
+    def view(self, now: datetime | None = None) -> TrafficView:
+        """Today's totals, occupancy and zone presence (at the last time seen unless `now` is given)."""
+        return self.agg.view(now or self._last)
+
+    def beacon_status(self) -> dict[str, dict[str, object]]:
+        """Beacon id -> last_seen_t, battery_mv, silent, battery_low."""
+        return self.ble.health.status()
+
+    def _door(self, r: DoorCounts, now: datetime) -> list[Event]:
+        pair = self.doors.get(r.device_id)
+        if pair is None:
+            bits = self._bits.get(r.device_id, 32)  # a door not in the manifest (hot reload): 32-bit counters
+            pair = self.doors[r.device_id] = (CounterDelta(bits), CounterDelta(bits))
+        d_in = pair[0].update(r.total_in)
+        d_out = pair[1].update(r.total_out)
+        if d_in or d_out:
+            self.agg.door(d_in, d_out, now)
+        return []
+
+    def _summaries(self, summaries: list[Summary]) -> list[Event]:
+        out: list[Event] = []
+        for s in summaries:
+            cls = TrafficHourly if s.hourly else TrafficInterval
+            out.append(cls(source=SOURCE, time=s.end, start=s.start, end=s.end, entries=s.entries, exits=s.exits,
+                           staff_entries=s.staff_entries, visitors=s.visitors, occupancy=s.occupancy,
+                           zones=s.zones))
+        return out
