@@ -39,6 +39,16 @@ def _load() -> None:
     # families are added here, e.g.:
     #   from drivers.rfid import llrp, processor as rfid
     #   _register(Family("llrp", llrp.LlrpConfig, llrp.LlrpDriver, "rfid"), rfid.RfidProcessor)
+    from drivers.ble import config as ble_cfg
+    from drivers.ble import driver as ble_driver
+    from drivers.door import config as door_cfg
+    from drivers.door import driver as door_driver
+    from drivers.traffic import processor as traffic
+
+    # BLE scanners and door counters share one "traffic" processor (zones and visitors cross devices)
+    _register(Family("ble", ble_cfg.BleConfig, ble_driver.BleDriver, "traffic"), traffic.TrafficProcessor)
+    _register(Family("door_counter", door_cfg.DoorCounterConfig, door_driver.DoorCounterDriver, "traffic"),
+              traffic.TrafficProcessor)
     from drivers.shelf import config as shelf_cfg
     from drivers.shelf import modbus as shelf_modbus
     from drivers.shelf import mqtt as shelf_mqtt
@@ -51,6 +61,15 @@ def _load() -> None:
               shelf.ShelfProcessor)
     _register(Family("shelf_mqtt", shelf_cfg.ShelfMqttConfig, shelf_mqtt.ShelfMqttDriver, "shelf"),
               shelf.ShelfProcessor)
+    from drivers.scanner import config as scan_cfg
+    from drivers.scanner import hid as scan_hid
+    from drivers.scanner import processor as scan
+    from drivers.scanner import serial as scan_serial
+
+    _register(Family("scanner_serial", scan_cfg.ScannerSerialConfig, scan_serial.ScannerSerialDriver, "scanner"),
+              scan.ScannerProcessor)
+    _register(Family("scanner_hid", scan_cfg.ScannerHidConfig, scan_hid.ScannerHidDriver, "scanner"),
+              scan.ScannerProcessor)
     from drivers.rfid import config as rfid_cfg
     from drivers.rfid import llrp as rfid_llrp
     from drivers.rfid import processor as rfid
