@@ -66,6 +66,8 @@ class PresenceTracker:
     def __init__(self, cfg: PresenceConfig) -> None:
         self.cfg = cfg
         self._alpha = cfg.smoothing
+        self._floor = cfg.exit_rssi - 10.0
+        self._candidate_fresh_s = max(2 * cfg.hold_s, 5.0)
         self._devices: dict[str, _Device] = {}
         self._present: dict[str, set[str]] = {}
 
@@ -87,24 +89,25 @@ class PresenceTracker:
         if dev is None:
             dev = self._devices[key] = _Device()
         s = dev.sightings.get(scanner)
-        if s is None:
-            dev.sightings[scanner] = _Sighting(zone, rssi, t)
-        else:
-            # a sample after a long gap restarts the average instead of dragging an old value along
-            s.rssi = rssi if t - s.last_t > self.cfg.exit_after_s else s.rssi + self._alpha * (rssi - s.rssi)
-            s.last_t = t
+        if s is None or t - s.last_t > self.cfg.exit_after_s:
+            # a new (or long-silent) sighting starts from the floor and has to climb: one loud sample
+            # (a phone held against the scanner, a reflection) cannot put a device in a zone by itself
+            s = dev.sightings[scanner] = _Sighting(zone, self._floor, t)
+        s.rssi += self._alpha * (rssi - s.rssi)
+        s.last_t = t
         return self._evaluate(key, dev, t)
 
     def _evaluate(self, key: str, dev: _Device, t: float) -> list[Transition]:
         cfg = self.cfg
         fresh_after = t - cfg.exit_after_s
+        candidate_after = t - self._candidate_fresh_s  # only recently heard scanners can win a device
         best_zone: str | None = None
         best = _NEG_INF
         cur = _NEG_INF
         for s in dev.sightings.values():
             if s.last_t < fresh_after:
                 continue
-            if s.rssi > best:
+            if s.rssi > best and s.last_t >= candidate_after:
                 best, best_zone = s.rssi, s.zone
             if s.zone == dev.zone and s.rssi > cur:
                 cur = s.rssi

@@ -97,13 +97,15 @@ def parse_json(payload: bytes, bits: int = 32) -> Counts:
 class CounterDelta:
     """Turns a cumulative counter that may wrap (at 2^bits) or reset (device reboot) into deltas.
 
-    A decrease is a wrap when the wrapped distance is under half the range (the counter passed its
-    maximum); otherwise the device restarted and the new value is the count since the reboot. The first
-    value is only a baseline (nothing is known about what came before).
+    A decrease is a wrap when the wrapped distance is plausible for one report (at most `max_step` people,
+    and under half the range): the counter passed its maximum. Otherwise the device restarted and the new
+    value is the count since the reboot. The first value is only a baseline (nothing is known about
+    what came before).
     """
 
-    def __init__(self, bits: int) -> None:
+    def __init__(self, bits: int, max_step: int = 10_000) -> None:
         self.modulo = 1 << bits
+        self.max_step = min(max_step, self.modulo // 2)
         self.last: int | None = None
         self.resets = 0
         self.wraps = 0
@@ -116,7 +118,7 @@ class CounterDelta:
         if value >= last:
             return value - last
         wrapped = value + self.modulo - last
-        if wrapped < self.modulo // 2:
+        if wrapped <= self.max_step:
             self.wraps += 1
             return wrapped
         self.resets += 1

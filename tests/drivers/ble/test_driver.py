@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -43,8 +43,7 @@ class Collector:
         except Exception as exc:
             self.error = exc
 
-    async def wait_for(self, pred: object, timeout: float = 5.0) -> None:
-        assert callable(pred)
+    async def wait_for(self, pred: Callable[[], bool], timeout: float = 5.0) -> None:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while not pred():
@@ -100,7 +99,7 @@ async def test_bluez_restart_raises_so_the_supervisor_retries(bluez: PrivateBlue
     try:
         await col.wait_for(lambda: bool(col.readings))
         await bluez.kill_bluez()
-        await col.wait_for(lambda: col.task.done(), timeout=10)
+        await col.wait_for(col.task.done, timeout=10)
         assert isinstance(col.error, DeviceError)
     finally:
         await col.stop()
@@ -121,6 +120,7 @@ async def test_queue_overflow_is_dropped_and_counted(bluez: PrivateBluez, demo_m
                                                      tmp_path: Path) -> None:
     driver = make_driver(demo_manifest, tmp_path, queue_size=16)
     stream = driver.stream()
+    assert isinstance(stream, AsyncGenerator)
     first = await anext(stream)
     assert isinstance(first, DeviceOnline)
     path = await bluez.add_device("hci0", "C0:FF:EE:00:00:03", -50, {}, svc={})
