@@ -1,0 +1,323 @@
+"""The local HTTP API (FastAPI): stock, alerts, devices, traffic, offers, sightings, live events, rules.
+
+Base path `/api/v1`, bearer tokens with roles (edge/api/auth.py); `/healthz` and `/metrics` need no
+token; the staff dashboard (static files, no build step) is served at `/`. OpenAPI at `/openapi.json`
+and `/docs`. Every refusal is a JSON `{"error": {"code", "message"}}` with a 4xx status; nothing changes.
+See docs/api.md. (No `from __future__ import annotations` here: FastAPI must see the local
+dependency aliases of the routes at definition time.)
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.routing import Match
+
+from edge.api.auth import Principal, TokenStore, require
+from edge.api.sse import event_stream
+from edge.config import TokenConfig
+from edge.errors import CommandError
+from edge.runtime import GatewayView
+
+STATIC = Path(__file__).parent / "static"
+VERSION = "1"
+
+_STATUS = {
+    "not_found": 404,
+    "unknown_beacon": 404,
+    "unknown_zone": 404,
+    "conflict": 409,
+    "rules_rejected": 422,
+    "too_large": 413,
+}
+
+
+class AckBody(BaseModel):
+    """Who acknowledges the alert."""
+
+    by: str = Field(min_length=1, max_length=64, description="the staff member's name")
+
+
+class ReloadBody(BaseModel):
+    """Optional new rules; without them the rules file (or the manifest's inline rules) is reloaded."""
+
+    rules: dict[str, Any] | None = None
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+class ApiCounters:
+    """Requests by route and status (exported on /metrics)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+
+    def add(self, method: str, route: str, status: int) -> None:
+        """Count one request."""
+        key = (method, route, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+    def text(self) -> str:
+        """Prometheus text."""
+        lines = ["# TYPE edge_api_requests_total counter"]
+        for (m, r, s), n in sorted(self.requests.items()):
+            lines.append(f'edge_api_requests_total{{method="{m}",route="{r}",status="{s}"}} {n}')
+        return "\n".join(lines) + "\n"
+
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413 before the handler sees it."""
+
+    def __init__(self, app: ASGIApp, limit: int, counters: ApiCounters) -> None:
+        self.app = app
+        self.limit = limit
+        self.counters = counters
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check Content-Length, and count the bytes of chunked bodies as they arrive."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        too_big = _error(413, "too_large", f"the request body is over {self.limit} bytes")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            self.counters.add(scope["method"], "<body-limit>", 413)
+            await too_big(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return msg
+
+        async def tracking_send(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                self.counters.add(scope["method"], "<body-limit>", 413)
+                await too_big(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _route_of(app: FastAPI, scope: Scope) -> str:
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return str(getattr(route, "path", "?"))
+    return "<unmatched>"
+
+
+def _traffic(gw: GatewayView) -> dict[str, Any]:
+    """Today's foot traffic from the traffic processor, if the gateway runs one."""
+    now = gw.clock.now()
+    for attr in ("traffic",):
+        view = getattr(gw, attr, None)
+        if callable(view):
+            return dict(view().as_dict(), available=True)
+    for proc in getattr(getattr(gw, "pipeline", None), "processors", []):
+        view_fn = getattr(proc, "view", None)
+        if callable(view_fn):
+            return dict(view_fn(now).as_dict(), available=True)
+    return {"available": False, "reason": "no door counter or traffic processor is configured"}
+
+
+def create_app(
+    gw: GatewayView, tokens: list[TokenConfig], *, rules: Any = None, env_token: str | None = None
+) -> FastAPI:
+    """The FastAPI application over a running gateway (and its rules service, `gw.rules` by default)."""
+    store = TokenStore(tokens, env_token)
+    counters = ApiCounters()
+    stop = asyncio.Event()
+    app = FastAPI(
+        title="Smart-store edge gateway",
+        version=VERSION,
+        description="Local API of one store's edge gateway: live stock, staff alerts, devices, traffic, offers.",
+    )
+    app.state.stop = stop
+    app.state.counters = counters
+
+    def svc() -> Any:
+        r = rules if rules is not None else getattr(gw, "rules", None)
+        if r is None:
+            raise HTTPException(503, detail="the rules engine is not running in this gateway")
+        return r
+
+    any_reader = require(store, "staff", "hq", "admin")
+    staff = require(store, "staff", "admin")
+    shopper = require(store, "shopper-app", "admin")
+    offers_reader = require(store, "shopper-app", "staff", "hq", "admin")
+    admin = require(store, "admin")
+    sse_reader = require(store, "staff", "hq", "admin", query_token=True)
+    Reader = Annotated[Principal, Depends(any_reader)]
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        counters.add(request.method, _route_of(app, request.scope), response.status_code)
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 503: "unavailable"}.get(
+            exc.status_code, "error"
+        )
+        return _error(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(CommandError)
+    async def command_error(_: Request, exc: CommandError) -> JSONResponse:
+        status = getattr(exc, "status", None) or _STATUS.get(exc.code, 400)
+        return _error(int(status), exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return _error(422, "bad_request", "; ".join(parts) or "invalid request")
+
+    # ---- no token ----
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness: the API answers and the gateway is running."""
+        return {"status": "ok", "store": gw.manifest.store.id, "time": gw.clock.now().isoformat()}
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        """Prometheus text: the gateway's metrics, the rules engine's counters, API requests."""
+        r = rules if rules is not None else getattr(gw, "rules", None)
+        extra = r.metrics_text() if r is not None and hasattr(r, "metrics_text") else ""
+        text = gw.metrics_text() + extra + counters.text()
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # ---- stock (same cells and versions as state/stock/{shelf} and cmd/stock.get) ----
+    @app.get("/api/v1/stock", tags=["stock"])
+    async def stock(
+        _: Reader,
+        shelf: Annotated[str | None, Query(max_length=64)] = None,
+        sku: Annotated[str | None, Query(max_length=64)] = None,
+        zone: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> dict[str, Any]:
+        """Current stock, every cell with its version; filters combine."""
+        cells = gw.stock.cells(shelf=shelf, sku=sku, zone=zone)
+        return {
+            "store": gw.manifest.store.id,
+            "time": gw.clock.now().isoformat().replace("+00:00", "Z"),
+            "items": [c.as_dict() for c in cells],
+        }
+
+    @app.get("/api/v1/stock/sku/{sku}", tags=["stock"])
+    async def stock_sku(sku: str, _: Reader) -> dict[str, Any]:
+        """One SKU on every shelf, with the total."""
+        cells = gw.stock.cells(sku=sku)
+        if not cells:
+            raise CommandError("not_found", f"sku {sku!r} is on no shelf of the planogram")
+        return {"sku": sku, "total": sum(c.count for c in cells), "items": [c.as_dict() for c in cells]}
+
+    @app.get("/api/v1/stock/{shelf}", tags=["stock"])
+    async def stock_shelf(shelf: str, _: Reader) -> dict[str, Any]:
+        """One shelf: the same payload as the retained `state/stock/{shelf}` topic."""
+        if gw.manifest.shelf(shelf) is None:
+            raise CommandError("not_found", f"no shelf {shelf!r} in the planogram")
+        return gw.stock.shelf_snapshot(shelf)
+
+    # ---- alerts ----
+    @app.get("/api/v1/alerts", tags=["alerts"])
+    async def alerts(
+        _: Reader,
+        state: Annotated[str | None, Query(description="open | acknowledged | resolved | expired")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> dict[str, Any]:
+        """Alerts, newest first."""
+        return {"items": await svc().alerts(state, limit)}
+
+    @app.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"])
+    async def ack(alert_id: str, body: AckBody, _: Annotated[Principal, Depends(staff)]) -> dict[str, Any]:
+        """Acknowledge an open alert; the acknowledged event is committed (and published) after this."""
+        return dict(await svc().ack(alert_id, body.by))
+
+    # ---- devices, traffic ----
+    @app.get("/api/v1/devices", tags=["devices"])
+    async def devices(_: Reader) -> dict[str, Any]:
+        """Every configured device with its state."""
+        return {"items": [d.as_dict() for d in gw.devices()]}
+
+    @app.get("/api/v1/traffic", tags=["traffic"])
+    async def traffic(_: Reader) -> dict[str, Any]:
+        """Foot traffic today (store-local day), occupancy and zone presence."""
+        return _traffic(gw)
+
+    # ---- offers ----
+    @app.get("/api/v1/offers", tags=["offers"])
+    async def offers(_: Annotated[Principal, Depends(offers_reader)]) -> dict[str, Any]:
+        """The configured offers."""
+        from rules.offers import offer_json  # noqa: PLC0415 - the API works without the rules package
+
+        cfg = getattr(gw.manifest, "offers", None)
+        return {"items": [offer_json(o) for o in (cfg.offers if cfg else [])]}
+
+    @app.post("/api/v1/sightings", tags=["offers"])
+    async def sightings(
+        payload: Annotated[dict[str, Any], Body(examples=[{"shopper": "a1b2c3", "consent": True, "zone": "aisle-1"}])],
+        _: Annotated[Principal, Depends(shopper)],
+    ) -> dict[str, Any]:
+        """A shopper app reports a beacon (or zone) it sees; returns the offers to show now."""
+        return dict(await svc().sighting(payload))
+
+    # ---- events ----
+    @app.get("/api/v1/events", tags=["events"], response_class=StreamingResponse)
+    async def events(
+        _: Annotated[Principal, Depends(sse_reader)],
+        type_prefix: Annotated[str, Query(max_length=100, description="only types starting with this")] = "",
+    ) -> StreamingResponse:
+        """Live stream (text/event-stream) of every accepted event as CloudEvents JSON."""
+        return StreamingResponse(
+            event_stream(gw, stop, type_prefix),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    # ---- rules ----
+    @app.post("/api/v1/rules/reload", tags=["rules"])
+    async def reload(_: Annotated[Principal, Depends(admin)], body: ReloadBody | None = None) -> dict[str, Any]:
+        """Reload the restock rules (validated first; on error the old rules stay and the reply says why)."""
+        return dict(await svc().reload(body.rules if body else None))
+
+    app.state.started = time.monotonic()
+    app.add_middleware(BodyLimit, limit=gw.manifest.api.max_body_bytes, counters=counters)
+    return app

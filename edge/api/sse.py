@@ -1,0 +1,54 @@
+"""Server-sent events (text/event-stream) of every accepted event, from `GatewayView.subscribe()`.
+
+Each message is `id: <CloudEvents id>`, `event: <type>`, `data: <the CloudEvents JSON>`; a comment line
+every `keepalive_s` keeps proxies from closing an idle stream. Streams end when the server stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from edge.runtime import GatewayView
+
+
+def format_event(env: dict[str, Any]) -> str:
+    """One SSE message for a CloudEvents dict."""
+    data = orjson.dumps(env, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC).decode()
+    return f"id: {env.get('id', '')}\nevent: {env.get('type', 'message')}\ndata: {data}\n\n"
+
+
+async def event_stream(
+    gw: GatewayView, stop: asyncio.Event, type_prefix: str = "", keepalive_s: float = 15.0
+) -> AsyncIterator[str]:
+    """Yield SSE messages until `stop` is set or the client goes away (the task is cancelled)."""
+    it = gw.subscribe().__aiter__()
+    stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    nxt: asyncio.Future[Any] | None = None
+    try:
+        yield "retry: 3000\n: connected\n\n"
+        while not stop.is_set():
+            if nxt is None:
+                nxt = asyncio.ensure_future(anext(it))
+            done, _ = await asyncio.wait({nxt, stopper}, timeout=keepalive_s, return_when=asyncio.FIRST_COMPLETED)
+            if nxt in done:
+                env = nxt.result()
+                nxt = None
+                if str(env.get("type", "")).startswith(type_prefix):
+                    yield format_event(env)
+            elif not done:
+                yield ": keepalive\n\n"
+    finally:
+        stopper.cancel()
+        if nxt is not None:
+            nxt.cancel()
+            with contextlib.suppress(BaseException):
+                await nxt
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(BaseException):
+                await aclose()
