@@ -84,12 +84,11 @@ function renderAlerts() {
     const meta = a.state === "acknowledged"
       ? `acknowledged by ${esc(a.acknowledged_by)}`
       : `opened ${new Date(a.opened_at).toLocaleTimeString()}${a.escalation_level ? ` · escalated ×${a.escalation_level}` : ""}`;
-    const qty = a.restock_qty ? ` · restock ${a.restock_qty}` : "";
     const button = a.state === "open"
       ? `<button class="ack" data-id="${esc(a.id)}" type="button">Acknowledge</button>` : "";
     return `<li class="alert kind-${esc(a.kind)} state-${esc(a.state)}" data-id="${esc(a.id)}">` +
       `<div class="what"><strong>${esc(a.kind.replace(/_/g, " "))}</strong> · ${where}` +
-      `<div class="meta">${esc(a.message)}${qty} · ${meta}</div></div>${button}</li>`;
+      `<div class="meta">${esc(a.message)} · ${meta}</div></div>${button}</li>`;
   }).join("");
 }
 
