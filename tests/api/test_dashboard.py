@@ -11,7 +11,7 @@ import pytest
 from playwright.async_api import async_playwright
 
 from edge.brokers import Mosquitto
-from tests.api.conftest import TOKENS, Running, wait_for
+from tests.api.conftest import TOKENS, Running
 from tests.hub import HubRecorder
 
 CHROMIUM = "/usr/bin/chromium"
@@ -84,6 +84,6 @@ async def test_dashboard_live_alert_and_acknowledge(running: Running, mosquitto:
             )
 
         await asyncio.to_thread(hub.wait_for, lambda _: acked(), 10)
-        await wait_for(lambda: SCREENSHOT.exists(), 1, "screenshot")
+        assert SCREENSHOT.exists()
     finally:
         hub.close()
