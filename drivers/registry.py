@@ -71,10 +71,14 @@ def _load() -> None:
     _register(Family("scanner_hid", scan_cfg.ScannerHidConfig, scan_hid.ScannerHidDriver, "scanner"),
               scan.ScannerProcessor)
     from drivers.rfid import config as rfid_cfg
+    from drivers.rfid import impinj as rfid_impinj
     from drivers.rfid import llrp as rfid_llrp
     from drivers.rfid import processor as rfid
+    from drivers.rfid import zebra as rfid_zebra
 
     _register(Family("llrp", rfid_cfg.LlrpConfig, rfid_llrp.LlrpDriver, "rfid"), rfid.RfidProcessor)
+    _register(Family("impinj_iot", rfid_cfg.ImpinjIotConfig, rfid_impinj.ImpinjIotDriver, "rfid"), rfid.RfidProcessor)
+    _register(Family("zebra_iotc", rfid_cfg.ZebraIotcConfig, rfid_zebra.ZebraIotcDriver, "rfid"), rfid.RfidProcessor)
     return
 
 

@@ -1,0 +1,216 @@
+"""Impinj IoT interface and Zebra IoT Connector drivers against their emulators (real HTTP, real mosquitto)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
+from drivers.rfid.config import ImpinjIotConfig, ZebraIotcConfig
+from drivers.rfid.impinj import ImpinjIotDriver, parse_event
+from drivers.rfid.reads import TagRead, parse_timestamp
+from drivers.rfid.zebra import ZebraIotcDriver, parse_tag, split_objects
+from edge.brokers import Mosquitto
+from edge.clock import SystemClock
+from edge.config import Manifest
+from edge.errors import DeviceError, FrameError
+from firmware_sim.rfid.impinj_http import ImpinjHttpSim
+from firmware_sim.rfid.population import Population
+from firmware_sim.rfid.zebra_mqtt import ZebraMqttSim
+from firmware_sim.world import World
+
+FUZZ = 10_000 if os.environ.get("EDGE_FUZZ") == "long" else 200
+EPC = "3074257BF7194E4000001A85"
+
+
+async def collect(stream: AsyncIterator[Reading], until: Callable[[list[Reading]], bool],
+                  timeout: float = 10) -> list[Reading]:  # fmt: skip
+    got: list[Reading] = []
+
+    async def run() -> None:
+        async for r in stream:
+            got.append(r)
+            if until(got):
+                return
+
+    try:
+        await asyncio.wait_for(run(), timeout)
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+    return got
+
+
+def ntags(rs: list[Reading]) -> int:
+    return sum(isinstance(r, TagRead) for r in rs)
+
+
+# ---- parsing -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "iso"),
+    [
+        ("2026-01-05T08:00:00.123+0000", "2026-01-05T08:00:00.123000+00:00"),
+        ("2026-01-05T09:00:00.123456789+01:00", "2026-01-05T08:00:00.123456+00:00"),
+        ("2026-01-05T08:00:00Z", "2026-01-05T08:00:00+00:00"),
+        ("2026-01-05T03:00:00-0500", "2026-01-05T08:00:00+00:00"),
+    ],
+)
+def test_timestamps(text: str, iso: str) -> None:
+    assert parse_timestamp(text).isoformat() == iso
+
+
+def test_impinj_event_lines() -> None:
+    line = json.dumps({"eventType": "tagInventory", "tagInventoryEvent": {
+        "epc": base64.b64encode(bytes.fromhex(EPC)).decode(), "antennaPort": 2, "peakRssiCdbm": -6550,
+        "lastSeenTime": "2026-01-05T08:00:00.000001Z"}})  # fmt: skip
+    assert parse_event(line) == (EPC, 2, -65.5, 1767600000000001)
+    assert parse_event('{"eventType":"antennaConnected","antennaConnectedEvent":{}}') is None
+    for bad in ("{", "[]", '{"eventType":"tagInventory"}', '{"eventType":"tagInventory","tagInventoryEvent":'
+                '{"epc":"***"}}', '{"eventType":"tagInventory","tagInventoryEvent":{"epcHex":"30","antennaPort":"x"}}'):
+        with pytest.raises(FrameError):
+            parse_event(bad)
+
+
+def test_zebra_back_to_back_objects() -> None:
+    one = {"type": "SIMPLE", "timestamp": "2026-01-05T08:00:00.000+0000",
+           "data": {"idHex": EPC.lower(), "antenna": 3, "peakRssi": -61, "reads": 4, "eventNum": 1}}  # fmt: skip
+    text = json.dumps(one) + json.dumps({"type": "HEARTBEAT", "data": {}}) + " \n" + json.dumps(one)
+    objs, err = split_objects(text)
+    assert err is None
+    assert [parse_tag(o) for o in objs] == [(EPC, 3, -61.0, 1767600000000000, 4), None,
+                                           (EPC, 3, -61.0, 1767600000000000, 4)]  # fmt: skip
+    objs, err = split_objects(json.dumps(one) + '{"type": "SIM')
+    assert len(objs) == 1
+    assert err is not None
+
+
+@settings(max_examples=FUZZ, deadline=None)
+@given(st.text(max_size=300))
+def test_fuzz_vendor_parsers(text: str) -> None:
+    with contextlib.suppress(FrameError):
+        parse_event(text)
+    objs, _ = split_objects(text)
+    for o in objs:
+        with contextlib.suppress(FrameError):
+            parse_tag(o)
+
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+json_values = st.recursive(scalars,
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner,
+                                                                                        max_size=3), max_leaves=10)
+
+
+@settings(max_examples=FUZZ, deadline=None)
+@given(json_values, json_values, json_values)
+def test_fuzz_vendor_json_shapes(data: object, ts: object, port: object) -> None:
+    for obj in ({"type": "SIMPLE", "timestamp": ts, "data": data},
+                {"type": "SIMPLE", "timestamp": ts, "data": {"idHex": EPC, "antenna": port, "peakRssi": data}}):
+        with contextlib.suppress(FrameError):
+            parse_tag(obj)
+    for ev in ({"eventType": "tagInventory", "tagInventoryEvent": data},
+               {"eventType": "tagInventory", "tagInventoryEvent": {"epcHex": EPC, "antennaPort": port,
+                                                                    "peakRssiCdbm": data, "lastSeenTime": ts}}):
+        with contextlib.suppress(FrameError):
+            parse_event(json.dumps(ev))
+
+
+# ---- Impinj against its emulator -------------------------------------------------------------------
+
+
+def impinj(manifest: Manifest, sim: ImpinjHttpSim, tmp_path: Path, **kw: str) -> ImpinjIotDriver:
+    cfg = ImpinjIotConfig(id="r700", base_url=sim.base_url, antennas={1: "apparel", 2: "entrance"},
+                          idle_timeout_s=2, **kw)
+    return ImpinjIotDriver(cfg, DriverContext(manifest=manifest, clock=SystemClock(), data_dir=tmp_path))
+
+
+async def test_impinj_stream_auth_keepalives_unknown_events_and_reconnect(demo_manifest: Manifest,
+                                                                          tmp_path: Path) -> None:  # fmt: skip
+    world = World(demo_manifest, SystemClock())
+    sim = ImpinjHttpSim(Population(world, {1: "apparel", 2: "entrance"}), cycle_s=0.05, username="root",
+                        password="impinj")  # fmt: skip
+    await sim.start()
+    try:
+        with pytest.raises(DeviceError, match="401"):
+            await collect(impinj(demo_manifest, sim, tmp_path, username="root", password="wrong").stream(),
+                          lambda rs: False)  # fmt: skip
+        drv = impinj(demo_manifest, sim, tmp_path, username="root", password="impinj")
+        await sim.extra_lines.put(b'{"eventType":"tagInventory","tagInventoryEvent":{"epc":"%%%"}}\n')
+        got = await collect(drv.stream(), lambda rs: ntags(rs) > 200 and drv.counters["ignored"] >= 2)
+        assert isinstance(got[0], DeviceOnline)
+        reads = [r for r in got if isinstance(r, TagRead)]
+        epcs = world.sku_of_epc()
+        assert all(r.epc in epcs and r.read_point in {"apparel", "entrance"} for r in reads)
+        assert all(r.rssi_dbm is not None and -100 < r.rssi_dbm < 0 and r.seen_us for r in reads)
+        assert [r.reason for r in got if isinstance(r, Malformed)] == ["epc is not base64"]
+        assert drv.counters["keepalives"] >= 2
+
+        stream = drv.stream()
+        assert isinstance(await anext(stream), DeviceOnline)
+        sim.drop_clients()
+        with pytest.raises(DeviceError):
+            await collect(stream, lambda rs: False)
+        assert ntags(await collect(drv.stream(), lambda rs: ntags(rs) > 0)) > 0
+        assert sim.clients == 3
+    finally:
+        await sim.stop()
+
+
+async def test_impinj_wrong_path_and_nothing_listening(demo_manifest: Manifest, tmp_path: Path) -> None:
+    world = World(demo_manifest, SystemClock())
+    sim = ImpinjHttpSim(Population(world, {1: "apparel"}), cycle_s=0.05)
+    await sim.start()
+    try:
+        drv = impinj(demo_manifest, sim, tmp_path)
+        drv.config = drv.config.model_copy(update={"base_url": sim.base_url + "/nope"})
+        with pytest.raises(DeviceError, match="HTTP 404"):
+            await collect(drv.stream(), lambda rs: False)
+    finally:
+        await sim.stop()
+    with pytest.raises(DeviceError, match="ConnectError"):
+        await collect(impinj(demo_manifest, sim, tmp_path).stream(), lambda rs: False)
+
+
+# ---- Zebra through a real mosquitto ------------------------------------------------------------------
+
+
+async def test_zebra_through_mosquitto(demo_manifest: Manifest, mosquitto: Mosquitto, tmp_path: Path) -> None:
+    world = World(demo_manifest, SystemClock())
+    topic = f"zebra/fx9600-{os.getpid()}/data"
+    sim = ZebraMqttSim(Population(world, {1: "aisle-1", 2: "aisle-2"}), mosquitto.url, topic, cycle_s=0.05)
+    cfg = ZebraIotcConfig(id="fx9600", topic=topic, antennas={1: "aisle-1", 2: "aisle-2"})
+    drv = ZebraIotcDriver(cfg, DriverContext(manifest=demo_manifest, clock=SystemClock(), data_dir=tmp_path,
+                                             local_broker_url=mosquitto.url))  # fmt: skip
+    stream = drv.stream()
+    assert isinstance(await anext(stream), DeviceOnline)
+    await sim.start()
+    try:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as pub:
+            await pub.publish(topic, b'{"type":"SIMPLE","data":{"idHex":"zz"}}{"type":"SIMPLE"', qos=1)
+        got = await collect(stream, lambda rs: ntags(rs) > 100 and any(isinstance(r, Malformed) for r in rs))
+        reads = [r for r in got if isinstance(r, TagRead)]
+        lanes = {e: t.zone for t in world.lanes.values() for e in t.epcs}
+        assert all(r.epc in lanes and r.read_point in {"aisle-1", "aisle-2"} for r in reads)
+        home = [r for r in reads if r.read_point == lanes[r.epc]]
+        assert len(home) > len(reads) // 2  # bleed into the other aisle is the exception
+        assert all(r.count >= 1 and r.seen_us for r in reads)
+        reasons = sorted(r.reason for r in got if isinstance(r, Malformed))
+        assert reasons == ["bad JSON at offset 39", "idHex is not hex"]
+        assert drv.counters["messages"] < drv.counters["tags"]  # several objects per message
+    finally:
+        await sim.stop()
+
+    mosquitto.stop()
+    with pytest.raises(DeviceError, match="local broker"):
+        await collect(drv.stream(), lambda rs: False)
