@@ -14,7 +14,7 @@ import yaml
 
 from edge.config import Manifest
 from edge.envelope import dumps
-from edge.events import StockChanged
+from edge.events import Event, StockChanged
 from edge.processing import StockUpdate
 from edge.state import StockState
 from rules.alerts import ALERT_EVENT_TYPES
@@ -32,7 +32,8 @@ def part() -> dict[str, Any]:
 
 def test_every_event_class_has_a_schema_with_its_fields() -> None:
     doc = part()
-    for cls in [*ALERT_EVENT_TYPES, RulesReloaded, RulesRejected, OfferTriggered]:
+    classes: list[type[Event]] = [*ALERT_EVENT_TYPES, RulesReloaded, RulesRejected, OfferTriggered]
+    for cls in classes:
         schema = doc["components"]["schemas"][cls.__name__]
         fields = {f.name for f in dataclasses.fields(cls)} - {"source", "time", "subject"}
         assert set(schema["properties"]) == fields, cls.__name__
