@@ -9,6 +9,7 @@ Objects of other types are counted and ignored; a broker failure raises `DeviceE
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -118,6 +119,9 @@ class ZebraIotcDriver:
                     for reading in self._decode(raw, now):
                         yield reading
         except aiomqtt.MqttError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError from None  # a cancel interrupted by aiomqtt's disconnect stays a cancel
             raise DeviceError(self.device_id, f"local broker {host}:{port}: {exc}") from exc
 
     def _decode(self, raw: bytes, now: datetime) -> list[Reading]:

@@ -33,6 +33,7 @@ class ZebraMqttSim:
         self.published = 0
         self._event_num = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def payloads(self) -> list[bytes]:
         """One cycle's reads as MQTT payloads (several objects per payload, no delimiter)."""
@@ -51,6 +52,7 @@ class ZebraMqttSim:
 
     async def stop(self) -> None:
         """Stop publishing."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -67,4 +69,8 @@ class ZebraMqttSim:
                             self.published += 1
                         await self.clock.sleep(self.cycle_s)
             except aiomqtt.MqttError:
+                task = asyncio.current_task()
+                if self._stopping or (task is not None and task.cancelling()):
+                    # aiomqtt can turn a cancellation during disconnect into MqttError: do not swallow it
+                    raise asyncio.CancelledError from None
                 await asyncio.sleep(0.5)  # broker away: try again, like the IoT Connector does
