@@ -22,6 +22,7 @@ import httpx
 import orjson
 import paho.mqtt.client as mqtt
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.brokers import Mosquitto
 from edge.config import Manifest, parse_manifest
@@ -143,7 +144,7 @@ class _AlertWatcher:
         self.opened: dict[str, float] = {}
         self.lock = threading.Lock()
         ready = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:8]}")
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *_: ready.set()
         self.client.on_message = self._on_message
