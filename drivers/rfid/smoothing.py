@@ -49,7 +49,6 @@ class Tag:
         "cand_since",
         "epc",
         "gtin",
-        "key",
         "last",
         "others",
         "params",
@@ -62,10 +61,9 @@ class Tag:
     )
 
     def __init__(  # noqa: PLR0917 - built once per new tag on the hot path, positional on purpose
-        self, epc: str, key: str, gtin: str | None, zone: str, rssi: float, now: float, reader: str, params: Params
+        self, epc: str, gtin: str | None, zone: str, rssi: float, now: float, reader: str, params: Params
     ) -> None:
-        self.epc = epc
-        self.key = key
+        self.epc = epc  # the URN is not stored (memory): `key` decodes it again when an event needs it
         self.gtin = gtin
         self.zone = zone
         self.rssi = rssi
@@ -79,6 +77,11 @@ class Tag:
         self.others: dict[str, list[float]] | None = None  # read point -> [smoothed rssi, last read, reads]
         self.cand: str | None = None
         self.cand_since = 0.0
+
+    @property
+    def key(self) -> str:
+        """The EPC's pure-identity URN (or `raw:<HEX>`)."""
+        return decode_epc(self.epc).key
 
 
 class Change:
@@ -120,7 +123,7 @@ class SmoothingEngine:
             intern = self._intern
             gtin = intern.setdefault(d.gtin, d.gtin) if d.gtin is not None else None
             zone = intern.setdefault(zone, zone)
-            tag = Tag(epc, d.key, gtin, zone, DEFAULT_RSSI if rssi is None else rssi, now, reader, p)
+            tag = Tag(epc, gtin, zone, DEFAULT_RSSI if rssi is None else rssi, now, reader, p)
             self.tags[epc] = tag
             heapq.heappush(self._heap, (now + p.lost_timeout_s, epc))
             if p.present_after_reads <= 1:
