@@ -7,6 +7,7 @@ kill and restart the "cloud" broker). Every process is tracked by PID and stoppe
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -91,9 +92,13 @@ class BrokerProcess:
 
 
 class Mosquitto(BrokerProcess):
-    """A private mosquitto with persistence off, listening on 127.0.0.1 only."""
+    """A private mosquitto listening on 127.0.0.1 only; `persistent` keeps sessions across restarts."""
 
     kind = "mosquitto"
+
+    def __init__(self, port: int | None = None, workdir: Path | None = None, *, persistent: bool = False) -> None:
+        super().__init__(port, workdir)
+        self.persistent = persistent
 
     @staticmethod
     def available() -> bool:
@@ -106,12 +111,20 @@ class Mosquitto(BrokerProcess):
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
-            "persistence false\n"
-            "max_inflight_messages 1000\n"
+            + (f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
+               if self.persistent else "persistence false\n")
+            + ("user root\n" if os.geteuid() == 0 else "")  # else it drops to 'mosquitto' and cannot save here
+            + "max_inflight_messages 1000\n"
             "max_queued_messages 100000\n"
             "log_type error\nlog_type warning\n"
         )
         return [str(_which("mosquitto") or "mosquitto"), "-c", str(conf)]
+
+    def checkpoint(self) -> None:
+        """Ask a persistent mosquitto to save its sessions now (SIGUSR1)."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.3)
 
 
 class NatsMqtt(BrokerProcess):

@@ -1,0 +1,102 @@
+"""`edge-gateway` command line: run, check-config, demo, bench, --version (see ../shared/CONTRACT.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge import __version__
+from edge.errors import ConfigError
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("uvicorn.access", "pymodbus", "bleak", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def run_gateway(config: Path) -> int:
+    """Run the daemon for one manifest until SIGTERM/SIGINT; exit 0 after a clean shutdown."""
+    from edge.config import load_manifest
+    from edge.gateway import Gateway
+
+    manifest = load_manifest(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Gateway(manifest):
+        await stop.wait()
+        logging.getLogger("edge").info("signal received: shutting down, flushing what is in flight")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script and `python -m edge`."""
+    parser = argparse.ArgumentParser(prog="edge-gateway", description="Smart-store edge gateway")
+    parser.add_argument("--version", action="version", version=f"edge-gateway {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_run = sub.add_parser("run", help="run the daemon for one store manifest")
+    p_run.add_argument("--config", required=True, type=Path, help="store manifest (YAML)")
+
+    p_check = sub.add_parser("check-config", help="validate a manifest; exit 2 with every error")
+    p_check.add_argument("file", type=Path)
+
+    p_demo = sub.add_parser("demo", help="run the whole gateway against the simulated store")
+    p_demo.add_argument("--mqtt", help="hub broker URL (default: a private mosquitto when possible)")
+    p_demo.add_argument("--api", default="127.0.0.1:8080", help="HOST:PORT of the local API (default %(default)s)")
+    p_demo.add_argument("--duration", type=float, help="exit 0 after this many seconds")
+    p_demo.add_argument("--data-dir", type=Path, default=Path("./var"), help="state directory (default ./var)")
+    p_demo.add_argument("--quiet", action="store_true", help="no live status line")
+
+    p_bench = sub.add_parser("bench", help="run the benchmark suite; last stdout line is JSON")
+    p_bench.add_argument("--quick", action="store_true", help="a short run")
+    p_bench.add_argument("--only", action="append", default=[], help="run only these sections")
+
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+
+    if args.command == "check-config":
+        from edge.config import load_manifest
+
+        try:
+            m = load_manifest(args.file)
+        except ConfigError as err:
+            for issue in err.issues:
+                print(issue.render(), file=sys.stderr)
+            print(f"{args.file}: {len(err.issues)} error(s)", file=sys.stderr)
+            return 2
+        print(f"{args.file}: ok (store {m.store.id}, {len(m.devices)} devices, {len(m.shelves)} shelves)")
+        return 0
+    try:
+        if args.command == "run":
+            return asyncio.run(run_gateway(args.config))
+        if args.command == "demo":
+            from edge.demo import run_demo
+
+            return asyncio.run(
+                run_demo(mqtt=args.mqtt, api=args.api, duration=args.duration, data_dir=args.data_dir,
+                         live_status=not args.quiet and sys.stderr.isatty())
+            )
+        if args.command == "bench":
+            from bench.suite import run_bench
+
+            return run_bench(quick=args.quick, only=args.only)
+    except ConfigError as err:
+        for issue in err.issues:
+            print(issue.render(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2

@@ -1,0 +1,245 @@
+"""The running gateway: wires database, outbox, uplink, pipeline, supervisor, rules and API together.
+
+Start order is sinks first (database, outbox committer, uplink), then processors and rules, then the API,
+then the devices; stop is the reverse, so nothing read from a device is left without a place to go, and
+everything in flight is committed before the database closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from drivers.base import Driver, DriverContext
+from drivers.registry import FAMILIES, PROCESSORS
+from edge.clock import Clock, SystemClock
+from edge.commands import CommandRouter
+from edge.config import Manifest
+from edge.db import Database
+from edge.errors import CommandError
+from edge.events import DeviceStatusChanged, Event
+from edge.metrics import Labels, Metrics
+from edge.outbox import Outbox, OutRow
+from edge.pipeline import Pipeline
+from edge.processing import Reactor
+from edge.runtime import CommandHandler, DeviceStatus, StateWrite, Upsert
+from edge.state import StockState
+from edge.supervisor import Backoff, Supervisor
+from edge.uplink import Uplink
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """One store's gateway; `async with Gateway(manifest) as gw:` runs it."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        clock: Clock | None = None,
+        hub_url: str | None = None,
+        data_dir: Path | None = None,
+        api_listen: str | None = None,
+        local_broker_url: str | None = None,
+        backoff: Backoff | None = None,
+        extra_drivers: Sequence[tuple[Driver, str]] = (),
+        tick_interval: float = 1.0,
+        install_rules: bool = True,
+    ) -> None:
+        self.manifest = manifest
+        self.clock: Clock = clock or SystemClock()
+        self.data_dir = Path(data_dir or manifest.storage.data_dir)
+        self.hub_url = hub_url or manifest.hub.url
+        self.api_listen = api_listen or manifest.api.listen
+        self.local_broker_url = local_broker_url or (manifest.local_broker.url if manifest.local_broker else None)
+        self.metrics = Metrics()
+        self.topic_root = f"{manifest.hub.topic_prefix}/{manifest.store.id}"
+        self.db = Database(self.data_dir / "edge.db")
+        self.stock = StockState(manifest)
+        self.outbox = Outbox(
+            self.db,
+            store_id=manifest.store.id,
+            topic_root=self.topic_root,
+            clock=self.clock,
+            metrics=self.metrics,
+            telemetry_budget_bytes=int(manifest.storage.budgets.telemetry_mb * 1024 * 1024),
+            commit_interval=manifest.storage.commit_interval_ms / 1000,
+            journal_retention_s=manifest.storage.journal_retention_days * 86400,
+        )
+        self.commands = CommandRouter(self.metrics)
+        self.uplink = Uplink(
+            manifest.hub, self.outbox, store_id=manifest.store.id, topic_root=self.topic_root, clock=self.clock,
+            metrics=self.metrics, commands=self.commands, url=self.hub_url,
+        )
+        self.pipeline = Pipeline(stock=self.stock, outbox=self.outbox, clock=self.clock, metrics=self.metrics,
+                                 tick_interval=tick_interval)
+        ctx = DriverContext(manifest=manifest, clock=self.clock, data_dir=self.data_dir,
+                            local_broker_url=self.local_broker_url)
+        drivers: list[tuple[Driver, str]] = list(extra_drivers)
+        keys: set[str] = set()
+        for dev in manifest.devices:
+            if not dev.enabled:
+                continue
+            fam = FAMILIES[dev.type]
+            drivers.append((fam.driver(dev, ctx), dev.type))
+            if fam.processor_key:
+                keys.add(fam.processor_key)
+        for key in sorted(keys):
+            self.pipeline.add_processor(PROCESSORS[key](manifest, self.clock))
+        self.supervisor = Supervisor(drivers, sink=self.pipeline.put, on_status=self._device_changed,
+                                     clock=self.clock, metrics=self.metrics, backoff=backoff)
+        self.install_rules = install_rules
+        self.rules: Any = None
+        self.api: Any = None
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: set[asyncio.Future[None]] = set()
+        self.outbox.listeners.append(self._fan_out)
+        self.commands.register("stock.get", self._cmd_stock_get)
+        self._register_metrics()
+
+    # ---- lifecycle ----
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Open storage, start the uplink, processors, rules, API and finally the devices."""
+        await self.db.open()
+        await self.outbox.open()
+        self.stock.load(await self.db.query("SELECT * FROM stock"))
+        self._tasks.append(asyncio.create_task(self.outbox.run(), name="outbox-committer"))
+        self._tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
+        self._tasks.append(asyncio.create_task(self.pipeline.run(), name="pipeline"))
+        self._tasks.append(asyncio.create_task(self.pipeline.run_ticks(), name="ticks"))
+        if self.install_rules:
+            import rules  # the rules package wires itself into the gateway through GatewayView
+
+            install = getattr(rules, "install", None)
+            if install is not None:
+                self.rules = install(self)
+        if self.manifest.api.enabled:
+            try:
+                from edge.api.server import start_api
+            except ImportError:
+                log.warning("local API not available in this build")
+            else:
+                self.api = await start_api(self, self.api_listen, list(self.manifest.api.tokens))
+        self.supervisor.start()
+        log.info("gateway for store %s started: %d device(s), hub %s", self.manifest.store.id,
+                 len(self.supervisor.drivers), self.hub_url)
+
+    async def stop(self) -> None:
+        """Devices first, then API, then drain the pipeline, commit everything, close storage."""
+        if not self._tasks:
+            return  # not started, or already stopped
+        await self.supervisor.stop()
+        if self.api is not None:
+            await self.api.stop()
+        # let the pipeline drain what the devices already delivered
+        for _ in range(200):
+            if self.pipeline.queue.empty():
+                break
+            await asyncio.sleep(0.01)
+        uplink_pipeline = [t for t in self._tasks if t.get_name() in {"uplink", "pipeline", "ticks"}]
+        for t in uplink_pipeline:
+            t.cancel()
+        await asyncio.gather(*uplink_pipeline, return_exceptions=True)
+        await self.outbox.close()
+        committer = [t for t in self._tasks if t.get_name() == "outbox-committer"]
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*committer), 10)
+        self._tasks.clear()
+        await self.db.close()
+        log.info("gateway stopped")
+
+    # ---- GatewayView ----
+    def emit(self, events: Sequence[Event], writes: Sequence[StateWrite] = ()) -> None:
+        """Route events and writes (through reactors) to the outbox."""
+        self.pipeline.route([*events, *writes], self.clock.now())
+
+    async def emit_committed(self, events: Sequence[Event], writes: Sequence[StateWrite] = ()) -> None:
+        """Emit and wait until committed."""
+        self.emit(events, writes)
+        await self.outbox.flush()
+
+    def devices(self) -> list[DeviceStatus]:
+        """Status of every device."""
+        return sorted(self.supervisor.status.values(), key=lambda s: s.device)
+
+    def add_reactor(self, reactor: Reactor) -> None:
+        """Feed every event to `reactor`."""
+        self.pipeline.add_reactor(reactor)
+
+    def register_command(self, name: str, handler: CommandHandler) -> None:
+        """Serve `cmd/{name}`."""
+        self.commands.register(name, handler)
+
+    async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
+        """Every accepted event from now on; a consumer that falls 1,000 behind loses the oldest."""
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(1000)
+        self._subscribers.add(q)
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            self._subscribers.discard(q)
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Read-only SQL."""
+        return await self.db.query(sql, params)
+
+    def metrics_text(self) -> str:
+        """Prometheus exposition."""
+        return self.metrics.render()
+
+    # ---- internals ----
+    def _fan_out(self, _rows: list[OutRow], envs: list[dict[str, Any]]) -> None:
+        for q in self._subscribers:
+            for env in envs:
+                if q.full():
+                    q.get_nowait()
+                    self.metrics.inc("edge_subscriber_dropped_total")
+                q.put_nowait(env)
+
+    def _device_changed(self, new: DeviceStatus, old: DeviceStatus | None) -> None:
+        if new.state == "starting":
+            return
+        now = self.clock.now()
+        ev = DeviceStatusChanged(source=new.device, time=now, subject=new.device, device=new.device,
+                                 device_type=new.device_type, state=new.state, error=new.error,
+                                 last_seen=new.last_seen)
+        row = {"device": new.device, "type": new.device_type, "state": new.state,
+               "last_seen": new.last_seen.isoformat() if new.last_seen else None, "error": new.error,
+               "changed": now.isoformat()}
+        self.emit([ev], [Upsert("devices", row)])
+
+    async def _cmd_stock_get(self, req: Any) -> dict[str, Any]:
+        filters = {k: req.get(k) for k in ("shelf", "sku", "zone")}
+        for k, v in filters.items():
+            if v is not None and not isinstance(v, str):
+                raise CommandError("bad_request", f"{k} must be a string")
+        cells = self.stock.cells(shelf=filters["shelf"], sku=filters["sku"], zone=filters["zone"])
+        return {"store": self.manifest.store.id, "time": self.clock.now().isoformat().replace("+00:00", "Z"),
+                "items": [c.as_dict() for c in cells]}
+
+    def _register_metrics(self) -> None:
+        m = self.metrics
+        m.describe("edge_outbox_depth", "events committed and not yet acknowledged by the hub")
+        m.describe("edge_outbox_dropped_total", "events dropped on purpose, by class (telemetry over budget)")
+        m.gauge_fn("edge_outbox_depth", lambda: {(): float(self.outbox.depth)})
+        m.gauge_fn("edge_outbox_telemetry_bytes", lambda: {(): float(self.outbox.telemetry_bytes)})
+        m.gauge_fn("edge_uplink_connected", lambda: {(): 1.0 if self.uplink.connected.is_set() else 0.0})
+
+        def states() -> dict[Labels, float]:
+            return {(("device", s.device), ("state", s.state)): 1.0 for s in self.supervisor.status.values()}
+
+        m.gauge_fn("edge_device_up", states)

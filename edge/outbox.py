@@ -1,0 +1,386 @@
+"""Store-and-forward outbox: an event is accepted once committed here, and leaves only after PUBACK.
+
+`submit()` assigns the CloudEvents id (UUIDv7) and the per-source sequence, serialises the envelope and
+queues it with any state rows that must change with it; the committer writes everything queued in one
+transaction every `commit_interval` (group commit), resolves the submitters' futures and hands the new
+rows to the uplink. Telemetry over its disk budget is dropped oldest first inside the same transaction,
+and a `Gap` event (never dropped) announces each dropped range; drops are counted per class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.clock import Clock
+from edge.db import Database
+from edge.envelope import dumps, envelope
+from edge.events import Event, EventClass, Gap
+from edge.ids import uuid7
+from edge.metrics import Metrics
+from edge.runtime import Delete, StateWrite, Upsert
+
+log = logging.getLogger(__name__)
+
+_SAFE_TABLE = frozenset("abcdefghijklmnopqrstuvwxyz_0123456789")
+
+
+@dataclass(frozen=True, slots=True)
+class OutRow:
+    """A committed outbox row, as the uplink publishes it."""
+
+    seq: int
+    topic: str
+    payload: bytes
+    cls: str
+
+
+@dataclass(slots=True)
+class _Batch:
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    envelopes: list[dict[str, Any]] = field(default_factory=list)
+    journal: list[tuple[Any, ...]] = field(default_factory=list)
+    writes: list[StateWrite] = field(default_factory=list)
+    retained: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    sources: dict[str, int] = field(default_factory=dict)
+    futures: list[asyncio.Future[None]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.writes) + len(self.retained)
+
+
+class Sequencer:
+    """Per-source sequence numbers: +1 per event, persisted with the event, never reused."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def load(self, rows: Sequence[tuple[str, int]]) -> None:
+        """Restore the last committed numbers."""
+        with self._lock:
+            self._last = dict(rows)
+
+    def next(self, source: str) -> int:
+        """The next number of `source`."""
+        with self._lock:
+            n = self._last.get(source, 0) + 1
+            self._last[source] = n
+            return n
+
+
+class Outbox:
+    """The durable queue between the pipeline and the uplink."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        store_id: str,
+        topic_root: str,
+        clock: Clock,
+        metrics: Metrics,
+        telemetry_budget_bytes: int,
+        commit_interval: float = 0.02,
+        journal_retention_s: float = 7 * 86400,
+        max_pending: int = 20_000,
+    ) -> None:
+        self.db = db
+        self.store_id = store_id
+        self.topic_root = topic_root
+        self.clock = clock
+        self.metrics = metrics
+        self.budget = telemetry_budget_bytes
+        self.commit_interval = commit_interval
+        self.journal_retention_s = journal_retention_s
+        self.max_pending = max_pending
+        self.sequencer = Sequencer()
+        self.listeners: list[Callable[[list[OutRow], list[dict[str, Any]]], None]] = []
+        self.retained_listeners: list[Callable[[], None]] = []
+        self.depth = 0
+        self.telemetry_bytes = 0
+        self.inflight_floor: Callable[[], int] = lambda: 0  # rows at or below this seq may be in flight
+        self._batch = _Batch()
+        self._acked: list[int] = []
+        self._retained_acked: list[tuple[str, int]] = []
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closing = False
+        self._last_sweep = 0.0
+
+    # ---- lifecycle ----
+    async def open(self) -> None:
+        """Load sequences, depth and telemetry size from the database."""
+
+        def load(c: sqlite3.Connection) -> tuple[list[tuple[str, int]], int, int]:
+            seqs = [(str(r[0]), int(r[1])) for r in c.execute("SELECT source, last FROM sequences")]
+            depth = int(c.execute("SELECT count(*) FROM outbox").fetchone()[0])
+            tele = int(
+                c.execute("SELECT coalesce(sum(size),0) FROM outbox WHERE class=?", (EventClass.TELEMETRY.value,))
+                .fetchone()[0]
+            )
+            return seqs, depth, tele
+
+        seqs, self.depth, self.telemetry_bytes = await self.db.read(load)
+        self.sequencer.load(seqs)
+        drops = await self.db.query("SELECT class, count, bytes FROM drops")
+        for d in drops:
+            self.metrics.inc("edge_outbox_dropped_total", float(d["count"]), **{"class": str(d["class"])})
+
+    # ---- producers ----
+    def topic(self, suffix: str) -> str:
+        """Full topic of a suffix below the store root."""
+        return f"{self.topic_root}/{suffix}"
+
+    def submit(
+        self,
+        events: Sequence[Event],
+        writes: Sequence[StateWrite] = (),
+        retained: dict[str, tuple[bytes, int]] | None = None,
+    ) -> asyncio.Future[None]:
+        """Queue events (and state to commit with them); the future resolves when they are committed."""
+        b = self._batch
+        now = time.time()
+        for ev in events:
+            seq = self.sequencer.next(ev.source)
+            eid = uuid7()
+            ce = envelope(ev, event_id=eid, sequence=seq, store_id=self.store_id)
+            payload = dumps(ce)
+            cls = ev.CLASS.value
+            b.rows.append((eid, ev.source, seq, ev.TYPE, cls, self.topic(ev.TOPIC), payload, len(payload), now))
+            b.envelopes.append(ce)
+            if cls != EventClass.TELEMETRY.value:
+                b.journal.append((eid, ev.TYPE, ev.source, seq, ce["time"], now, payload))
+            b.sources[ev.source] = seq
+            self.metrics.inc("edge_events_total", type=ev.TYPE)
+        b.writes.extend(writes)
+        if retained:
+            b.retained.update(retained)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        b.futures.append(fut)
+        if len(b) >= self.max_pending:
+            self._room.clear()
+        self._wake.set()
+        return fut
+
+    async def wait_room(self) -> None:
+        """Backpressure: wait while too much is queued and not yet committed."""
+        await self._room.wait()
+
+    # ---- the uplink's side ----
+    def ack(self, seqs: Sequence[int]) -> None:
+        """The hub acknowledged these rows; they are deleted in the next transaction."""
+        self._acked.extend(seqs)
+        self._wake.set()
+
+    def ack_retained(self, topic: str, version: int) -> None:
+        """The hub acknowledged a retained snapshot of `version`."""
+        self._retained_acked.append((topic, version))
+        self._wake.set()
+
+    async def fetch(self, after_seq: int, limit: int) -> list[OutRow]:
+        """Committed rows after `after_seq`, in order (a backlog read from disk)."""
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT seq, topic, payload, class FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            ).fetchall()
+        )
+        return [OutRow(int(r[0]), str(r[1]), bytes(r[2]), str(r[3])) for r in rows]
+
+    async def retained_due(self) -> list[tuple[str, bytes, int]]:
+        """Retained snapshots newer than what the hub has acknowledged."""
+        rows = await self.db.read(
+            lambda c: c.execute("SELECT topic, payload, version FROM retained WHERE version > published").fetchall()
+        )
+        return [(str(r[0]), bytes(r[1]), int(r[2])) for r in rows]
+
+    # ---- the committer ----
+    async def run(self) -> None:
+        """Commit whatever is queued, every `commit_interval`, until `close()`."""
+        while True:
+            await self._wake.wait()
+            if self.commit_interval and not self._closing:
+                await asyncio.sleep(self.commit_interval)
+            self._wake.clear()
+            await self.flush()
+            if self._closing and not len(self._batch) and not self._acked and not self._retained_acked:
+                return
+
+    async def close(self) -> None:
+        """Stop after committing everything queued."""
+        self._closing = True
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Commit the current batch and pending acknowledgements now."""
+        batch, self._batch = self._batch, _Batch()
+        acked, self._acked = self._acked, []
+        racked, self._retained_acked = self._retained_acked, []
+        if not len(batch) and not acked and not racked:
+            self._room.set()
+            return
+        sweep = time.monotonic() - self._last_sweep > 60
+        floor = self.inflight_floor()
+        try:
+            result = await self.db.write(lambda c: self._transaction(c, batch, acked, racked, sweep, floor))
+        except BaseException as exc:
+            for f in batch.futures:
+                if not f.done():
+                    f.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+            raise
+        if sweep:
+            self._last_sweep = time.monotonic()
+        first_seq, gap_rows, gap_envs, dropped = result
+        rows = [OutRow(first_seq + i, r[5], r[6], r[4]) for i, r in enumerate(batch.rows)]
+        rows += gap_rows
+        self.depth += len(rows) - len(acked) - len(dropped)
+        self.telemetry_bytes += sum(r[7] for r in batch.rows if r[4] == EventClass.TELEMETRY.value)
+        self.telemetry_bytes -= sum(size for _, size in dropped)
+        self.metrics.inc("edge_outbox_commits_total")
+        self._room.set()
+        for f in batch.futures:
+            if not f.done():
+                f.set_result(None)
+        envs = batch.envelopes + gap_envs
+        for listener in self.listeners:
+            listener(rows, envs)
+        if batch.retained:
+            for notify in self.retained_listeners:
+                notify()
+
+    def _transaction(
+        self,
+        c: sqlite3.Connection,
+        b: _Batch,
+        acked: list[int],
+        racked: list[tuple[str, int]],
+        sweep: bool,
+        floor: int,
+    ) -> tuple[int, list[OutRow], list[dict[str, Any]], list[tuple[int, int]]]:
+        first_seq = 0
+        if b.rows:
+            c.executemany(
+                "INSERT INTO outbox(id, source, sequence, type, class, topic, payload, size, created)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                b.rows,
+            )
+            last = int(c.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()[0])
+            first_seq = last - len(b.rows) + 1
+        if b.journal:
+            c.executemany(
+                "INSERT OR IGNORE INTO journal(id, type, source, sequence, time, created, payload)"
+                " VALUES (?,?,?,?,?,?,?)",
+                b.journal,
+            )
+        for w in b.writes:
+            _apply_write(c, w)
+        if b.retained:
+            c.executemany(
+                "INSERT INTO retained(topic, payload, version) VALUES (?,?,?) ON CONFLICT(topic) DO UPDATE"
+                " SET payload=excluded.payload, version=excluded.version",
+                [(t, p, v) for t, (p, v) in b.retained.items()],
+            )
+        if acked:
+            c.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in acked])
+        if racked:
+            c.executemany(
+                "UPDATE retained SET published=max(published, ?) WHERE topic=?", [(v, t) for t, v in racked]
+            )
+        gap_rows: list[OutRow] = []
+        gap_envs: list[dict[str, Any]] = []
+        dropped: list[tuple[int, int]] = []
+        tele = self.telemetry_bytes + sum(r[7] for r in b.rows if r[4] == EventClass.TELEMETRY.value)
+        if tele > self.budget:
+            gap_rows, gap_envs, dropped = self._trim(c, tele - self.budget, floor, b.sources)
+        if b.sources:
+            c.executemany(
+                "INSERT INTO sequences(source, last) VALUES (?,?) ON CONFLICT(source) DO UPDATE"
+                " SET last=max(last, excluded.last)",
+                list(b.sources.items()),
+            )
+        if sweep and self.journal_retention_s >= 0:
+            c.execute("DELETE FROM journal WHERE created < ?", (time.time() - self.journal_retention_s,))
+        return first_seq, gap_rows, gap_envs, dropped
+
+    def _trim(
+        self, c: sqlite3.Connection, excess: int, floor: int, sources: dict[str, int]
+    ) -> tuple[list[OutRow], list[dict[str, Any]], list[tuple[int, int]]]:
+        """Drop the oldest telemetry rows (not in flight) until `excess` bytes are freed; announce gaps."""
+        dropped: list[tuple[int, int]] = []
+        ranges: dict[str, list[int]] = defaultdict(list)
+        freed = 0
+        cur = c.execute(
+            "SELECT seq, source, sequence, size FROM outbox WHERE class=? AND seq > ? ORDER BY seq",
+            (EventClass.TELEMETRY.value, floor),
+        )
+        for seq, source, sequence, size in cur:
+            if freed >= excess:
+                break
+            dropped.append((int(seq), int(size)))
+            ranges[str(source)].append(int(sequence))
+            freed += int(size)
+        cur.close()
+        if not dropped:
+            return [], [], []
+        c.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s, _ in dropped])
+        c.execute(
+            "INSERT INTO drops(class, count, bytes) VALUES (?,?,?) ON CONFLICT(class) DO UPDATE"
+            " SET count=count+excluded.count, bytes=bytes+excluded.bytes",
+            (EventClass.TELEMETRY.value, len(dropped), freed),
+        )
+        self.metrics.inc("edge_outbox_dropped_total", float(len(dropped)), **{"class": EventClass.TELEMETRY.value})
+        now = self.clock.now()
+        gap_rows: list[OutRow] = []
+        gap_envs: list[dict[str, Any]] = []
+        for source, seqs in ranges.items():
+            gap = Gap(source="gateway", time=now, gap_source=source, first=min(seqs), last=max(seqs),
+                      dropped=len(seqs))
+            seq_no = self.sequencer.next(gap.source)
+            sources[gap.source] = seq_no
+            eid = uuid7()
+            ce = envelope(gap, event_id=eid, sequence=seq_no, store_id=self.store_id)
+            payload = dumps(ce)
+            topic = self.topic(gap.TOPIC)
+            c.execute(
+                "INSERT INTO outbox(id, source, sequence, type, class, topic, payload, size, created)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (eid, gap.source, seq_no, gap.TYPE, gap.CLASS.value, topic, payload, len(payload), time.time()),
+            )
+            c.execute(
+                "INSERT OR IGNORE INTO journal(id, type, source, sequence, time, created, payload)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (eid, gap.TYPE, gap.source, seq_no, ce["time"], time.time(), payload),
+            )
+            rowid = int(c.execute("SELECT last_insert_rowid()").fetchone()[0])
+            gap_rows.append(OutRow(rowid, topic, payload, gap.CLASS.value))
+            gap_envs.append(ce)
+            log.warning("telemetry over its disk budget: dropped %d events of %s (sequences %d..%d)",
+                        len(seqs), source, min(seqs), max(seqs))
+        return gap_rows, gap_envs, dropped
+
+
+def _apply_write(c: sqlite3.Connection, w: StateWrite) -> None:
+    if not set(w.table) <= _SAFE_TABLE:
+        raise ValueError(f"bad table name {w.table!r}")
+    if isinstance(w, Upsert):
+        cols = list(w.row)
+        if not all(set(col) <= _SAFE_TABLE for col in cols):
+            raise ValueError(f"bad column in {cols!r}")
+        c.execute(
+            f"INSERT OR REPLACE INTO {w.table}({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",  # noqa: S608
+            [w.row[k] for k in cols],
+        )
+    elif isinstance(w, Delete):
+        keys = list(w.key)
+        if not all(set(k) <= _SAFE_TABLE for k in keys):
+            raise ValueError(f"bad column in {keys!r}")
+        where = " AND ".join(f"{k}=?" for k in keys) or "1=1"
+        c.execute(f"DELETE FROM {w.table} WHERE {where}", [w.key[k] for k in keys])  # noqa: S608

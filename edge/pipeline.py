@@ -1,0 +1,170 @@
+"""The normalise → state → rules → outbox stage, between the supervisor and the outbox.
+
+Readings arrive on a bounded queue (drivers wait when it is full: backpressure down to the device).
+The pipeline drains it in batches, gives each reading to its family's processor, applies stock updates
+to the live state, lets reactors (rules) respond to every event, and hands the lot to the outbox in one
+submission per batch, so one group commit covers many readings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+
+from drivers.base import Reading
+from edge.clock import Clock
+from edge.envelope import dumps
+from edge.events import Event
+from edge.metrics import Metrics
+from edge.outbox import Outbox
+from edge.processing import Processor, Reactor, StockUpdate
+from edge.ratelimit import LogLimiter
+from edge.runtime import Delete, StateWrite, Upsert
+from edge.state import StockState
+
+log = logging.getLogger(__name__)
+
+MAX_REACTION_DEPTH = 3
+
+
+class Pipeline:
+    """Routes readings and outputs; owns no I/O except handing batches to the outbox."""
+
+    def __init__(
+        self,
+        *,
+        stock: StockState,
+        outbox: Outbox,
+        clock: Clock,
+        metrics: Metrics,
+        queue_size: int = 10_000,
+        tick_interval: float = 1.0,
+    ) -> None:
+        self.stock = stock
+        self.outbox = outbox
+        self.clock = clock
+        self.metrics = metrics
+        self.queue: asyncio.Queue[Reading] = asyncio.Queue(queue_size)
+        self.processors: list[Processor] = []
+        self._by_type: dict[type[Reading], list[Processor]] = {}
+        self.reactors: list[Reactor] = []
+        self.tick_interval = tick_interval
+        self._limiter = LogLimiter(60.0)
+
+    def add_processor(self, processor: Processor) -> None:
+        """Route readings of the processor's types to it."""
+        self.processors.append(processor)
+        self._by_type.clear()
+
+    def add_reactor(self, reactor: Reactor) -> None:
+        """Feed every event to `reactor`."""
+        self.reactors.append(reactor)
+
+    async def put(self, reading: Reading) -> None:
+        """Enqueue a reading (waits while the queue is full)."""
+        await self.queue.put(reading)
+
+    def _processors_for(self, kind: type[Reading]) -> list[Processor]:
+        procs = self._by_type.get(kind)
+        if procs is None:
+            procs = [p for p in self.processors if issubclass(kind, p.reading_types)]
+            self._by_type[kind] = procs
+        return procs
+
+    async def run(self) -> None:
+        """Drain readings in batches until cancelled."""
+        while True:
+            first = await self.queue.get()
+            batch = [first]
+            while len(batch) < 2000:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            now = self.clock.now()
+            outputs: list[object] = []
+            for reading in batch:
+                for proc in self._processors_for(type(reading)):
+                    try:
+                        outputs.extend(proc.feed(reading, now))
+                    except Exception:  # a processor bug must not stop the store: count, log, go on
+                        self.metrics.inc("edge_processor_errors_total", processor=type(proc).__name__)
+                        self._limiter.log(log, logging.ERROR, type(proc).__name__,
+                                          "processor %s failed on a reading", type(proc).__name__, exc_info=True)
+            if outputs:
+                self.route(outputs, now)
+            await self.outbox.wait_room()
+
+    async def run_ticks(self) -> None:
+        """Give processors and reactors their periodic `tick`."""
+        while True:
+            await self.clock.sleep(self.tick_interval)
+            self.tick(self.clock.now())
+
+    def tick(self, now: datetime) -> None:
+        """One tick now (tests call it directly)."""
+        outputs: list[object] = []
+        for owner in (*self.processors, *self.reactors):
+            try:
+                outputs.extend(owner.tick(now))
+            except Exception:
+                self.metrics.inc("edge_processor_errors_total", processor=type(owner).__name__)
+                self._limiter.log(log, logging.ERROR, type(owner).__name__, "%s tick failed",
+                                  type(owner).__name__, exc_info=True)
+        if outputs:
+            self.route(outputs, now)
+
+    def route(self, outputs: Iterable[object], now: datetime, depth: int = 0) -> None:
+        """Apply stock updates, run reactors, and submit events and state writes to the outbox."""
+        events, writes, retained = self._collect(outputs, now, depth)
+        if events or writes or retained:
+            self.outbox.submit(events, writes, retained)
+
+    def _collect(
+        self, outputs: Iterable[object], now: datetime, depth: int
+    ) -> tuple[list[Event], list[StateWrite], dict[str, tuple[bytes, int]]]:
+        events: list[Event] = []
+        writes: list[StateWrite] = []
+        shelves: set[str] = set()
+        for out in outputs:
+            if isinstance(out, StockUpdate):
+                change = self.stock.apply(out)
+                if change is None:
+                    continue
+                cell = self.stock.get(change.shelf, change.sku)
+                if cell is not None:
+                    writes.append(Upsert("stock", self.stock.row(cell)))
+                shelves.add(change.shelf)
+                events.append(change)
+            elif isinstance(out, Event):
+                events.append(out)
+            elif isinstance(out, Upsert | Delete):
+                writes.append(out)
+            else:
+                self.metrics.inc("edge_processor_errors_total", processor="unknown-output")
+        retained = {
+            self.outbox.topic(f"state/stock/{shelf}"): (
+                dumps(snap := self.stock.shelf_snapshot(shelf)),
+                int(snap["version"]),
+            )
+            for shelf in shelves
+        }
+        if self.reactors and depth < MAX_REACTION_DEPTH:
+            reactions: list[object] = []
+            for ev in events:
+                for reactor in self.reactors:
+                    try:
+                        reactions.extend(reactor.react(ev, now))
+                    except Exception:
+                        self.metrics.inc("edge_processor_errors_total", processor=type(reactor).__name__)
+                        self._limiter.log(log, logging.ERROR, type(reactor).__name__, "%s failed on %s",
+                                          type(reactor).__name__, ev.TYPE, exc_info=True)
+            if reactions:
+                e2, w2, r2 = self._collect(reactions, now, depth + 1)
+                events += e2
+                writes += w2
+                retained.update(r2)
+        return events, writes, retained
+

@@ -1,0 +1,102 @@
+"""The state database's schema as an append-only list of migrations (plain SQL).
+
+Each entry runs once, in order, inside a transaction; `PRAGMA user_version` records how many have run.
+Never edit an entry that has shipped: append a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: the spine
+    """
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,   -- publish order
+        id TEXT NOT NULL,                        -- CloudEvents id (UUIDv7), stable across retries
+        source TEXT NOT NULL,
+        sequence INTEGER NOT NULL,               -- per-source sequence
+        type TEXT NOT NULL,
+        class TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,                   -- the CloudEvents JSON object
+        size INTEGER NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE INDEX outbox_class ON outbox(class, seq);
+    CREATE TABLE sequences (source TEXT PRIMARY KEY, last INTEGER NOT NULL);
+    CREATE TABLE journal (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        source TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        time TEXT NOT NULL,
+        created REAL NOT NULL,
+        payload BLOB NOT NULL
+    );
+    CREATE INDEX journal_created ON journal(created);
+    CREATE TABLE retained (
+        topic TEXT PRIMARY KEY,
+        payload BLOB NOT NULL,
+        version INTEGER NOT NULL,
+        published INTEGER NOT NULL DEFAULT 0     -- version last acknowledged by the hub
+    );
+    CREATE TABLE stock (
+        shelf TEXT NOT NULL,
+        sku TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        origin TEXT NOT NULL,
+        updated TEXT,
+        PRIMARY KEY (shelf, sku)
+    );
+    CREATE TABLE devices (
+        device TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        state TEXT NOT NULL,
+        last_seen TEXT,
+        error TEXT,
+        changed TEXT NOT NULL
+    );
+    CREATE TABLE drops (class TEXT PRIMARY KEY, count INTEGER NOT NULL, bytes INTEGER NOT NULL);
+    CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    # 2: rules (issue 6): staff alerts and durable webhook deliveries
+    """
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,                     -- open | acknowledged | resolved | expired
+        shelf TEXT,
+        sku TEXT,
+        device TEXT,
+        message TEXT NOT NULL DEFAULT '',
+        count INTEGER,
+        threshold INTEGER,
+        restock_qty INTEGER,
+        days_of_cover REAL,
+        escalate_after_s REAL,
+        escalation_level INTEGER NOT NULL DEFAULT 0,
+        opened_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        escalated_at TEXT,
+        acknowledged_at TEXT,
+        acknowledged_by TEXT,
+        closed_at TEXT,
+        close_reason TEXT
+    );
+    CREATE INDEX alerts_state ON alerts(state, opened_at);
+    CREATE TABLE webhook_deliveries (
+        id TEXT PRIMARY KEY,
+        webhook TEXT NOT NULL,
+        alert_id TEXT NOT NULL,
+        transition TEXT NOT NULL,
+        body TEXT NOT NULL,                      -- the exact JSON that is signed and POSTed
+        state TEXT NOT NULL,                     -- pending | delivered | failed
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL,                   -- UNIX seconds of the next attempt
+        created TEXT NOT NULL,
+        last_status INTEGER,
+        last_error TEXT
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(state, next_at);
+    """,
+]

@@ -1,0 +1,131 @@
+"""Runs every device's driver, restarts a failing one with jittered backoff, tracks device status.
+
+One log line when a device goes offline and one when it is back; malformed frames are counted per
+device and logged at most once per device per minute; the rest of the store keeps running whatever
+one device does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from drivers.base import DeviceOnline, Driver, Malformed, Reading
+from edge.clock import Clock
+from edge.metrics import Metrics
+from edge.ratelimit import LogLimiter
+from edge.runtime import DeviceStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter between `initial` and `maximum` seconds."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    stable_after: float = 60.0  # a run this long resets the delay
+
+    def delay(self, attempt: int) -> float:
+        """Delay before restart number `attempt` (1-based)."""
+        cap = min(self.maximum, self.initial * 2 ** max(0, attempt - 1))
+        return random.uniform(cap / 2, cap)
+
+
+class Supervisor:
+    """Owns one task per enabled device."""
+
+    def __init__(
+        self,
+        drivers: list[tuple[Driver, str]],
+        *,
+        sink: Callable[[Reading], Awaitable[None]],
+        on_status: Callable[[DeviceStatus, DeviceStatus | None], None],
+        clock: Clock,
+        metrics: Metrics,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.drivers = drivers
+        self.sink = sink
+        self.on_status = on_status
+        self.clock = clock
+        self.metrics = metrics
+        self.backoff = backoff or Backoff()
+        self.status: dict[str, DeviceStatus] = {
+            d.device_id: DeviceStatus(d.device_id, kind, "starting", None, None, 0, 0, 0) for d, kind in drivers
+        }
+        self._limiter = LogLimiter(60.0)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Start every driver."""
+        for driver, _kind in self.drivers:
+            self._tasks.append(asyncio.create_task(self._run(driver), name=f"device-{driver.device_id}"))
+
+    async def stop(self) -> None:
+        """Cancel every driver task and wait for their `finally` blocks (polite device shutdown)."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def _set(self, device: str, **changes: object) -> None:
+        old = self.status[device]
+        new = replace(old, **changes)  # type: ignore[arg-type]
+        self.status[device] = new
+        if new.state != old.state:
+            self.on_status(new, old)
+
+    async def _run(self, driver: Driver) -> None:
+        dev = driver.device_id
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                async for reading in driver.stream():
+                    await self._handle(dev, reading)
+                raise ConnectionError("device stream ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the supervisor boundary: any driver failure restarts that driver only
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if self.status[dev].state != "offline":
+                    log.warning("device %s offline: %s", dev, reason)
+                    if not isinstance(exc, OSError | ConnectionError | TimeoutError):
+                        log.debug("device %s failure detail", dev, exc_info=exc)
+                self._set(dev, state="offline", error=reason)
+                self.metrics.inc("edge_device_restarts_total", device=dev)
+            if time.monotonic() - started > self.backoff.stable_after:
+                attempt = 0
+            attempt += 1
+            self._set(dev, restarts=self.status[dev].restarts + 1)
+            await asyncio.sleep(self.backoff.delay(attempt))
+
+    async def _handle(self, dev: str, reading: Reading) -> None:
+        st = self.status[dev]
+        if isinstance(reading, Malformed):
+            self.metrics.inc("edge_malformed_total", device=dev)
+            self.status[dev] = replace(st, malformed=st.malformed + 1)
+            self._limiter.log(log, logging.WARNING, dev, "device %s: malformed input skipped: %s", dev,
+                              reading.reason)
+            return
+        now = self.clock.now()
+        if st.state != "online":
+            if st.state == "offline":
+                log.info("device %s back online", dev)
+            self._set(dev, state="online", error=None, last_seen=now)
+        if isinstance(reading, DeviceOnline):
+            return
+        self.status[dev] = replace(self.status[dev], readings=st.readings + 1, last_seen=now)
+        self.metrics.inc("edge_readings_total", device=dev)
+        await self.sink(reading)
+
+    def last_seen(self, device: str) -> datetime | None:
+        """When the device last delivered something."""
+        return self.status[device].last_seen

@@ -1,0 +1,252 @@
+"""Northbound MQTT uplink: publishes the outbox to the hub at QoS 1 and deletes rows only after PUBACK.
+
+One connection (paho on its network thread, MQTT 3.1.1), a small window of publishes in flight (a deep client-side
+queue stalls paho), rows sent strictly in outbox order so the order per topic holds; on any disconnect
+every unacknowledged row is sent again from the outbox after a jittered backoff (duplicates only within
+the window; consumers dedupe by CloudEvents id). A retained `status` message says online at connect and
+the MQTT will says offline. Retained `state/stock/{shelf}` snapshots are published when their version
+moves and marked once acknowledged. `cmd/+` requests are served here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from edge import __version__
+from edge.clock import Clock
+from edge.commands import CommandRouter
+from edge.config import HubConfig
+from edge.envelope import rfc3339
+from edge.metrics import Metrics
+from edge.mqtt_session import MqttSession, MqttSessionError, SessionOptions
+from edge.outbox import Outbox, OutRow
+
+log = logging.getLogger(__name__)
+
+
+class Uplink:
+    """Keeps one hub connection alive and drains the outbox through it."""
+
+    def __init__(
+        self,
+        hub: HubConfig,
+        outbox: Outbox,
+        *,
+        store_id: str,
+        topic_root: str,
+        clock: Clock,
+        metrics: Metrics,
+        commands: CommandRouter,
+        url: str | None = None,
+        live_cap: int = 50_000,
+    ) -> None:
+        self.hub = hub
+        self.url = url or hub.url
+        self.outbox = outbox
+        self.store_id = store_id
+        self.root = topic_root
+        self.clock = clock
+        self.metrics = metrics
+        self.commands = commands
+        self.connected = asyncio.Event()
+        self.status_extra: Callable[[], dict[str, Any]] = dict
+        self._live: deque[OutRow] = deque()
+        self._live_on = False
+        self._live_cap = live_cap
+        self._cursor = 0  # highest outbox seq handed to the broker in this session
+        self._max_sent = 0
+        self._wake = asyncio.Event()
+        self._retained_wake = asyncio.Event()
+        self._started = clock.now()
+        outbox.listeners.append(self._on_committed)
+        outbox.retained_listeners.append(self._retained_wake.set)
+        outbox.inflight_floor = lambda: self._max_sent
+
+    # ---- outbox notifications ----
+    def _on_committed(self, rows: list[OutRow], _envs: list[dict[str, Any]]) -> None:
+        if self._live_on:
+            if len(self._live) + len(rows) > self._live_cap:
+                self._live_on = False
+                self._live.clear()
+            else:
+                self._live.extend(rows)
+        self._wake.set()
+
+    # ---- connection ----
+    def _options(self) -> SessionOptions:
+        parts = urlsplit(self.url)
+        t = self.hub.tls
+        tls = parts.scheme in {"mqtts", "ssl"} or t is not None
+        return SessionOptions(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (8883 if tls else 1883),
+            client_id=self.hub.client_id or f"edge-{self.store_id}",
+            keepalive=self.hub.keepalive,
+            username=self.hub.username or parts.username,
+            password=self.hub.password or parts.password,
+            will_topic=f"{self.root}/status",
+            will_payload=orjson.dumps({"state": "offline", "store": self.store_id}),
+            tls=tls,
+            ca_file=str(t.ca_file) if t and t.ca_file else None,
+            cert_file=str(t.cert_file) if t and t.cert_file else None,
+            key_file=str(t.key_file) if t and t.key_file else None,
+            verify=t.verify if t else True,
+            max_inflight=self.hub.inflight + 10,
+        )
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with jittered exponential backoff, until cancelled."""
+        delay = self.hub.reconnect_min
+        was_up: bool | None = None
+        while True:
+            started = time.monotonic()
+            session = MqttSession(self._options())
+            try:
+                await session.open()
+                if was_up is not True:
+                    log.info("hub %s connected", self.url)
+                was_up = True
+                self.metrics.inc("edge_uplink_connects_total")
+                await self._session(session)
+            except MqttSessionError as exc:
+                if was_up is not False:
+                    log.warning("hub %s unreachable: %s (buffering; retrying with backoff)", self.url, exc)
+                was_up = False
+            finally:
+                self.connected.clear()
+                await session.close()
+            if time.monotonic() - started > 30:
+                delay = self.hub.reconnect_min
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(max(delay * 2, 0.1), self.hub.reconnect_max)
+
+    async def _session(self, session: MqttSession) -> None:
+        # Start each session from the oldest row still in the outbox (not yet acknowledged).
+        await self.outbox.flush()
+        self._live_on = False
+        self._live.clear()
+        self._cursor = 0
+        await session.publish(f"{self.root}/status", self._status("online"), retain=True)
+        await session.subscribe(f"{self.root}/cmd/+", qos=1)
+        self.connected.set()
+        self._retained_wake.set()
+        tasks = [
+            asyncio.create_task(self._pump(session), name="uplink-pump"),
+            asyncio.create_task(self._serve_commands(session), name="uplink-commands"),
+            asyncio.create_task(self._retained(session), name="uplink-retained"),
+        ]
+        try:
+            done, _ = await asyncio.wait([session.disconnected, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks:
+                if t in done and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+            raise MqttSessionError("connection lost")
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _status(self, state: str) -> bytes:
+        return orjson.dumps(
+            {"state": state, "store": self.store_id, "version": __version__, "since": rfc3339(self._started),
+             "time": rfc3339(self.clock.now()), **self.status_extra()}
+        )
+
+    # ---- the pump ----
+    async def _next_rows(self) -> list[OutRow]:
+        while True:
+            if self._live:
+                rows = []
+                while self._live and len(rows) < 500:
+                    r = self._live.popleft()
+                    if r.seq > self._cursor:
+                        rows.append(r)
+                if rows:
+                    return rows
+                continue
+            if not self._live_on:
+                rows = await self.outbox.fetch(self._cursor, 1000)
+                if len(rows) < 1000:
+                    # Caught up with the disk: follow the committer from here on. Rows committed between
+                    # the read and this switch are read once more below and deduplicated by seq.
+                    self._live_on = True
+                    rows += [r for r in await self.outbox.fetch(rows[-1].seq if rows else self._cursor, 1000)]
+                if rows:
+                    return rows
+            self._wake.clear()
+            if not self._live:
+                await self._wake.wait()
+
+    async def _pump(self, session: MqttSession) -> None:
+        window = asyncio.Semaphore(self.hub.inflight)
+        batch = self.hub.batch
+        while True:
+            rows = await self._next_rows()
+            i = 0
+            while i < len(rows):
+                group = [rows[i]]
+                i += 1
+                if batch.enabled:
+                    size = len(group[0].payload)
+                    while (
+                        i < len(rows)
+                        and rows[i].topic == group[0].topic
+                        and len(group) < batch.max_events
+                        and size + len(rows[i].payload) < batch.max_bytes
+                    ):
+                        size += len(rows[i].payload)
+                        group.append(rows[i])
+                        i += 1
+                await window.acquire()
+                self._cursor = group[-1].seq
+                self._max_sent = max(self._max_sent, self._cursor)
+                payload = (b"[" + b",".join(r.payload for r in group) + b"]") if batch.enabled else group[0].payload
+                fut = session.publish_nowait(group[0].topic, payload)
+                seqs = [r.seq for r in group]
+                fut.add_done_callback(lambda f, seqs=seqs: self._done(f, seqs, window))
+
+    def _done(self, fut: asyncio.Future[None], seqs: list[int], window: asyncio.Semaphore) -> None:
+        window.release()
+        if fut.cancelled() or fut.exception() is not None:
+            return  # the session is ending; these rows stay in the outbox and go again
+        self.outbox.ack(seqs)
+        self.metrics.inc("edge_uplink_published_total", float(len(seqs)))
+        self.metrics.inc("edge_uplink_messages_total")
+
+    # ---- retained state ----
+    async def _retained(self, session: MqttSession) -> None:
+        while True:
+            await self._retained_wake.wait()
+            self._retained_wake.clear()
+            for topic, payload, version in await self.outbox.retained_due():
+                await session.publish(topic, payload, retain=True)
+                self.outbox.ack_retained(topic, version)
+            await asyncio.sleep(0.05)  # compaction: bursts of changes collapse into one publish per shelf
+
+    # ---- commands ----
+    async def _serve_commands(self, session: MqttSession) -> None:
+        prefix = f"{self.root}/cmd/"
+        pending: set[asyncio.Task[None]] = set()
+        while True:
+            message = await session.messages.get()
+            if not message.topic.startswith(prefix):
+                continue
+            task = asyncio.create_task(self._answer(session, message.topic[len(prefix):], message.payload))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    async def _answer(self, session: MqttSession, name: str, payload: bytes) -> None:
+        reply_to, reply = await self.commands.handle(name, payload)
+        if reply_to is not None and reply is not None:
+            with contextlib.suppress(MqttSessionError):
+                await session.publish(reply_to, reply)

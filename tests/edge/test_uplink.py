@@ -1,0 +1,194 @@
+"""The spine against real brokers: order, unique ids, hub outages, late hub, disk budget, commands."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from edge.brokers import BrokerProcess, Mosquitto, NatsMqtt
+from edge.config import Manifest
+from edge.db import integrity_check
+from edge.gateway import Gateway
+from tests.edge.fakes import CountingDriver, CountingProcessor, stock_update
+from tests.hub import HubProcess, HubRecorder
+
+ROOT = "retail/v1/demo"
+
+
+def make_gateway(manifest: Manifest, url: str, data: Path, drivers: list[CountingDriver], **kw: object) -> Gateway:
+    m = manifest.model_copy(update={"api": manifest.api.model_copy(update={"enabled": False})})
+    if "storage" in kw:
+        m = m.model_copy(update={"storage": kw.pop("storage")})
+    if "hub" in kw:
+        m = m.model_copy(update={"hub": kw.pop("hub")})
+    gw = Gateway(m, hub_url=url, data_dir=data, extra_drivers=[(d, "counting") for d in drivers],
+                 install_rules=False, **kw)  # type: ignore[arg-type]
+    gw.pipeline.add_processor(CountingProcessor())
+    return gw
+
+
+def ns(events: list[dict[str, object]], source_suffix: str = "") -> list[int]:
+    return [int(e["data"]["n"]) for e in events
+            if str(e["source"]).endswith(source_suffix) and str(e["type"]).startswith("test.")]  # type: ignore[index]
+
+
+@pytest.fixture(params=["mosquitto", "nats"])
+def hub_broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BrokerProcess]:
+    broker: BrokerProcess = Mosquitto(workdir=tmp_path, persistent=True) if request.param == "mosquitto" \
+        else NatsMqtt(workdir=tmp_path)
+    broker.start()
+    yield broker  # type: ignore[misc]
+    broker.stop()
+
+
+async def _until(pred: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.05)
+
+
+async def test_delivers_in_order_with_unique_ids(hub_broker: BrokerProcess, demo_manifest: Manifest,
+                                                 tmp_path: Path) -> None:
+    hub = HubRecorder(hub_broker.port, f"{ROOT}/#")
+    try:
+        gw = make_gateway(demo_manifest, hub_broker.url, tmp_path / "d", [CountingDriver("dev-a", 3000)])
+        async with gw:
+            await asyncio.to_thread(hub.wait_for, lambda h: len(h.events("events/test")) >= 3000)
+            await _until(lambda: gw.outbox.depth == 0)
+        events = hub.events("events/test")
+        assert ns(events) == list(range(1, 3001))
+        assert len({e["id"] for e in events}) == 3000
+        # sequence 1 of dev-a is its "online" status event; then +1 per event, no gaps
+        assert [e["sequence"] for e in events] == list(range(2, 3002))
+        e = events[0]
+        assert e["specversion"] == "1.0" and e["type"] == "test.counted.v1"
+        assert e["source"] == "/stores/demo/dev-a" and str(e["time"]).endswith("Z")
+        status = [m for m in hub.snapshot() if m.topic == f"{ROOT}/status"]
+        assert status and status[0].json()["state"] == "online"
+    finally:
+        hub.close()
+
+
+async def test_hub_killed_mid_stream_loses_nothing(hub_broker: BrokerProcess, demo_manifest: Manifest,
+                                                   tmp_path: Path) -> None:
+    hub = HubProcess(hub_broker.port, f"{ROOT}/events/#", tmp_path / "hub.log")
+    await asyncio.sleep(1.5)  # let a persistent broker save the hub's session
+    total = 6000
+    drv = CountingDriver("dev-a", total, per_tick=20, interval=0.01)
+    hub_cfg = demo_manifest.hub.model_copy(update={"reconnect_max": 1.0})
+    gw = make_gateway(demo_manifest, hub_broker.url, tmp_path / "d", [drv], hub=hub_cfg)
+    try:
+        async with gw:
+            await asyncio.to_thread(hub.wait_for, lambda h: len(h.events()) >= 1000)
+            if isinstance(hub_broker, Mosquitto):
+                hub_broker.checkpoint()  # the hub's own durability is not what this test measures
+            hub_broker.kill()
+            await asyncio.sleep(3)  # the hub is gone for several seconds while readings keep coming
+            assert drv.next_n > 1000
+            hub_broker.start()
+            try:
+                await asyncio.to_thread(hub.wait_for, lambda h: set(ns(h.events())) >= set(range(1, total + 1)), 30)
+            except TimeoutError:
+                got = set(ns(hub.events()))
+                missing = sorted(set(range(1, total + 1)) - got)
+                raise AssertionError(f"missing {len(missing)}: {missing[:5]}..{missing[-5:]}; depth {gw.outbox.depth}")
+            await _until(lambda: gw.outbox.depth == 0)
+        got = ns(hub.events())
+        assert set(got) == set(range(1, total + 1))  # zero lost
+        dupes = len(got) - len(set(got))
+        assert dupes <= 2 * demo_manifest.hub.inflight * 50  # only re-sends of what was in flight
+    finally:
+        hub.close()
+
+
+async def test_starts_while_hub_down_and_delivers_later(demo_manifest: Manifest, tmp_path: Path) -> None:
+    broker = Mosquitto(workdir=tmp_path)  # not started: the hub is down at gateway start
+    hub_cfg = demo_manifest.hub.model_copy(update={"reconnect_max": 0.5})
+    gw = make_gateway(demo_manifest, broker.url, tmp_path / "d", [CountingDriver("dev-a", 500)], hub=hub_cfg)
+    async with gw:
+        await _until(lambda: gw.outbox.depth >= 500)
+        broker.start()
+        hub = HubRecorder(broker.port, f"{ROOT}/events/#")
+        try:
+            await asyncio.to_thread(hub.wait_for, lambda h: set(ns(h.events())) >= set(range(1, 501)), 30)
+        finally:
+            hub.close()
+            await gw.stop()
+            broker.stop()
+
+
+async def test_disk_budget_keeps_alerts_and_drops_oldest_telemetry(demo_manifest: Manifest, tmp_path: Path) -> None:
+    broker = Mosquitto(workdir=tmp_path)  # hub down the whole time: everything stays in the outbox
+    storage = demo_manifest.storage.model_copy(
+        update={"budgets": demo_manifest.storage.budgets.model_copy(update={"telemetry_mb": 0.2})})
+    tele = CountingDriver("sensor-t", 3000, cls="telemetry")
+    alerts = CountingDriver("sensor-a", 500, cls="alert")
+    gw = make_gateway(demo_manifest, broker.url, tmp_path / "d", [tele, alerts], storage=storage)
+    async with gw:
+        await _until(lambda: tele.next_n > 3000 and alerts.next_n > 500)
+        await asyncio.sleep(0.3)
+        await gw.outbox.flush()
+        rows = await gw.query("SELECT class, count(*) AS n FROM outbox GROUP BY class")
+        by = {r["class"]: r["n"] for r in rows}
+        assert by["alert"] == 500  # never dropped
+        assert 0 < by["telemetry"] < 3000  # dropped some
+        assert gw.outbox.telemetry_bytes <= 0.2 * 1024 * 1024
+        kept = await gw.query("SELECT sequence FROM outbox WHERE source='sensor-t' AND class='telemetry' ORDER BY seq")
+        seqs = [r["sequence"] for r in kept]
+        assert seqs == list(range(seqs[0], 3002))  # the oldest went first (sequence 1 is "online")
+        gaps = [orjson.loads(r["payload"]) for r in await gw.query("SELECT payload FROM outbox WHERE type='retail.gap.v1'")]
+        covered = sum(g["data"]["dropped"] for g in gaps if g["data"]["gap_source"] == "sensor-t")
+        assert covered == 3000 - len(seqs) == gw.metrics.value("edge_outbox_dropped_total", **{"class": "telemetry"})
+        assert min(g["data"]["first"] for g in gaps) == 2  # sequence 1 is the device's "online" event
+    assert integrity_check(tmp_path / "d" / "edge.db") == "ok"
+
+
+async def test_stock_state_retained_and_stock_get_command(mosquitto: Mosquitto, demo_manifest: Manifest,
+                                                          tmp_path: Path) -> None:
+    hub = HubRecorder(mosquitto.port, "#")
+    gw = make_gateway(demo_manifest, mosquitto.url, tmp_path / "d", [])
+    try:
+        async with gw:
+            await asyncio.to_thread(hub.wait_for, lambda h: any(m.topic.endswith("/status") for m in h.snapshot()))
+            now = gw.clock.now()
+            gw.emit([], [])
+            gw.pipeline.route([stock_update("shelf-a1", "cola-330", 12, now)], now)
+            gw.pipeline.route([stock_update("shelf-a1", "cola-330", 11, now)], now)
+            await asyncio.to_thread(
+                hub.wait_for,
+                lambda h: any(m.topic == f"{ROOT}/state/stock/shelf-a1" and
+                              any(i["count"] == 11 for i in m.json()["items"]) for m in h.snapshot()),
+            )
+            changes = hub.events("events/stock")
+            await asyncio.to_thread(hub.wait_for, lambda h: len(h.events("events/stock")) >= 2)
+            changes = hub.events("events/stock")
+            assert [c["data"]["version"] for c in changes] == [1, 2]
+            assert changes[1]["data"]["delta"] == -1
+            hub.client.publish(f"{ROOT}/cmd/stock.get",
+                               orjson.dumps({"id": "r1", "reply_to": "hq/replies/1", "shelf": "shelf-a1"}), qos=1)
+            hub.client.publish(f"{ROOT}/cmd/stock.get", b"{not json", qos=1)
+            hub.client.publish(f"{ROOT}/cmd/nope", orjson.dumps({"id": 2, "reply_to": "hq/replies/1"}), qos=1)
+            try:
+                await asyncio.to_thread(hub.wait_for, lambda h: len([m for m in h.snapshot()
+                                                                     if m.topic == "hq/replies/1"]) >= 2, 5)
+            except TimeoutError:
+                raise AssertionError([(m.topic, m.payload[:80]) for m in hub.snapshot()]) from None
+            replies = {m.json()["id"]: m.json() for m in hub.snapshot() if m.topic == "hq/replies/1"}
+            assert replies["r1"]["ok"] is True
+            cola = [i for i in replies["r1"]["result"]["items"] if i["sku"] == "cola-330"][0]
+            assert cola["count"] == 11 and cola["version"] == 2
+            assert replies[2]["ok"] is False and replies[2]["error"]["code"] == "unknown_command"
+    finally:
+        hub.close()
+    # state survives a restart with the same versions
+    gw2 = make_gateway(demo_manifest, mosquitto.url, tmp_path / "d", [])
+    async with gw2:
+        cell = gw2.stock.get("shelf-a1", "cola-330")
+        assert cell is not None and (cell.count, cell.version) == (11, 2)
