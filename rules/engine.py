@@ -135,7 +135,11 @@ class RulesEngine:
         for a in self.book.live.values():
             by_state[a.state] = by_state.get(a.state, 0) + 1
         lines += [f'edge_rules_alerts{{state="{s}"}} {n}' for s, n in sorted(by_state.items())]
+        typed: set[str] = set()
         for (name, labels), v in sorted(self.counters.items()):
+            if name not in typed:
+                typed.add(name)
+                lines.append(f"# TYPE {name} counter")
             lab = ",".join(f'{k}="{val}"' for k, val in labels)
             lines.append(f"{name}{{{lab}}} {v:g}" if lab else f"{name} {v:g}")
         return "\n".join(lines) + "\n"

@@ -140,17 +140,15 @@ def _route_of(app: FastAPI, scope: Scope) -> str:
 
 
 def _traffic(gw: GatewayView) -> dict[str, Any]:
-    """Today's foot traffic from the traffic processor, if the gateway runs one."""
-    now = gw.clock.now()
-    for attr in ("traffic",):
-        view = getattr(gw, attr, None)
-        if callable(view):
-            return dict(view().as_dict(), available=True)
+    """Today's foot traffic from the traffic processor (drivers/traffic), if the gateway runs one."""
+    try:
+        from drivers.traffic.processor import TrafficProcessor  # noqa: PLC0415 - optional family
+    except ImportError:
+        return {"available": False, "reason": "this build has no traffic family"}
     for proc in getattr(getattr(gw, "pipeline", None), "processors", []):
-        view_fn = getattr(proc, "view", None)
-        if callable(view_fn):
-            return dict(view_fn(now).as_dict(), available=True)
-    return {"available": False, "reason": "no door counter or traffic processor is configured"}
+        if isinstance(proc, TrafficProcessor):
+            return dict(proc.view(gw.clock.now()).as_dict(), available=True)
+    return {"available": False, "reason": "no door counter or BLE presence device is configured"}
 
 
 def create_app(
