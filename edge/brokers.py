@@ -42,6 +42,7 @@ class BrokerProcess:
     def __init__(self, port: int | None = None, workdir: Path | None = None) -> None:
         self.port = port or free_port()
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"edge-{self.kind}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

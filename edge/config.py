@@ -184,6 +184,10 @@ class Shelf(StrictModel):
     zone: Ident
     name: str = ""
     lanes: list[Lane] = Field(min_length=1)
+    stock_source: Literal["any", "weight", "rfid", "scan"] = Field(
+        default="any",
+        description="which source is the truth for this shelf's counts; claims of other sources are ignored",
+    )
 
 
 # ---- the manifest ---------------------------------------------------------------------------

@@ -45,11 +45,22 @@ class StockCell:
         }
 
 
+# Origins a shelf accepts, by its manifest `stock_source`; "manual" (staff correction via API) always counts.
+ACCEPTED_ORIGINS: dict[str, frozenset[str] | None] = {
+    "any": None,
+    "weight": frozenset({"weight", "manual"}),
+    "rfid": frozenset({"rfid", "manual"}),
+    "scan": frozenset({"scan", "count", "manual"}),
+}
+
+
 class StockState:
     """All planogram cells of the store, in memory, loaded from and persisted to the `stock` table."""
 
     def __init__(self, manifest: Manifest) -> None:
         self._cells: dict[tuple[str, str], StockCell] = {}
+        self._accepts = {s.id: ACCEPTED_ORIGINS[s.stock_source] for s in manifest.shelves}
+        self.ignored = 0  # claims from a source that is not this shelf's truth
         for shelf in manifest.shelves:
             for lane in shelf.lanes:
                 key = (shelf.id, lane.sku)
@@ -74,6 +85,10 @@ class StockState:
         key = (update.shelf, update.sku)
         cell = self._cells.get(key)
         if cell is None:
+            return None
+        accepts = self._accepts.get(update.shelf)
+        if accepts is not None and update.origin not in accepts:
+            self.ignored += 1
             return None
         new = update.count if update.count is not None else max(0, cell.count + (update.delta or 0))
         if new == cell.count and cell.version > 0:
