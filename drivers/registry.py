@@ -18,7 +18,7 @@ from edge.processing import ProcessorFactory
 class Family:
     """One device family: `type:` name, config schema, driver factory, processor key."""
 
-    type: str
+    name: str
     config_model: type[DeviceConfigBase]
     driver: DriverFactory
     processor_key: str | None = None
@@ -29,16 +29,13 @@ PROCESSORS: dict[str, ProcessorFactory] = {}
 
 
 def _register(family: Family, processor: ProcessorFactory | None = None) -> None:
-    FAMILIES[family.type] = family
+    FAMILIES[family.name] = family
     if family.processor_key and processor is not None:
         PROCESSORS.setdefault(family.processor_key, processor)
 
 
 def _load() -> None:
     # One block per family. Imports live here so that importing the registry is the explicit act.
-    # families are added here, e.g.:
-    #   from drivers.rfid import llrp, processor as rfid
-    #   _register(Family("llrp", llrp.LlrpConfig, llrp.LlrpDriver, "rfid"), rfid.RfidProcessor)
     from drivers.ble import config as ble_cfg
     from drivers.ble import driver as ble_driver
     from drivers.door import config as door_cfg
@@ -79,7 +76,6 @@ def _load() -> None:
     _register(Family("llrp", rfid_cfg.LlrpConfig, rfid_llrp.LlrpDriver, "rfid"), rfid.RfidProcessor)
     _register(Family("impinj_iot", rfid_cfg.ImpinjIotConfig, rfid_impinj.ImpinjIotDriver, "rfid"), rfid.RfidProcessor)
     _register(Family("zebra_iotc", rfid_cfg.ZebraIotcConfig, rfid_zebra.ZebraIotcDriver, "rfid"), rfid.RfidProcessor)
-    return
 
 
 _load()

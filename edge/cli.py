@@ -85,14 +85,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from edge.demo import run_demo
 
-            return asyncio.run(
+            return int(asyncio.run(
                 run_demo(mqtt=args.mqtt, api=args.api, duration=args.duration, data_dir=args.data_dir,
                          live_status=not args.quiet and sys.stderr.isatty())
-            )
+            ))
         if args.command == "bench":
             from bench.suite import run_bench
 
-            return run_bench(quick=args.quick, only=args.only)
+            return int(run_bench(quick=args.quick, only=args.only))
     except ConfigError as err:
         for issue in err.issues:
             print(issue.render(), file=sys.stderr)

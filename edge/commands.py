@@ -43,26 +43,13 @@ class CommandRouter:
         """Run one request; return (reply topic, reply payload), or (None, None) when no reply is possible."""
         request: Any = None
         try:
-            if len(payload) > MAX_REQUEST_BYTES:
-                raise CommandError("too_large", f"request is over {MAX_REQUEST_BYTES} bytes")
-            try:
-                request = orjson.loads(payload)
-            except orjson.JSONDecodeError as exc:
-                raise CommandError("bad_json", f"request is not JSON: {exc}") from None
-            if not isinstance(request, dict):
-                raise CommandError("bad_request", "request must be a JSON object with id and reply_to")
-            reply_to = request.get("reply_to")
-            if not isinstance(reply_to, str) or not reply_to or any(c in reply_to for c in "+#") or len(reply_to) > 512:
-                raise CommandError("bad_reply_to", "reply_to must be a topic name without wildcards")
-            if not isinstance(request.get("id"), str | int) or isinstance(request.get("id"), bool):
-                raise CommandError("bad_id", "id must be a string or an integer")
-            handler = self._handlers.get(name)
-            if handler is None:
-                raise CommandError("unknown_command", f"no command {name!r}; known: {', '.join(self.names)}")
+            request, handler = self._validate(name, payload)
             result = await handler(request)
             self.metrics.inc("edge_commands_total", command=name, outcome="ok")
-            return reply_to, orjson.dumps({"id": request["id"], "ok": True, "result": result})
+            return str(request["reply_to"]), orjson.dumps({"id": request["id"], "ok": True, "result": result})
         except CommandError as err:
+            if request is None:
+                request = _loads_or_none(payload)
             self.metrics.inc("edge_commands_total", command=name if name in self._handlers else "unknown",
                              outcome=err.code)
             return self._error_reply(request, err)
@@ -70,6 +57,26 @@ class CommandRouter:
             log.exception("command %s failed", name)
             self.metrics.inc("edge_commands_total", command=name, outcome="internal")
             return self._error_reply(request, CommandError("internal", type(exc).__name__))
+
+    def _validate(self, name: str, payload: bytes) -> tuple[dict[str, Any], CommandHandler]:
+        if len(payload) > MAX_REQUEST_BYTES:
+            raise CommandError("too_large", f"request is over {MAX_REQUEST_BYTES} bytes")
+        try:
+            request = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise CommandError("bad_json", f"request is not JSON: {exc}") from None
+        if not isinstance(request, dict):
+            raise CommandError("bad_request", "request must be a JSON object with id and reply_to")
+        reply_to = request.get("reply_to")
+        if not isinstance(reply_to, str) or not reply_to or any(c in reply_to for c in "+#") or len(reply_to) > 512:
+            raise CommandError("bad_reply_to", "reply_to must be a topic name without wildcards")
+        rid = request.get("id")
+        if not isinstance(rid, str | int) or isinstance(rid, bool):
+            raise CommandError("bad_id", "id must be a string or an integer")
+        handler = self._handlers.get(name)
+        if handler is None:
+            raise CommandError("unknown_command", f"no command {name!r}; known: {', '.join(self.names)}")
+        return request, handler
 
     @staticmethod
     def _error_reply(request: Any, err: CommandError) -> tuple[str | None, bytes | None]:
@@ -82,3 +89,10 @@ class CommandRouter:
         body = {"id": rid if isinstance(rid, str | int) else None, "ok": False,
                 "error": {"code": err.code, "message": err.message}}
         return reply_to, orjson.dumps(body)
+
+
+def _loads_or_none(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload) if len(payload) <= MAX_REQUEST_BYTES else None
+    except orjson.JSONDecodeError:
+        return None

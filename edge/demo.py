@@ -66,9 +66,9 @@ async def run_demo(
 ) -> int:
     """Run the simulated store; exit 0 after `duration` seconds or on SIGINT/SIGTERM, shut down cleanly."""
     clock = SystemClock()
-    data_dir = data_dir.resolve()
+    data_dir = Path.cwd() / data_dir if not data_dir.is_absolute() else data_dir
     workdir = data_dir / "sim"
-    workdir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
 
     broker: Mosquitto | None = None
     hub_url = mqtt

@@ -14,7 +14,6 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from functools import cache
 from typing import Any, ClassVar
 
 
@@ -65,9 +64,14 @@ class Event:
         return {name: getattr(self, name) for name in _data_fields(type(self))}
 
 
-@cache
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def _data_fields(cls: type[Event]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in _ENVELOPE_FIELDS)
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls) if f.name not in _ENVELOPE_FIELDS)
+    return names
 
 
 def utcnow_check(t: datetime) -> datetime:

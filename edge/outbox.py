@@ -230,7 +230,9 @@ class Outbox:
         sweep = time.monotonic() - self._last_sweep > 60
         floor = self.inflight_floor()
         try:
-            result = await self.db.write(lambda c: self._transaction(c, batch, acked, racked, sweep, floor))
+            result = await self.db.write(lambda c: self._transaction(
+                c, batch, acked=acked, racked=racked, sweep=sweep, floor=floor
+            ))
         except BaseException as exc:
             for f in batch.futures:
                 if not f.done():
@@ -260,6 +262,7 @@ class Outbox:
         self,
         c: sqlite3.Connection,
         b: _Batch,
+        *,
         acked: list[int],
         racked: list[tuple[str, int]],
         sweep: bool,

@@ -106,7 +106,8 @@ class Pipeline:
     def tick(self, now: datetime) -> None:
         """One tick now (tests call it directly)."""
         outputs: list[object] = []
-        for owner in (*self.processors, *self.reactors):
+        owners: list[Processor | Reactor] = [*self.processors, *self.reactors]
+        for owner in owners:
             try:
                 outputs.extend(owner.tick(now))
             except Exception:

@@ -14,7 +14,8 @@ class LogLimiter:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def log(self, logger: logging.Logger, level: int, key: str, msg: str, *args: object) -> None:
+    def log(self, logger: logging.Logger, level: int, key: str, msg: str, *args: object,
+            exc_info: bool = False) -> None:
         """Log `msg` unless `key` was logged less than `interval` ago."""
         now = time.monotonic()
         last = self._last.get(key)
@@ -24,6 +25,6 @@ class LogLimiter:
         n = self._suppressed.pop(key, 0)
         self._last[key] = now
         if n:
-            logger.log(level, msg + " (%d similar suppressed)", *args, n)
+            logger.log(level, "%s (%d similar suppressed)", msg % args, n, exc_info=exc_info)
         else:
-            logger.log(level, msg, *args)
+            logger.log(level, msg, *args, exc_info=exc_info)

@@ -90,17 +90,18 @@ class Supervisor:
             try:
                 async for reading in driver.stream():
                     await self._handle(dev, reading)
-                raise ConnectionError("device stream ended")
+                failure: Exception = ConnectionError("device stream ended")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the supervisor boundary: any driver failure restarts that driver only
-                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                if self.status[dev].state != "offline":
-                    log.warning("device %s offline: %s", dev, reason)
-                    if not isinstance(exc, OSError | ConnectionError | TimeoutError):
-                        log.debug("device %s failure detail", dev, exc_info=exc)
-                self._set(dev, state="offline", error=reason)
-                self.metrics.inc("edge_device_restarts_total", device=dev)
+                failure = exc
+            reason = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
+            if self.status[dev].state != "offline":
+                log.warning("device %s offline: %s", dev, reason)
+                if not isinstance(failure, OSError | ConnectionError | TimeoutError):
+                    log.debug("device %s failure detail", dev, exc_info=failure)
+            self._set(dev, state="offline", error=reason)
+            self.metrics.inc("edge_device_restarts_total", device=dev)
             if time.monotonic() - started > self.backoff.stable_after:
                 attempt = 0
             attempt += 1

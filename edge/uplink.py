@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -166,7 +167,7 @@ class Uplink:
     async def _next_rows(self) -> list[OutRow]:
         while True:
             if self._live:
-                rows = []
+                rows: list[OutRow] = []
                 while self._live and len(rows) < 500:
                     r = self._live.popleft()
                     if r.seq > self._cursor:
@@ -180,7 +181,7 @@ class Uplink:
                     # Caught up with the disk: follow the committer from here on. Rows committed between
                     # the read and this switch are read once more below and deduplicated by seq.
                     self._live_on = True
-                    rows += [r for r in await self.outbox.fetch(rows[-1].seq if rows else self._cursor, 1000)]
+                    rows += await self.outbox.fetch(rows[-1].seq if rows else self._cursor, 1000)
                 if rows:
                     return rows
             self._wake.clear()
@@ -213,9 +214,9 @@ class Uplink:
                 payload = (b"[" + b",".join(r.payload for r in group) + b"]") if batch.enabled else group[0].payload
                 fut = session.publish_nowait(group[0].topic, payload)
                 seqs = [r.seq for r in group]
-                fut.add_done_callback(lambda f, seqs=seqs: self._done(f, seqs, window))
+                fut.add_done_callback(functools.partial(self._done, seqs=seqs, window=window))
 
-    def _done(self, fut: asyncio.Future[None], seqs: list[int], window: asyncio.Semaphore) -> None:
+    def _done(self, fut: asyncio.Future[None], *, seqs: list[int], window: asyncio.Semaphore) -> None:
         window.release()
         if fut.cancelled() or fut.exception() is not None:
             return  # the session is ending; these rows stay in the outbox and go again

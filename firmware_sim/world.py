@@ -155,7 +155,7 @@ class World:
             t = rng.choice(lanes)
             self.pick(t.shelf, t.lane, 1 if rng.random() < 0.8 else 2)
         if self.carried and rng.random() < 0.05:
-            epc, sku = rng.choice(self.carried)
+            _epc, sku = rng.choice(self.carried)
             back = [t for t in lanes if t.sku == sku]
             if back:
                 self.put_back(back[0].shelf, back[0].lane, 1)

@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Set up everything the gateway needs on a fresh Debian machine, idempotently:
 #   system packages (when root; otherwise say exactly what is missing) and .venv from requirements.lock.
-# Usage: scripts/bootstrap.sh [runtime|test]
+# Usage: scripts/bootstrap.sh [demo|test]   (demo: what the demo needs; test: also brokers, D-Bus, Chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-test}
 
 # binary -> Debian package; runtime needs a broker for the demo, tests need the rest too.
-declare -A need=([mosquitto]=mosquitto [pkg-config]=pkg-config)
-pkgs_extra=()
+# dbus-python (python-dbusmock's dependency, used by the demo's BLE simulator and the tests) builds
+# against libdbus and glib, so their -dev packages are needed by both.
+declare -A need=([mosquitto]=mosquitto [mosquitto_sub]=mosquitto-clients [pkg-config]=pkg-config
+                 [dbus-daemon]=dbus [gcc]=gcc)
+pkgs_extra=(libdbus-1-dev libglib2.0-dev)
 if [ "$mode" = test ]; then
-  need+=([dbus-daemon]=dbus [nats-server]=nats-server [chromium]=chromium [socat]=socat)
-  pkgs_extra+=(libdbus-1-dev libglib2.0-dev)
+  need+=([nats-server]=nats-server [chromium]=chromium)
 fi
 
 missing=()
-for bin in "${!need[@]}"; do command -v "$bin" >/dev/null 2>&1 || missing+=("${need[$bin]}"); done
+for bin in "${!need[@]}"; do command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing+=("${need[$bin]}"); done
 for p in "${pkgs_extra[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -142,7 +142,7 @@ def _route_of(app: FastAPI, scope: Scope) -> str:
 def _traffic(gw: GatewayView) -> dict[str, Any]:
     """Today's foot traffic from the traffic processor (drivers/traffic), if the gateway runs one."""
     try:
-        from drivers.traffic.processor import TrafficProcessor  # noqa: PLC0415 - optional family
+        from drivers.traffic.processor import TrafficProcessor
     except ImportError:
         return {"available": False, "reason": "this build has no traffic family"}
     for proc in getattr(getattr(gw, "pipeline", None), "processors", []):
@@ -284,7 +284,7 @@ def create_app(
     @app.get("/api/v1/offers", tags=["offers"])
     async def offers(_: Annotated[Principal, Depends(offers_reader)]) -> dict[str, Any]:
         """The configured offers."""
-        from rules.offers import offer_json  # noqa: PLC0415 - the API works without the rules package
+        from rules.offers import offer_json
 
         cfg = getattr(gw.manifest, "offers", None)
         return {"items": [offer_json(o) for o in (cfg.offers if cfg else [])]}

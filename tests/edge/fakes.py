@@ -91,7 +91,7 @@ class CountingDriver:
 class CountingProcessor:
     """Count -> one event of the requested class; every 10th ledger count also moves stock."""
 
-    reading_types = (Count,)
+    reading_types: tuple[type[Reading], ...] = (Count,)
 
     def feed(self, reading: Reading, now: datetime) -> Sequence[Output]:
         """One event per reading."""

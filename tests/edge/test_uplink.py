@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -20,29 +21,29 @@ from tests.hub import HubProcess, HubRecorder
 ROOT = "retail/v1/demo"
 
 
-def make_gateway(manifest: Manifest, url: str, data: Path, drivers: list[CountingDriver], **kw: object) -> Gateway:
+def make_gateway(manifest: Manifest, url: str, data: Path, drivers: list[CountingDriver], **kw: Any) -> Gateway:
     m = manifest.model_copy(update={"api": manifest.api.model_copy(update={"enabled": False})})
     if "storage" in kw:
         m = m.model_copy(update={"storage": kw.pop("storage")})
     if "hub" in kw:
         m = m.model_copy(update={"hub": kw.pop("hub")})
     gw = Gateway(m, hub_url=url, data_dir=data, extra_drivers=[(d, "counting") for d in drivers],
-                 install_rules=False, **kw)  # type: ignore[arg-type]
+                 install_rules=False)
     gw.pipeline.add_processor(CountingProcessor())
     return gw
 
 
-def ns(events: list[dict[str, object]], source_suffix: str = "") -> list[int]:
+def ns(events: list[dict[str, Any]], source_suffix: str = "") -> list[int]:
     return [int(e["data"]["n"]) for e in events
-            if str(e["source"]).endswith(source_suffix) and str(e["type"]).startswith("test.")]  # type: ignore[index]
+            if str(e["source"]).endswith(source_suffix) and str(e["type"]).startswith("test.")]
 
 
 @pytest.fixture(params=["mosquitto", "nats"])
-def hub_broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BrokerProcess]:
+def hub_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerProcess]:
     broker: BrokerProcess = Mosquitto(workdir=tmp_path, persistent=True) if request.param == "mosquitto" \
         else NatsMqtt(workdir=tmp_path)
     broker.start()
-    yield broker  # type: ignore[misc]
+    yield broker
     broker.stop()
 
 
@@ -96,9 +97,10 @@ async def test_hub_killed_mid_stream_loses_nothing(hub_broker: BrokerProcess, de
             try:
                 await asyncio.to_thread(hub.wait_for, lambda h: set(ns(h.events())) >= set(range(1, total + 1)), 30)
             except TimeoutError:
-                got = set(ns(hub.events()))
-                missing = sorted(set(range(1, total + 1)) - got)
-                raise AssertionError(f"missing {len(missing)}: {missing[:5]}..{missing[-5:]}; depth {gw.outbox.depth}")
+                seen = set(ns(hub.events()))
+                missing = sorted(set(range(1, total + 1)) - seen)
+                raise AssertionError(
+                    f"missing {len(missing)}: {missing[:5]}..{missing[-5:]}; depth {gw.outbox.depth}") from None
             await _until(lambda: gw.outbox.depth == 0)
         got = ns(hub.events())
         assert set(got) == set(range(1, total + 1))  # zero lost
@@ -143,7 +145,8 @@ async def test_disk_budget_keeps_alerts_and_drops_oldest_telemetry(demo_manifest
         kept = await gw.query("SELECT sequence FROM outbox WHERE source='sensor-t' AND class='telemetry' ORDER BY seq")
         seqs = [r["sequence"] for r in kept]
         assert seqs == list(range(seqs[0], 3002))  # the oldest went first (sequence 1 is "online")
-        gaps = [orjson.loads(r["payload"]) for r in await gw.query("SELECT payload FROM outbox WHERE type='retail.gap.v1'")]
+        gap_rows = await gw.query("SELECT payload FROM outbox WHERE type='retail.gap.v1'")
+        gaps = [orjson.loads(r["payload"]) for r in gap_rows]
         covered = sum(g["data"]["dropped"] for g in gaps if g["data"]["gap_source"] == "sensor-t")
         assert covered == 3000 - len(seqs) == gw.metrics.value("edge_outbox_dropped_total", **{"class": "telemetry"})
         assert min(g["data"]["first"] for g in gaps) == 2  # sequence 1 is the device's "online" event
@@ -182,7 +185,7 @@ async def test_stock_state_retained_and_stock_get_command(mosquitto: Mosquitto, 
                 raise AssertionError([(m.topic, m.payload[:80]) for m in hub.snapshot()]) from None
             replies = {m.json()["id"]: m.json() for m in hub.snapshot() if m.topic == "hq/replies/1"}
             assert replies["r1"]["ok"] is True
-            cola = [i for i in replies["r1"]["result"]["items"] if i["sku"] == "cola-330"][0]
+            cola = next(i for i in replies["r1"]["result"]["items"] if i["sku"] == "cola-330")
             assert cola["count"] == 11 and cola["version"] == 2
             assert replies[2]["ok"] is False and replies[2]["error"]["code"] == "unknown_command"
     finally:
