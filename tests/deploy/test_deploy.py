@@ -10,6 +10,7 @@ from pathlib import Path
 from edge.config import load_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = str(ROOT / "deploy/store-manifest.example.yaml")
 ENV = {"HUB_PASSWORD": "x", "EDGE_TOKEN_STAFF": "s" * 20, "EDGE_TOKEN_HQ": "h" * 20, "EDGE_TOKEN_APP": "a" * 20,
        "EDGE_TOKEN_ADMIN": "d" * 20}
 
@@ -22,7 +23,7 @@ def test_example_manifest_is_valid() -> None:
 
 
 def test_check_config_cli_ok_and_errors(tmp_path: Path) -> None:
-    ok = subprocess.run([sys.executable, "-m", "edge", "check-config", str(ROOT / "deploy/store-manifest.example.yaml")],
+    ok = subprocess.run([sys.executable, "-m", "edge", "check-config", EXAMPLE],
                         capture_output=True, text=True, env={**ENV, "PATH": "/usr/bin:/bin"}, check=False)
     assert ok.returncode == 0, ok.stderr
     bad = tmp_path / "bad.yaml"
@@ -35,7 +36,7 @@ def test_check_config_cli_ok_and_errors(tmp_path: Path) -> None:
 
 
 def test_missing_secret_names_the_variable(tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "edge", "check-config", str(ROOT / "deploy/store-manifest.example.yaml")],
+    res = subprocess.run([sys.executable, "-m", "edge", "check-config", EXAMPLE],
                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False)
     assert res.returncode == 2
     assert "hub.password: environment variable HUB_PASSWORD is not set" in res.stderr
