@@ -63,6 +63,24 @@ class EpcisObjectEvent(Event):
     TYPE: ClassVar[str] = "retail.rfid.epcis.v1"
     CLASS: ClassVar[EventClass] = EventClass.TELEMETRY
     TOPIC: ClassVar[str] = "events/epcis"
+    # `data` is the EPCIS 2.0 ObjectEvent itself (GS1 EPCIS 2.0 JSON-LD), not this class's fields.
+    DATA_SCHEMA: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "required": ["@context", "type", "eventID", "eventTime", "eventTimeZoneOffset", "action"],
+        "properties": {
+            "@context": {},
+            "type": {"const": "ObjectEvent"},
+            "eventID": {"type": "string", "pattern": "^ni:///sha-256;[0-9a-f]{64}"},
+            "eventTime": {"type": "string", "format": "date-time"},
+            "eventTimeZoneOffset": {"type": "string", "pattern": "^[+-][0-9]{2}:[0-9]{2}$"},
+            "action": {"enum": ["ADD", "OBSERVE", "DELETE"]},
+            "epcList": {"type": "array", "items": {"type": "string"}},
+            "bizStep": {"type": "string"},
+            "disposition": {"type": "string"},
+            "readPoint": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+            "bizLocation": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+        },
+    }
 
     event_id: str
     document: dict[str, Any]

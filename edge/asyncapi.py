@@ -1,0 +1,280 @@
+"""Builds docs/asyncapi.yaml (AsyncAPI 3.0) from the event classes themselves, so it cannot drift.
+
+Every `Event` subclass of every family becomes a message whose payload is the CloudEvents envelope with
+that type's `data` schema (derived from the dataclass fields and their type hints); each TOPIC becomes a
+channel. Commands come from the table below plus the families' command parts in docs/asyncapi-parts/.
+`python -m edge.asyncapi > docs/asyncapi.yaml` regenerates it; a test checks it is current and validates
+messages published in an end-to-end run against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import sys
+import types
+import typing
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edge import __version__
+from edge.events import Event
+
+# packages whose modules may define events (imported so their subclasses register)
+_PACKAGES = ("edge", "drivers", "rules")
+_SKIP_MODULES = ("edge.api", "edge.cli", "edge.demo", "edge.__main__", "edge.asyncapi")
+
+
+def _import_all() -> None:
+    for pkg_name in _PACKAGES:
+        pkg = importlib.import_module(pkg_name)
+        for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{pkg_name}."):
+            if info.name.startswith(_SKIP_MODULES):
+                continue
+            importlib.import_module(info.name)
+
+
+def event_classes() -> list[type[Event]]:
+    """Every concrete event class, sorted by type name."""
+    _import_all()
+    seen: dict[str, type[Event]] = {}
+    stack: list[type[Event]] = list(Event.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls.TYPE and not cls.__module__.startswith("tests"):
+            seen.setdefault(cls.TYPE, cls)
+    return [seen[k] for k in sorted(seen)]
+
+
+def _schema(tp: Any) -> dict[str, Any]:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is type(None):
+        return {"type": "null"}
+    if origin in (typing.Union, types.UnionType):
+        subs = [_schema(a) for a in args]
+        return {"anyOf": subs}
+    if origin is typing.Literal:
+        return {"enum": list(args)}
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int:
+        return {"type": "integer"}
+    if tp is float:
+        return {"type": "number"}
+    if tp is str:
+        return {"type": "string"}
+    if tp is datetime:
+        return {"type": "string", "format": "date-time"}
+    if origin in (list, tuple, set, frozenset) or tp in (list, tuple):
+        item = args[0] if args and args[-1] is not Ellipsis else (args[0] if args else Any)
+        return {"type": "array", "items": _schema(item)} if item is not Any else {"type": "array"}
+    if origin is dict or tp is dict:
+        return {"type": "object"}
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _object_schema(tp, ())
+    return {}
+
+
+def _object_schema(cls: type, skip: tuple[str, ...]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    props: dict[str, Any] = {}
+    required: list[str] = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        props[f.name] = _schema(hints[f.name])
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            required.append(f.name)
+    out: dict[str, Any] = {"type": "object", "properties": props}
+    if required:
+        out["required"] = required
+    return out
+
+
+def data_schema(cls: type[Event]) -> dict[str, Any]:
+    """JSON Schema of an event's `data` (a class may override with DATA_SCHEMA)."""
+    custom = getattr(cls, "DATA_SCHEMA", None)
+    if isinstance(custom, dict):
+        return custom
+    return _object_schema(cls, ("source", "time", "subject"))
+
+
+ENVELOPE: dict[str, Any] = {
+    "type": "object",
+    "required": ["specversion", "id", "source", "type", "time", "datacontenttype", "sequence", "data"],
+    "properties": {
+        "specversion": {"const": "1.0"},
+        "id": {"type": "string", "description": "UUIDv7, unique, stable across retries"},
+        "source": {"type": "string", "description": "/stores/{store_id}/{device or component}"},
+        "type": {"type": "string"},
+        "time": {"type": "string", "format": "date-time"},
+        "datacontenttype": {"const": "application/json"},
+        "dataschema": {"type": "string"},
+        "subject": {"type": "string"},
+        "sequence": {"type": "integer", "minimum": 1,
+                     "description": "+1 per event of this source, never reused; a gap event announces drops"},
+        "data": {},
+    },
+}
+
+COMMANDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "stock.get": (
+        "Current stock, optionally filtered by shelf, sku and zone; the same cells and versions as the retained "
+        "state/stock topics and GET /api/v1/stock.",
+        {"shelf": {"type": "string"}, "sku": {"type": "string"}, "zone": {"type": "string"}},
+    ),
+}
+
+REQUEST_BASE = {
+    "id": {"type": ["string", "integer"], "description": "echoed in the reply"},
+    "reply_to": {"type": "string", "description": "topic for the reply (no wildcards)"},
+}
+REPLY = {
+    "type": "object",
+    "required": ["id", "ok"],
+    "properties": {
+        "id": {"type": ["string", "integer", "null"]},
+        "ok": {"type": "boolean"},
+        "result": {},
+        "error": {"type": "object", "required": ["code", "message"],
+                  "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
+    },
+}
+
+
+def _part_commands(root: Path) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Command request schemas from docs/asyncapi-parts/*.yaml (families that own commands)."""
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for part in sorted((root / "docs" / "asyncapi-parts").glob("*.yaml")):
+        doc = yaml.safe_load(part.read_text(encoding="utf-8")) or {}
+        messages = (doc.get("components") or {}).get("messages") or {}
+        for address, ch in (doc.get("channels") or {}).items():
+            if "/cmd/" not in address:
+                continue
+            name = address.rsplit("/cmd/", 1)[1]
+            op = ch.get("publish") or ch.get("subscribe") or {}
+            ref = str((op.get("message") or {}).get("$ref", "")).rsplit("/", 1)[-1]
+            payload = (messages.get(ref) or {}).get("payload") or {}
+            props = {k: v for k, v in (payload.get("properties") or {}).items() if k not in ("id", "reply_to")}
+            out[name] = (str(ch.get("description", "")), props)
+    return out
+
+
+def _msg_name(cls: type[Event]) -> str:
+    return cls.TYPE.replace("retail.", "").replace(".", "_")
+
+
+def build(root: Path | None = None) -> dict[str, Any]:
+    """The whole AsyncAPI 3.0 document as a dict."""
+    root = root or Path(__file__).resolve().parents[1]
+    classes = event_classes()
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    schemas: dict[str, Any] = {"CloudEvent": ENVELOPE, "CommandReply": REPLY}
+    by_topic: dict[str, list[type[Event]]] = {}
+    for cls in classes:
+        by_topic.setdefault(cls.TOPIC, []).append(cls)
+        name = _msg_name(cls)
+        schemas[name] = {
+            "allOf": [
+                {"$ref": "#/components/schemas/CloudEvent"},
+                {"type": "object", "properties": {"type": {"const": cls.TYPE}, "data": data_schema(cls)}},
+            ]
+        }
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        messages[name] = {
+            "name": cls.TYPE,
+            "title": cls.__name__,
+            "summary": doc,
+            "contentType": "application/json",
+            "x-event-class": cls.CLASS.value,
+            "payload": {"$ref": f"#/components/schemas/{name}"},
+        }
+    for topic, members in sorted(by_topic.items()):
+        cid = topic.replace("/", "_")
+        classes_here = sorted({c.CLASS.value for c in members})
+        channels[cid] = {
+            "address": "{root}/" + topic,
+            "description": f"CloudEvents (structured JSON; a JSON array of them when batching is on). "
+                           f"Classes: {', '.join(classes_here)}. QoS 1, ordered per topic.",
+            "parameters": {"root": {"description": "topic prefix and store id, e.g. retail/v1/demo"}},
+            "messages": {_msg_name(c): {"$ref": f"#/components/messages/{_msg_name(c)}"} for c in members},
+        }
+        operations[f"publish_{cid}"] = {"action": "send", "channel": {"$ref": f"#/channels/{cid}"}}
+    channels["status"] = {
+        "address": "{root}/status",
+        "description": "Retained. {state: online} at connect; {state: offline} is the MQTT will.",
+        "parameters": {"root": {"description": "topic prefix and store id"}},
+        "messages": {"status": {"$ref": "#/components/messages/status"}},
+    }
+    messages["status"] = {"name": "status", "contentType": "application/json", "payload": {
+        "type": "object", "required": ["state", "store"],
+        "properties": {"state": {"enum": ["online", "offline"]}, "store": {"type": "string"},
+                       "version": {"type": "string"}, "since": {"type": "string"}, "time": {"type": "string"}}}}
+    operations["publish_status"] = {"action": "send", "channel": {"$ref": "#/channels/status"}}
+    channels["state_stock"] = {
+        "address": "{root}/state/stock/{shelf}",
+        "description": "Retained, compacted (latest wins): every SKU on the shelf with its version.",
+        "parameters": {"root": {"description": "topic prefix and store id"}, "shelf": {"description": "shelf id"}},
+        "messages": {"shelf_stock": {"$ref": "#/components/messages/shelf_stock"}},
+    }
+    cell = {"type": "object", "required": ["shelf", "sku", "count", "version"], "properties": {
+        "shelf": {"type": "string"}, "sku": {"type": "string"}, "zone": {"type": "string"},
+        "count": {"type": "integer", "minimum": 0}, "version": {"type": "integer", "minimum": 0},
+        "origin": {"type": "string"}, "updated": {"type": ["string", "null"]}, "capacity": {"type": "integer"}}}
+    schemas["StockCell"] = cell
+    messages["shelf_stock"] = {"name": "shelf_stock", "contentType": "application/json", "payload": {
+        "type": "object", "required": ["shelf", "version", "items"],
+        "properties": {"shelf": {"type": "string"}, "zone": {"type": ["string", "null"]},
+                       "version": {"type": "integer"},
+                       "items": {"type": "array", "items": {"$ref": "#/components/schemas/StockCell"}}}}}
+    operations["publish_state_stock"] = {"action": "send", "channel": {"$ref": "#/channels/state_stock"}}
+    commands = {**COMMANDS, **_part_commands(root)}
+    for name, (desc, props) in sorted(commands.items()):
+        cid = "cmd_" + name.replace(".", "_")
+        req = f"{cid}_request"
+        messages[req] = {"name": f"cmd/{name}", "contentType": "application/json", "payload": {
+            "type": "object", "required": ["id", "reply_to"], "properties": {**REQUEST_BASE, **props}}}
+        channels[cid] = {"address": "{root}/cmd/" + name, "description": desc,
+                         "parameters": {"root": {"description": "topic prefix and store id"}},
+                         "messages": {req: {"$ref": f"#/components/messages/{req}"}}}
+        operations[f"receive_{cid}"] = {
+            "action": "receive", "channel": {"$ref": f"#/channels/{cid}"},
+            "reply": {"address": {"location": "$message.payload#/reply_to"},
+                      "channel": {"$ref": "#/channels/cmd_reply"},
+                      "messages": [{"$ref": "#/channels/cmd_reply/messages/reply"}]},
+        }
+    channels["cmd_reply"] = {"address": None, "description": "The request's reply_to topic (MQTT 3.1.1 friendly).",
+                             "messages": {"reply": {"$ref": "#/components/messages/reply"}}}
+    messages["reply"] = {"name": "reply", "contentType": "application/json",
+                         "payload": {"$ref": "#/components/schemas/CommandReply"}}
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Smart-store edge gateway",
+            "version": __version__,
+            "description": "Northbound MQTT interface of one store's gateway (see ../shared/CONTRACT.md). "
+                           "Generated by `python -m edge.asyncapi` from the event classes; do not edit by hand.",
+        },
+        "defaultContentType": "application/json",
+        "servers": {"hub": {"host": "hub.example.com:8883", "protocol": "mqtt", "protocolVersion": "3.1.1"}},
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": schemas, "messages": messages},
+    }
+
+
+def render(root: Path | None = None) -> str:
+    """The YAML text of docs/asyncapi.yaml."""
+    return yaml.safe_dump(build(root), sort_keys=False, width=110, allow_unicode=True)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
