@@ -97,9 +97,12 @@ class Mosquitto(BrokerProcess):
 
     kind = "mosquitto"
 
-    def __init__(self, port: int | None = None, workdir: Path | None = None, *, persistent: bool = False) -> None:
+    def __init__(self, port: int | None = None, workdir: Path | None = None, *, persistent: bool = False,
+                 anonymous: bool = True, extra: str = "") -> None:
         super().__init__(port, workdir)
         self.persistent = persistent
+        self.anonymous = anonymous
+        self.extra = extra  # more listener options, e.g. TLS files and a password_file
 
     @staticmethod
     def available() -> bool:
@@ -111,7 +114,8 @@ class Mosquitto(BrokerProcess):
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"allow_anonymous {'true' if self.anonymous else 'false'}\n"
+            + self.extra
             + (f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
                if self.persistent else "persistence false\n")
             + ("user root\n" if os.geteuid() == 0 else "")  # else it drops to 'mosquitto' and cannot save here

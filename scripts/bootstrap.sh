@@ -13,7 +13,7 @@ declare -A need=([mosquitto]=mosquitto [mosquitto_sub]=mosquitto-clients [pkg-co
                  [dbus-daemon]=dbus [gcc]=gcc)
 pkgs_extra=(libdbus-1-dev libglib2.0-dev)
 if [ "$mode" = test ]; then
-  need+=([nats-server]=nats-server [chromium]=chromium)
+  need+=([nats-server]=nats-server [chromium]=chromium [openssl]=openssl)
 fi
 
 missing=()
