@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from edge.config import Manifest
+from edge.config import Manifest, parse_manifest
+from firmware_sim.world import demo_manifest_text
 from rules.actions import LOW_STOCK, OUT_OF_STOCK, AlertClear, AlertRaise
 from rules.config import RulesBody
 from rules.restock import (
@@ -228,3 +232,57 @@ def test_sales_only_from_weight_and_rfid(demo_manifest: Manifest) -> None:
     assert state.cells[S].sales.first is None
     state, _ = step(rs, state, seen(8, -1, "rfid"), T0)
     assert state.cells[S].sales.buckets[-1][1] == 1
+
+
+OPS = st.lists(
+    st.tuples(
+        st.floats(min_value=0, max_value=120),
+        st.one_of(
+            st.builds(
+                StockSeen,
+                st.just("shelf-a1"),
+                st.sampled_from(["cola-330", "water-500"]),
+                st.integers(0, 24),
+                st.integers(-5, 5),
+                st.sampled_from(["weight", "rfid", "manual"]),
+            ),
+            st.builds(Mute, st.just("shelf-a1"), st.booleans(), st.none() | st.floats(1, 100)),
+            st.just(Tick()),
+        ),
+    ),
+    max_size=60,
+)
+
+
+FUZZ_RULES = compile_rules(parse_manifest(demo_manifest_text()), BODY)
+
+
+@pytest.mark.timeout(1800 if os.environ.get("EDGE_FUZZ") == "long" else 120)
+@settings(
+    max_examples=int(os.environ.get("EDGE_FUZZ_EXAMPLES", "10000" if os.environ.get("EDGE_FUZZ") == "long" else "200")),
+    deadline=None,
+)
+@given(OPS)
+def test_fuzz_alerts_alternate_and_respect_thresholds(ops: list[tuple[float, Input]]) -> None:
+    rs = FUZZ_RULES
+    state = RestockState()
+    now = T0
+    active: dict[tuple[str, str, str], bool] = {}
+    for dt, inp in ops:
+        now += timedelta(seconds=dt)
+        state, actions = step(rs, state, inp, now)
+        for a in actions:
+            assert a.shelf is not None
+            assert a.sku is not None
+            key = (a.shelf, a.sku, a.kind)
+            cell = state.cells[(a.shelf, a.sku)]
+            assert cell.count is not None
+            if isinstance(a, AlertRaise):
+                assert not active.get(key), "raised twice without a clear"
+                assert a.threshold is not None
+                assert cell.count <= a.threshold
+                assert a.shelf not in state.muted
+                active[key] = True
+            else:
+                assert active.get(key), "cleared without a raise"
+                active[key] = False
