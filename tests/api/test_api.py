@@ -319,3 +319,15 @@ async def test_traffic_from_the_traffic_processor(mosquitto: Mosquitto, tmp_path
             devices = (await c.get("/api/v1/devices", headers=h)).json()["items"]
             assert [d["device"] for d in devices] == ["door-1"]
         await gw.rules.stop()
+
+
+async def test_restock_mute_command(running: Running, mosquitto: Mosquitto) -> None:
+    bad = await command(mosquitto, "restock.mute", {"shelf": "nope"})
+    assert (bad["ok"], bad["error"]["code"]) == (False, "not_found")
+    ok = await command(mosquitto, "restock.mute", {"shelf": "shelf-a1", "on": True})
+    assert ok["result"] == {"shelf": "shelf-a1", "muted": True}
+    running.set_stock("shelf-a1", "cola-330", 1)
+    await asyncio.sleep(0.8)  # well past the 0.3 s debounce
+    assert not running.gw.rules.engine.book.live
+    await command(mosquitto, "restock.mute", {"shelf": "shelf-a1", "on": False})
+    await wait_for(lambda: running.gw.rules.engine.book.live, 5, "alert after unmute")
