@@ -173,7 +173,7 @@ class Gateway:
 
     def devices(self) -> list[DeviceStatus]:
         """Status of every device."""
-        return sorted(self.supervisor.status.values(), key=lambda s: s.device)
+        return self.supervisor.statuses()
 
     def add_reactor(self, reactor: Reactor) -> None:
         """Feed every event to `reactor`."""
@@ -237,9 +237,12 @@ class Gateway:
         m.describe("edge_outbox_dropped_total", "events dropped on purpose, by class (telemetry over budget)")
         m.gauge_fn("edge_outbox_depth", lambda: {(): float(self.outbox.depth)})
         m.gauge_fn("edge_outbox_telemetry_bytes", lambda: {(): float(self.outbox.telemetry_bytes)})
+        m.gauge_fn("edge_stock_claims_ignored", lambda: {(): float(self.stock.ignored)})
+        m.gauge_fn("edge_device_readings", lambda: {(("device", s.device),): float(s.readings)
+                                                    for s in self.supervisor.statuses()})
         m.gauge_fn("edge_uplink_connected", lambda: {(): 1.0 if self.uplink.connected.is_set() else 0.0})
 
         def states() -> dict[Labels, float]:
-            return {(("device", s.device), ("state", s.state)): 1.0 for s in self.supervisor.status.values()}
+            return {(("device", s.device), ("state", s.state)): 1.0 for s in self.supervisor.statuses()}
 
         m.gauge_fn("edge_device_up", states)

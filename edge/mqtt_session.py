@@ -8,7 +8,9 @@ drops, `disconnected` completes and every pending publish fails; the uplink then
 from __future__ import annotations
 
 import asyncio
+import collections
 import ssl
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +66,11 @@ class MqttSession:
         self._connected: asyncio.Future[None] = self.loop.create_future()
         self._connected.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved by open()
         self._acks: dict[int, asyncio.Future[None]] = {}
+        # PUBACKs arrive on paho's thread; they are queued and drained in one loop callback per burst,
+        # so a window of acks costs one wake-up of the event loop, not one each.
+        self._acked_mids: collections.deque[int] = collections.deque()
+        self._drain_scheduled = False
+        self._drain_lock = threading.Lock()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=opts.client_id, clean_session=True,
                         protocol=mqtt.MQTTv311)
         c.max_inflight_messages_set(opts.max_inflight)
@@ -90,7 +97,12 @@ class MqttSession:
         self.loop.call_soon_threadsafe(self._set_disconnected, rc)
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _rc: Any = None, _p: Any = None) -> None:
-        self.loop.call_soon_threadsafe(self._acked, mid)
+        self._acked_mids.append(mid)
+        with self._drain_lock:
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
+        self.loop.call_soon_threadsafe(self._drain_acks)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self.loop.call_soon_threadsafe(self._received, Incoming(msg.topic, bytes(msg.payload)))
@@ -115,10 +127,13 @@ class MqttSession:
                 fut.set_exception(err)
         self._acks.clear()
 
-    def _acked(self, mid: int) -> None:
-        fut = self._acks.pop(mid, None)
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+    def _drain_acks(self) -> None:
+        with self._drain_lock:
+            self._drain_scheduled = False
+        while self._acked_mids:
+            fut = self._acks.pop(self._acked_mids.popleft(), None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
 
     def _received(self, msg: Incoming) -> None:
         if self.messages.full():

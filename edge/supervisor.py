@@ -57,9 +57,12 @@ class Supervisor:
         self.clock = clock
         self.metrics = metrics
         self.backoff = backoff or Backoff()
-        self.status: dict[str, DeviceStatus] = {
+        # state transitions are immutable snapshots; the per-reading counters are plain ints beside them
+        self._status: dict[str, DeviceStatus] = {
             d.device_id: DeviceStatus(d.device_id, kind, "starting", None, None, 0, 0, 0) for d, kind in drivers
         }
+        self._readings: dict[str, int] = dict.fromkeys(self._status, 0)
+        self._seen: dict[str, datetime | None] = dict.fromkeys(self._status)
         self._limiter = LogLimiter(60.0)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -75,10 +78,20 @@ class Supervisor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
+    def statuses(self) -> list[DeviceStatus]:
+        """Every device's status with its current counters, by device id."""
+        return [
+            replace(s, readings=self._readings[d], last_seen=self._seen[d]) for d, s in sorted(self._status.items())
+        ]
+
+    def state(self, device: str) -> str:
+        """online | offline | starting."""
+        return self._status[device].state
+
     def _set(self, device: str, **changes: object) -> None:
-        old = self.status[device]
+        old = replace(self._status[device], readings=self._readings[device], last_seen=self._seen[device])
         new = replace(old, **changes)  # type: ignore[arg-type]
-        self.status[device] = new
+        self._status[device] = new
         if new.state != old.state:
             self.on_status(new, old)
 
@@ -96,7 +109,7 @@ class Supervisor:
             except Exception as exc:  # the supervisor boundary: any driver failure restarts that driver only
                 failure = exc
             reason = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
-            if self.status[dev].state != "offline":
+            if self._status[dev].state != "offline":
                 log.warning("device %s offline: %s", dev, reason)
                 if not isinstance(failure, OSError | ConnectionError | TimeoutError):
                     log.debug("device %s failure detail", dev, exc_info=failure)
@@ -105,28 +118,28 @@ class Supervisor:
             if time.monotonic() - started > self.backoff.stable_after:
                 attempt = 0
             attempt += 1
-            self._set(dev, restarts=self.status[dev].restarts + 1)
+            self._set(dev, restarts=self._status[dev].restarts + 1)
             await asyncio.sleep(self.backoff.delay(attempt))
 
     async def _handle(self, dev: str, reading: Reading) -> None:
-        st = self.status[dev]
+        st = self._status[dev]
         if isinstance(reading, Malformed):
             self.metrics.inc("edge_malformed_total", device=dev)
-            self.status[dev] = replace(st, malformed=st.malformed + 1)
+            self._status[dev] = replace(st, malformed=st.malformed + 1)
             self._limiter.log(log, logging.WARNING, dev, "device %s: malformed input skipped: %s", dev,
                               reading.reason)
             return
         now = self.clock.now()
+        self._seen[dev] = now
         if st.state != "online":
             if st.state == "offline":
                 log.info("device %s back online", dev)
-            self._set(dev, state="online", error=None, last_seen=now)
+            self._set(dev, state="online", error=None)
         if isinstance(reading, DeviceOnline):
             return
-        self.status[dev] = replace(self.status[dev], readings=st.readings + 1, last_seen=now)
-        self.metrics.inc("edge_readings_total", device=dev)
+        self._readings[dev] += 1
         await self.sink(reading)
 
     def last_seen(self, device: str) -> datetime | None:
         """When the device last delivered something."""
-        return self.status[device].last_seen
+        return self._seen[device]
