@@ -4,6 +4,7 @@ rules reload, SSE, metrics, bad input; and the same operations as MQTT commands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,14 @@ async def command(broker: Mosquitto, name: str, args: dict[str, Any], timeout: f
     try:
         rid = uuid.uuid4().hex
         payload = orjson.dumps({"id": rid, "reply_to": reply_to, **args})
-        rec.client.publish(f"{ROOT}/cmd/{name}", payload, qos=1)
-        await asyncio.to_thread(rec.wait_for, lambda h: bool(h.snapshot()), timeout)
+        # right after start the gateway may not have subscribed to cmd/+ yet: resend until a reply comes
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not rec.snapshot():
+            rec.client.publish(f"{ROOT}/cmd/{name}", payload, qos=1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.to_thread(rec.wait_for, lambda h: bool(h.snapshot()), 1.0)
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"no reply to cmd/{name}")
         reply: dict[str, Any] = rec.snapshot()[0].json()
         assert reply["id"] == rid
         return reply

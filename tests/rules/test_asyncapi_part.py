@@ -62,7 +62,7 @@ def test_real_payloads_validate(demo_manifest: Manifest) -> None:
     out += e.tick(T0 + timedelta(seconds=11))
     st = StockState(demo_manifest)
 
-    st.apply(StockUpdate(shelf="shelf-a1", sku="cola-330", time=T0, origin="count", source="x", count=3))
+    st.apply(StockUpdate(shelf="shelf-a1", sku="cola-330", time=T0, origin="manual", source="x", count=3))
     out += e.sighting({"shopper": "t", "consent": True, "zone": "aisle-1"}, T0, st)[1]
     seen = set()
     for ev in out:

@@ -162,7 +162,7 @@ def test_restore_after_restart_keeps_alerts_and_resolves_them(demo_manifest: Man
     row = next(w.row for w in split(out)[1] if isinstance(w, Upsert) and w.table == "alerts")
     # a new engine, as after a restart: stock state shows the shelf refilled meanwhile
     st = StockState(demo_manifest)
-    st.apply(StockUpdate(shelf="shelf-a1", sku="cola-330", time=T0, origin="count", source="x", count=20))
+    st.apply(StockUpdate(shelf="shelf-a1", sku="cola-330", time=T0, origin="manual", source="x", count=20))
     e2 = RulesEngine(demo_manifest, rules=RULES, new_id=lambda: "n")
     e2.react(stock(20, 2, 3, T0), T0)  # queued until restored
     out2 = e2.restore([row], st, T0 + timedelta(seconds=60))
@@ -176,7 +176,7 @@ def test_sighting_counts_and_event_has_no_token(demo_manifest: Manifest) -> None
     )
     e = RulesEngine(demo_manifest, offers=offers)
     st = StockState(demo_manifest)
-    st.apply(StockUpdate(shelf="shelf-a1", sku="cola-330", time=T0, origin="count", source="x", count=5))
+    st.apply(StockUpdate(shelf="shelf-a1", sku="cola-330", time=T0, origin="manual", source="x", count=5))
     reply, out = e.sighting({"shopper": "secret-token", "consent": True, "zone": "aisle-1"}, T0, st)
     assert [o["id"] for o in reply["offers"]] == ["o1"]
     assert "secret-token" not in repr([x.data() for x in events(out)])
