@@ -76,7 +76,11 @@ async def _sightings(quick: bool) -> dict[str, float]:
             async with Gateway(m, hub_url=broker.url, data_dir=Path(tmp) / "var") as gw:
                 now = gw.clock.now()
                 gw.pipeline.route(
-                    [StockUpdate(shelf="shelf-a1", sku="cola-330", time=now, origin="manual", source="bench", count=20)],
+                    [
+                        StockUpdate(
+                            shelf="shelf-a1", sku="cola-330", time=now, origin="manual", source="bench", count=20
+                        )
+                    ],
                     now,
                 )
                 headers = {"Authorization": f"Bearer {TOKEN}"}
