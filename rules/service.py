@@ -84,6 +84,10 @@ class RulesService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
+    def open_alerts(self) -> int:
+        """How many alerts are open (not yet acknowledged or closed)."""
+        return sum(1 for a in self.engine.book.live.values() if a.state == "open")
+
     def metrics_text(self) -> str:
         """The engine's counters plus webhook delivery counters, Prometheus text."""
         return self.engine.metrics_text() + (
