@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import uuid
 from pathlib import Path
 from typing import Any
@@ -338,3 +339,62 @@ async def test_restock_mute_command(running: Running, mosquitto: Mosquitto) -> N
     assert not running.gw.rules.engine.book.live
     await command(mosquitto, "restock.mute", {"shelf": "shelf-a1", "on": False})
     await wait_for(lambda: running.gw.rules.engine.book.live, 5, "alert after unmute")
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(8 if depth < 3 else 5)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.choice([True, False])
+    if kind == 2:
+        return rng.randint(-(2**40), 2**40)
+    if kind == 3:
+        return rng.random() * 1e6
+    if kind == 4:
+        return "".join(rng.choice('aZ09-_:/{}"\\ é\x00') for _ in range(rng.randrange(70)))
+    if kind == 5:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = [
+        "shopper",
+        "consent",
+        "beacon",
+        "zone",
+        "rssi",
+        "time",
+        "tags",
+        "uuid",
+        "major",
+        "minor",
+        "by",
+        "rules",
+        "namespace",
+        "instance",
+        "defaults",
+        "min",
+    ]
+    return {rng.choice(keys): _random_json(rng, depth + 1) for _ in range(rng.randrange(6))}
+
+
+async def test_fuzz_bodies_never_500_and_change_nothing(running: Running) -> None:
+    rng = random.Random(6)
+    before = running.gw.rules.engine.ruleset
+    routes = [
+        ("/api/v1/sightings", "shopper-app"),
+        ("/api/v1/alerts/x/ack", "staff"),
+        ("/api/v1/rules/reload", "admin"),
+    ]
+    for i in range(300):
+        path, role = routes[i % 3]
+        body = _random_json(rng)
+        if path.endswith("reload") and isinstance(body, dict) and "rules" in body and isinstance(body["rules"], dict):
+            body["rules"]["defaults"] = {"min": -1}  # a reload that succeeds would change something
+        raw = orjson.dumps(body) if i % 10 else b"{not json"
+        r = await running.client.post(
+            path, headers={**running.headers(role), "Content-Type": "application/json"}, content=raw
+        )
+        assert r.status_code < 500, (path, body, r.text)
+        if r.status_code >= 400:
+            assert "error" in r.json()
+    assert running.gw.rules.engine.book.live == {}
+    assert running.gw.rules.engine.ruleset.cells == before.cells

@@ -77,7 +77,9 @@ async function loadAlerts() {
 }
 
 function renderAlerts() {
-  $("alert-count").textContent = String(state.alerts.filter((a) => a.state === "open").length);
+  const nOpen = state.alerts.filter((a) => a.state === "open").length;
+  $("alert-count").textContent = String(nOpen);
+  $("alert-count").classList.toggle("zero", nOpen === 0);
   $("no-alerts").hidden = state.alerts.length > 0;
   $("alerts").innerHTML = state.alerts.map((a) => {
     const where = a.device ? `device ${esc(a.device)}` : `${esc(a.sku)} on ${esc(a.shelf)}`;
