@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from edge.runtime import GatewayView
-    from rules.service import RulesService
+    from rules.service import RulesService  # imported here: edge.config imports rules.config (cycle)
 
 
 def install(gw: GatewayView) -> RulesService:
     """Build the rules engine, feed it every event, register its commands, start its tasks; returns it."""
-    from rules.service import RulesService  # noqa: PLC0415 - avoids the edge.config import cycle
+    from rules.service import RulesService  # imported here: edge.config imports rules.config (cycle)
 
     service = RulesService(gw)
     service.start()
