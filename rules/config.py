@@ -41,7 +41,7 @@ class RestockRule(StrictModel):
 
 
 class RestockDefaults(RestockRule):
-    """Store-wide defaults: the top of the inheritance chain defaults -> category -> sku -> shelf x sku."""
+    """Store-wide defaults: the top of the chain defaults -> category -> shelf -> sku -> shelf x sku."""
 
     min: int | None = Field(default=2, ge=0)
     debounce_s: Seconds | None = 30.0
@@ -63,6 +63,7 @@ class RulesBody(StrictModel):
 
     defaults: RestockDefaults = RestockDefaults()
     categories: dict[str, RestockRule] = Field(default_factory=dict, description="by catalog category")
+    shelves: dict[str, RestockRule] = Field(default_factory=dict, description="by shelf (every SKU on it)")
     skus: dict[str, RestockRule] = Field(default_factory=dict, description="by SKU")
     cells: list[ShelfSkuRule] = Field(default_factory=list, description="by shelf x SKU")
     backroom: dict[str, int] = Field(

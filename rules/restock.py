@@ -10,8 +10,8 @@ Per shelf x SKU cell it watches two conditions, each with its own small state ma
 A condition becomes an alert only after it held for `debounce_s` (a shopper holding an item is not a
 stock-out), inside opening hours and outside quiet hours (a pending condition is re-evaluated every tick,
 so it fires at opening), while its shelf is not muted for restocking, and not within `cooldown_s` of the
-previous alert of that cell. Clearing is never suppressed. Settings inherit defaults -> category -> sku
--> shelf x sku; `max` (par) is capped at the planogram capacity. See docs/api.md and DOMAIN.md.
+previous alert of that cell. Clearing is never suppressed. Settings inherit defaults -> category -> shelf
+-> sku -> shelf x sku; `max` (par) is capped at the planogram capacity. See docs/api.md and DOMAIN.md.
 """
 
 from __future__ import annotations
@@ -140,6 +140,8 @@ def compile_rules(manifest: Manifest, body: RulesBody) -> RuleSet:
         if s not in skus
     ]
     problems += [f"rules.backroom.{s}: sku {s!r} is not in the catalog" for s in body.backroom if s not in skus]
+    shelf_ids = {s.id for s in manifest.shelves}
+    problems += [f"rules.shelves.{s}: no shelf {s!r} in the planogram" for s in body.shelves if s not in shelf_ids]
 
     capacity: dict[tuple[str, str], int] = {}
     for shelf in manifest.shelves:
@@ -158,9 +160,15 @@ def compile_rules(manifest: Manifest, body: RulesBody) -> RuleSet:
     for (shelf_id, sku), cap in sorted(capacity.items()):
         item = manifest.sku(sku)
         category = item.category if item else ""
-        explicit = _merge([body.skus.get(sku), by_cell.get((shelf_id, sku))])
+        explicit = _merge([body.shelves.get(shelf_id), body.skus.get(sku), by_cell.get((shelf_id, sku))])
         merged = _merge(
-            [body.defaults, body.categories.get(category), body.skus.get(sku), by_cell.get((shelf_id, sku))]
+            [
+                body.defaults,
+                body.categories.get(category),
+                body.shelves.get(shelf_id),
+                body.skus.get(sku),
+                by_cell.get((shelf_id, sku)),
+            ]
         )
         if "max" in explicit and int(explicit["max"]) > cap:
             problems.append(

@@ -38,6 +38,7 @@ BODY = RulesBody.model_validate(
     {
         "defaults": {"min": 3, "debounce_s": 30, "clear_margin": 2, "cooldown_s": 300, "escalate_after_s": 600},
         "categories": {"snacks": {"min": 5}},
+        "shelves": {"rack-c1": {"min": 4, "debounce_s": 60}},
         "skus": {"choc-100": {"min": 6, "max": 25}},
         "cells": [{"shelf": "shelf-b1", "sku": "choc-100", "min": 8}],
         "backroom": {"water-500": 5},
@@ -54,6 +55,8 @@ def test_inheritance_defaults_category_sku_cell(demo_manifest: Manifest) -> None
     assert (choc.min, choc.max, choc.capacity) == (8, 25, 30)  # cell over sku over category
     assert rs.cells[("shelf-a1", "cola-330")].max == 24  # par defaults to capacity
     assert rs.cells[("shelf-a1", "water-500")].backroom == 5
+    tee = rs.cells[("rack-c1", "tee-m")]
+    assert (tee.min, tee.debounce_s, tee.clear_margin) == (4, 60, 2)  # shelf level over defaults
 
 
 @pytest.mark.parametrize(
@@ -62,6 +65,7 @@ def test_inheritance_defaults_category_sku_cell(demo_manifest: Manifest) -> None
         ({"skus": {"cola-330": {"max": 30}}}, "above the planogram capacity 24"),
         ({"skus": {"nope": {"min": 1}}}, "sku 'nope' is not in the catalog"),
         ({"categories": {"toys": {"min": 1}}}, "no catalog item has category 'toys'"),
+        ({"shelves": {"shelf-zz": {"min": 1}}}, "no shelf 'shelf-zz'"),
         ({"cells": [{"shelf": "shelf-a1", "sku": "tee-m", "min": 1}]}, "holds no lane of sku 'tee-m'"),
         ({"defaults": {"min": 30}}, "min 30 is not below max/capacity"),
     ],
