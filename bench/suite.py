@@ -1,0 +1,146 @@
+"""`edge-gateway bench`: every section measured in one run on this machine; a table, then ONE JSON line.
+
+Sections (names for `--only`): spine, rss, backlog, peers, rfid, shelf, ble, rules, storeday. The figure
+names and goals are documented in docs/benchmarks.md. A section that cannot run here reports
+`<section>_unavailable` with the reason instead of a number. The last line of stdout is the JSON object.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+# figure -> (goal text, predicate) ; a figure absent here is reported without a goal
+GOALS: dict[str, tuple[str, Callable[[float, dict[str, Any]], bool]]] = {
+    "spine_ratio_batched_vs_baseline": (">= 0.6", lambda v, _: v >= 0.6),
+    "spine_ratio_single_vs_raw_paho": (">= 0.7", lambda v, _: v >= 0.7),
+    "rss_idle_mb": ("<= 64", lambda v, _: v <= 64),
+    "rss_backlog_ratio": ("<= 1.2", lambda v, _: v <= 1.2),
+    "drain_ratio_vs_ingest": (">= 3", lambda v, _: v >= 3),
+    "sqlite_commits_per_1000_events": ("<= 20", lambda v, _: v <= 20),
+    "peers_ours_vs_nodered_rate": (">= 2", lambda v, _: v >= 2),
+    "peers_ours_vs_thingsboard_rate": (">= 10", lambda v, _: v >= 10),
+    "peers_ours_p99_ms_at_1000": ("<= 10", lambda v, _: v <= 10),
+    "peers_ours_outage_lost": ("== 0", lambda v, _: v == 0),
+    "storeday_count_accuracy_pct": (">= 99.5", lambda v, _: v >= 99.5),
+    "storeday_false_alerts": ("== 0", lambda v, _: v == 0),
+    "storeday_missed_alerts": ("== 0", lambda v, _: v == 0),
+}
+
+
+def _spine(quick: bool) -> dict[str, Any]:
+    from bench.spine import bench_throughput
+
+    return bench_throughput(quick)
+
+
+def _rss(quick: bool) -> dict[str, Any]:
+    from bench.spine import bench_rss_idle
+
+    return bench_rss_idle(quick)
+
+
+def _backlog(quick: bool) -> dict[str, Any]:
+    from bench.spine import bench_backlog
+
+    return bench_backlog(quick)
+
+
+def _peers(quick: bool) -> dict[str, Any]:
+    from bench.peers.job import bench_peers
+
+    return bench_peers(quick)
+
+
+def _rfid(quick: bool) -> dict[str, Any]:
+    from bench.rfid import bench_rfid
+
+    return bench_rfid(quick)
+
+
+def _shelf(quick: bool) -> dict[str, Any]:
+    from bench.shelf import bench_shelf
+
+    return bench_shelf(quick)
+
+
+def _ble(quick: bool) -> dict[str, Any]:
+    from bench.ble import bench_ble
+
+    return bench_ble(quick)
+
+
+def _rules(quick: bool) -> dict[str, Any]:
+    from bench.rules import bench_pick_to_alert, bench_sightings
+
+    return {**bench_sightings(quick), **bench_pick_to_alert(quick)}
+
+
+def _storeday(quick: bool) -> dict[str, Any]:
+    from firmware_sim.storeday import bench_storeday
+
+    return bench_storeday(quick)
+
+
+SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {
+    "spine": _spine,
+    "rss": _rss,
+    "backlog": _backlog,
+    "rfid": _rfid,
+    "shelf": _shelf,
+    "ble": _ble,
+    "rules": _rules,
+    "storeday": _storeday,
+    "peers": _peers,
+}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+    return str(v)
+
+
+def run_bench(quick: bool, only: list[str]) -> int:
+    """Run the sections (all, or `only`), print the table and the JSON line; 0 when every section ran."""
+    import orjson
+
+    unknown = [s for s in only if s not in SECTIONS]
+    if unknown:
+        print(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    names = only or list(SECTIONS)
+    figures: dict[str, Any] = {"quick": quick, "python": platform.python_version(), "machine": platform.machine()}
+    failed = 0
+    for name in names:
+        t0 = time.monotonic()
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        try:
+            got = SECTIONS[name](quick)
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            got = {f"{name}_unavailable": f"{type(exc).__name__}: {exc}"}
+            failed += 1
+        got[f"{name}_section_s"] = round(time.monotonic() - t0, 1)
+        figures.update(got)
+    if "rss_idle_mb" in figures and "rss_backlog_mb" in figures:
+        figures["rss_backlog_ratio"] = figures["rss_backlog_mb"] / figures["rss_idle_mb"]
+    width = max(len(k) for k in figures)
+    print(f"{'figure':<{width}}  {'value':>14}  goal")
+    for k, v in figures.items():
+        goal = GOALS.get(k)
+        mark = ""
+        if goal and isinstance(v, int | float) and not isinstance(v, bool):
+            mark = f"{goal[0]}  {'met' if goal[1](float(v), figures) else 'MISSED'}"
+        print(f"{k:<{width}}  {_fmt(v):>14}  {mark}")
+    clean = {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else
+                 (None if isinstance(v, float) else v)) for k, v in figures.items()}
+    print(orjson.dumps(clean).decode())
+    return 0 if not failed else 1
