@@ -28,9 +28,9 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 import psutil
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.load import LoadDriver, LoadProcessor
 from edge.brokers import Mosquitto, free_port, wait_port
