@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -65,6 +66,46 @@ def _pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, max(0, round(p * (len(s) - 1))))] if s else float("nan")
 
 
+async def _load(port: int, n: int, rate: float) -> tuple[list[float], int, int, float]:
+    """Open-loop POST /api/v1/sightings at `rate` per second: (latencies s, errors, offers, elapsed s)."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    latencies: list[float] = []
+    errors = 0
+    offered = 0
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", headers=headers, limits=limits, timeout=10
+    ) as client:
+
+        async def one(i: int) -> None:
+            nonlocal errors, offered
+            body = {"shopper": f"s{i % 50}", "consent": True, "beacon": {"uuid": UUID, "major": 1, "minor": 1}}
+            t0 = time.perf_counter()
+            try:
+                r = await client.post("/api/v1/sightings", json=body)
+            except httpx.HTTPError:
+                errors += 1
+                return
+            latencies.append(time.perf_counter() - t0)
+            if r.status_code != 200:
+                errors += 1
+            elif r.json()["offers"]:
+                offered += 1
+
+        await one(-1)  # warm up
+        latencies.clear()
+        offered = 0
+        start = time.perf_counter()
+        tasks = []
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        return latencies, errors, offered, time.perf_counter() - start
+
+
 async def _sightings(quick: bool) -> dict[str, float]:
     n = 200 if quick else 2000
     rate = 200.0
@@ -84,46 +125,20 @@ async def _sightings(quick: bool) -> dict[str, float]:
                     ],
                     now,
                 )
-                headers = {"Authorization": f"Bearer {TOKEN}"}
-                latencies: list[float] = []
-                errors = 0
-                offered = 0
-                limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-                async with httpx.AsyncClient(
-                    base_url=f"http://127.0.0.1:{gw.api.port}", headers=headers, limits=limits, timeout=10
-                ) as client:
-
-                    async def one(i: int) -> None:
-                        nonlocal errors, offered
-                        body = {
-                            "shopper": f"s{i % 50}",
-                            "consent": True,
-                            "beacon": {"uuid": UUID, "major": 1, "minor": 1},
-                        }
-                        t0 = time.perf_counter()
-                        try:
-                            r = await client.post("/api/v1/sightings", json=body)
-                        except httpx.HTTPError:
-                            errors += 1
-                            return
-                        latencies.append(time.perf_counter() - t0)
-                        if r.status_code != 200:
-                            errors += 1
-                        elif r.json()["offers"]:
-                            offered += 1
-
-                    await one(-1)  # warm up
-                    latencies.clear()
-                    offered = 0
-                    start = time.perf_counter()
-                    tasks = []
-                    for i in range(n):
-                        delay = start + i / rate - time.perf_counter()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
-                        tasks.append(asyncio.create_task(one(i)))
-                    await asyncio.gather(*tasks)
-                    elapsed = time.perf_counter() - start
+                # the load generator is its own process (2 cores: client and gateway do not share a GIL/loop)
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "bench.rules",
+                    "--load",
+                    str(gw.api.port),
+                    str(n),
+                    str(rate),
+                    stdout=asyncio.subprocess.PIPE,
+                )
+                out, _ = await proc.communicate()
+                res = orjson.loads(out.splitlines()[-1])
+                latencies, errors, offered, elapsed = res["latencies"], res["errors"], res["offered"], res["elapsed"]
                 await gw.rules.stop()
         finally:
             broker.stop()
@@ -295,7 +310,9 @@ def bench_pick_to_alert(quick: bool) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    import sys
-
+    if len(sys.argv) == 5 and sys.argv[1] == "--load":
+        lat, err, off, el = asyncio.run(_load(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))
+        print(orjson.dumps({"latencies": lat, "errors": err, "offered": off, "elapsed": el}).decode())
+        raise SystemExit(0)
     q = "--quick" in sys.argv
     print(orjson.dumps({**bench_sightings(q), **bench_pick_to_alert(q)}).decode())
