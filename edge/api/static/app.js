@@ -132,7 +132,14 @@ async function loadTraffic() {
 function connect() {
   if (source) source.close();
   source = new EventSource(`${API}/events?access_token=${encodeURIComponent(token)}`);
-  source.onopen = () => { $("live").textContent = "live"; $("live").className = "live on"; };
+  let opened = false;
+  source.onopen = () => {
+    $("live").textContent = "live";
+    $("live").className = "live on";
+    // after a reconnect, fetch what changed while the stream was down
+    if (opened) Promise.all([loadStock(), loadAlerts(), loadDevices()]).catch(() => {});
+    opened = true;
+  };
   source.onerror = () => { $("live").textContent = "reconnecting"; $("live").className = "live off"; };
   source.addEventListener("retail.stock.changed.v1", (m) => {
     const d = JSON.parse(m.data).data;
