@@ -45,7 +45,7 @@ def _tail_parses(tail: str, config: biip.ParseConfig) -> bool:
     for i in range(1, len(tail) - 1):
         try:
             msg = GS1Message.parse(tail[i:], config=config)
-        except (biip.ParseError, ValueError):
+        except (biip.ParseError, ValueError, IndexError):
             continue
         if msg.element_strings:
             return True
@@ -69,8 +69,8 @@ def parse_code(value: str, extra_separators: str = "") -> Decoded:
         else:
             result = biip.parse(text, config=config)
             msg = result.gs1_message
-    except (biip.ParseError, ValueError) as exc:
-        return Decoded("unreadable", reason=str(exc)[:200])
+    except (biip.ParseError, ValueError, IndexError) as exc:  # biip raises IndexError on a lone "]"
+        return Decoded("unreadable", reason=str(exc)[:200] or type(exc).__name__)
     symbology = result.symbology_identifier.value if result and result.symbology_identifier else None
     if msg is not None and msg.element_strings:
         gtin = batch = serial = None
