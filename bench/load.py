@@ -140,8 +140,8 @@ def register() -> None:
     """Add the `load` family to the registry of this process (never done by the product itself)."""
     from drivers.registry import FAMILIES, PROCESSORS, Family
 
-    FAMILIES["load"] = Family("load", LoadConfig, LoadDriver.from_config, "load")
-    PROCESSORS["load"] = LoadProcessor
+    FAMILIES["load"] = Family("load", LoadConfig, "bench.load:LoadDriver.from_config", "load")
+    PROCESSORS["load"] = "bench.load:LoadProcessor"
 
 
 def main(argv: list[str]) -> int:

@@ -9,7 +9,7 @@ broken device: yield `Malformed` and go on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -64,5 +64,3 @@ class DriverContext:
     local_broker_url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-
-DriverFactory = Callable[[Any, DriverContext], Driver]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.base import Driver, DriverContext
-from drivers.registry import FAMILIES, PROCESSORS
+from drivers.registry import FAMILIES, PROCESSORS, load
 from edge.clock import Clock, SystemClock
 from edge.commands import CommandRouter
 from edge.config import Manifest
@@ -86,11 +86,11 @@ class Gateway:
             if not dev.enabled:
                 continue
             fam = FAMILIES[dev.type]
-            drivers.append((fam.driver(dev, ctx), dev.type))
+            drivers.append((load(fam.driver)(dev, ctx), dev.type))
             if fam.processor_key:
                 keys.add(fam.processor_key)
         for key in sorted(keys):
-            self.pipeline.add_processor(PROCESSORS[key](manifest, self.clock))
+            self.pipeline.add_processor(load(PROCESSORS[key])(manifest, self.clock))
         self.supervisor = Supervisor(drivers, sink=self.pipeline.put, on_status=self._device_changed,
                                      clock=self.clock, metrics=self.metrics, backoff=backoff)
         self.install_rules = install_rules

@@ -29,6 +29,7 @@ from edge.runtime import Delete, StateWrite, Upsert
 
 log = logging.getLogger(__name__)
 
+_TELEMETRY = EventClass.TELEMETRY.value
 _SAFE_TABLE = frozenset("abcdefghijklmnopqrstuvwxyz_0123456789")
 
 
@@ -91,6 +92,7 @@ class Outbox:
         commit_interval: float = 0.02,
         journal_retention_s: float = 7 * 86400,
         max_pending: int = 20_000,
+        group_min: int = 1_000,
     ) -> None:
         self.db = db
         self.store_id = store_id
@@ -101,6 +103,7 @@ class Outbox:
         self.commit_interval = commit_interval
         self.journal_retention_s = journal_retention_s
         self.max_pending = max_pending
+        self.group_min = group_min
         self.sequencer = Sequencer()
         self.listeners: list[Callable[[list[OutRow], list[dict[str, Any]]], None]] = []
         self.retained_listeners: list[Callable[[], None]] = []
@@ -108,6 +111,7 @@ class Outbox:
         self.telemetry_bytes = 0
         self.inflight_floor: Callable[[], int] = lambda: 0  # rows at or below this seq may be in flight
         self._batch = _Batch()
+        self._meta: dict[type[Event], tuple[str, str, str]] = {}
         self._acked: list[int] = []
         self._retained_acked: list[tuple[str, int]] = []
         self._wake = asyncio.Event()
@@ -149,18 +153,25 @@ class Outbox:
         """Queue events (and state to commit with them); the future resolves when they are committed."""
         b = self._batch
         now = time.time()
+        counts: dict[str, int] = {}
         for ev in events:
+            kind = type(ev)
+            meta = self._meta.get(kind)
+            if meta is None:
+                meta = self._meta[kind] = (kind.TYPE, kind.CLASS.value, self.topic(kind.TOPIC))
+            etype, cls, topic = meta
             seq = self.sequencer.next(ev.source)
             eid = uuid7()
             ce = envelope(ev, event_id=eid, sequence=seq, store_id=self.store_id)
             payload = dumps(ce)
-            cls = ev.CLASS.value
-            b.rows.append((eid, ev.source, seq, ev.TYPE, cls, self.topic(ev.TOPIC), payload, len(payload), now))
+            b.rows.append((eid, ev.source, seq, etype, cls, topic, payload, len(payload), now))
             b.envelopes.append(ce)
-            if cls != EventClass.TELEMETRY.value:
-                b.journal.append((eid, ev.TYPE, ev.source, seq, ce["time"], now, payload))
+            if cls != _TELEMETRY:
+                b.journal.append((eid, etype, ev.source, seq, ce["time"], now, payload))
             b.sources[ev.source] = seq
-            self.metrics.inc("edge_events_total", type=ev.TYPE)
+            counts[etype] = counts.get(etype, 0) + 1
+        for etype, n in counts.items():
+            self.metrics.inc("edge_events_total", float(n), type=etype)
         b.writes.extend(writes)
         if retained:
             b.retained.update(retained)
@@ -207,7 +218,10 @@ class Outbox:
         """Commit whatever is queued, every `commit_interval`, until `close()`."""
         while True:
             await self._wake.wait()
-            if self.commit_interval and not self._closing:
+            # Group commit: a small batch waits `commit_interval` for company; a batch that is already
+            # large (a busy store, a backlog) is committed at once, so the writer thread and the
+            # pipeline work side by side instead of taking turns.
+            if self.commit_interval and not self._closing and len(self._batch) < self.group_min:
                 await asyncio.sleep(self.commit_interval)
             self._wake.clear()
             await self.flush()

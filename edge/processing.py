@@ -7,17 +7,16 @@ readings. One processor instance serves every device of its family, since zones 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from drivers.base import Reading
-from edge.clock import Clock
 from edge.events import Event
 
 if TYPE_CHECKING:
-    from edge.config import Manifest
+    pass
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,8 +55,6 @@ class Processor(Protocol):
         """Make time-based decisions; called about once a second (faster in tests)."""
         ...
 
-
-ProcessorFactory = Callable[["Manifest", Clock], Processor]
 
 
 class Reactor(Protocol):

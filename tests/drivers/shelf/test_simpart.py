@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from drivers.base import DriverContext, Reading
-from drivers.registry import FAMILIES
+from drivers.registry import FAMILIES, load
 from drivers.shelf.reads import WeightSample
 from edge.brokers import Mosquitto
 from edge.clock import SystemClock
@@ -28,7 +28,7 @@ async def test_sections_validate_and_stream(mosquitto: Mosquitto, demo_manifest:
         assert [d.type for d in manifest.devices] == ["shelf_serial", "shelf_modbus", "shelf_mqtt"]
         ctx = DriverContext(manifest=manifest, clock=SystemClock(), data_dir=tmp_path)
         for dev in manifest.devices:
-            drv = FAMILIES[dev.type].driver(dev, ctx)
+            drv = load(FAMILIES[dev.type].driver)(dev, ctx)
             stream = drv.stream()
             got: list[Reading] = []
             try:
@@ -38,7 +38,7 @@ async def test_sections_validate_and_stream(mosquitto: Mosquitto, demo_manifest:
                         if isinstance(r, WeightSample):
                             break
             finally:
-                await stream.aclose()  # type: ignore[attr-defined]
+                await stream.aclose()
             assert isinstance(got[-1], WeightSample)
     finally:
         await part.stop()
