@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -83,7 +84,11 @@ async def test_pipeline_presence_beacons_and_privacy(bluez: PrivateBluez, tmp_pa
                 beacon.battery_mv = 3100.0  # battery replaced
             await store.step(1.0)
             addresses |= {p.address for p in store.phones}  # they rotate every 8 s
-        await asyncio.sleep(0.5)
+        # wait until everything sent has come through BlueZ and bleak (slower on a loaded machine)
+        count, deadline = -1, time.monotonic() + 10
+        while count != len(readings) and time.monotonic() < deadline:
+            count = len(readings)
+            await asyncio.sleep(0.5)
     finally:
         for t in tasks:
             t.cancel()
