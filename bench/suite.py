@@ -51,10 +51,20 @@ def _backlog(quick: bool) -> dict[str, Any]:
     return bench_backlog(quick)
 
 
-def _peers(quick: bool) -> dict[str, Any]:
-    from bench.peers.job import bench_peers
+def _optional(module: str, func: str, quick: bool) -> dict[str, Any]:
+    """A section whose module may not exist in this build: reported unavailable with the reason."""
+    import importlib
 
-    return bench_peers(quick)
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        return {f"{func.removeprefix('bench_')}_unavailable": f"not implemented in this build ({exc})"}
+    result: dict[str, Any] = getattr(mod, func)(quick)
+    return result
+
+
+def _peers(quick: bool) -> dict[str, Any]:
+    return _optional("bench.peers.job", "bench_peers", quick)
 
 
 def _rfid(quick: bool) -> dict[str, Any]:
@@ -78,13 +88,12 @@ def _ble(quick: bool) -> dict[str, Any]:
 def _rules(quick: bool) -> dict[str, Any]:
     from bench.rules import bench_pick_to_alert, bench_sightings
 
-    return {**bench_sightings(quick), **bench_pick_to_alert(quick)}
+    out: dict[str, Any] = {**bench_sightings(quick), **bench_pick_to_alert(quick)}
+    return out
 
 
 def _storeday(quick: bool) -> dict[str, Any]:
-    from firmware_sim.storeday import bench_storeday
-
-    return bench_storeday(quick)
+    return _optional("firmware_sim.storeday", "bench_storeday", quick)
 
 
 SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {
