@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
 
 import pytest
 
+from drivers.scanner.events import RestockFinished, RestockStarted
 from edge.config import Manifest
 from edge.errors import CommandError
 from edge.events import DeviceStatusChanged, Event, StockChanged
@@ -124,15 +123,13 @@ def test_device_fault_after_grace(demo_manifest: Manifest) -> None:
 
 
 def test_restock_events_mute_the_shelf(demo_manifest: Manifest) -> None:
-    @dataclass(frozen=True, slots=True, kw_only=True)
-    class RestockStarted(Event):
-        TYPE: ClassVar[str] = "retail.restock.started.v1"
-        shelf: str
-
     e = engine(demo_manifest)
-    e.react(RestockStarted(source="scanner-1", time=T0, shelf="shelf-a1"), T0)
+    e.react(RestockStarted(source="scanner-1", time=T0, shelf="shelf-a1", scanner="scanner-1"), T0)
     e.react(stock(1, 10, 2, T0), T0)
     assert events(e.tick(T0 + timedelta(seconds=60))) == []
+    done = RestockFinished(source="scanner-1", time=T0, shelf="shelf-a1", scanner="scanner-1", items=0, reason="end")
+    opened = events(e.react(done, T0 + timedelta(seconds=61)))
+    assert [type(x).__name__ for x in opened] == ["AlertOpened"]
 
 
 def test_reload_is_atomic_and_reports_why(demo_manifest: Manifest) -> None:
