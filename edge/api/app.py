@@ -11,13 +11,14 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from edge.api.auth import Principal, TokenStore, require
@@ -43,6 +44,30 @@ class AckBody(BaseModel):
     """Who acknowledges the alert."""
 
     by: str = Field(min_length=1, max_length=64, description="the staff member's name")
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable code and a message saying what to do."""
+
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every refusal (4xx/503) has this body."""
+
+    error: ErrorDetail
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the refusals a route can give (all share `ErrorBody`)."""
+    text = {400: "bad request", 401: "no or unknown token", 403: "the token's role may not do this",
+            404: "not found", 409: "conflict with the current state", 413: "request body too large",
+            422: "invalid request", 503: "the rules engine is not running"}
+    return {s: {"model": ErrorBody, "description": text[s]} for s in statuses}
+
+
+AlertState = Literal["open", "acknowledged", "resolved", "expired"]
 
 
 class ReloadBody(BaseModel):
@@ -159,6 +184,7 @@ def create_app(
     counters = ApiCounters()
     stop = asyncio.Event()
     app = FastAPI(
+        responses=_errors(401, 403, 413, 422),  # every route: auth, body limit, request validation
         title="Smart-store edge gateway",
         version=VERSION,
         description="Local API of one store's edge gateway: live stock, staff alerts, devices, traffic, offers.",
@@ -186,8 +212,8 @@ def create_app(
         counters.add(request.method, _route_of(app, request.scope), response.status_code)
         return response
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # also FastAPI's own (e.g. a body that is not JSON)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 503: "unavailable"}.get(
             exc.status_code, "error"
         )
@@ -239,7 +265,7 @@ def create_app(
             "items": [c.as_dict() for c in cells],
         }
 
-    @app.get("/api/v1/stock/sku/{sku}", tags=["stock"])
+    @app.get("/api/v1/stock/sku/{sku}", tags=["stock"], responses=_errors(404))
     async def stock_sku(sku: str, _: Reader) -> dict[str, Any]:
         """One SKU on every shelf, with the total."""
         cells = gw.stock.cells(sku=sku)
@@ -247,7 +273,7 @@ def create_app(
             raise CommandError("not_found", f"sku {sku!r} is on no shelf of the planogram")
         return {"sku": sku, "total": sum(c.count for c in cells), "items": [c.as_dict() for c in cells]}
 
-    @app.get("/api/v1/stock/{shelf}", tags=["stock"])
+    @app.get("/api/v1/stock/{shelf}", tags=["stock"], responses=_errors(404))
     async def stock_shelf(shelf: str, _: Reader) -> dict[str, Any]:
         """One shelf: the same payload as the retained `state/stock/{shelf}` topic."""
         if gw.manifest.shelf(shelf) is None:
@@ -255,16 +281,16 @@ def create_app(
         return gw.stock.shelf_snapshot(shelf)
 
     # ---- alerts ----
-    @app.get("/api/v1/alerts", tags=["alerts"])
+    @app.get("/api/v1/alerts", tags=["alerts"], responses=_errors(400, 503))
     async def alerts(
         _: Reader,
-        state: Annotated[str | None, Query(description="open | acknowledged | resolved | expired")] = None,
+        state: Annotated[AlertState | None, Query(description="only alerts in this state")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> dict[str, Any]:
         """Alerts, newest first."""
         return {"items": await svc().alerts(state, limit)}
 
-    @app.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"])
+    @app.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"], responses=_errors(400, 404, 409, 503))
     async def ack(alert_id: str, body: AckBody, _: Annotated[Principal, Depends(staff)]) -> dict[str, Any]:
         """Acknowledge an open alert; the acknowledged event is committed (and published) after this."""
         return dict(await svc().ack(alert_id, body.by))
@@ -289,7 +315,7 @@ def create_app(
         cfg = getattr(gw.manifest, "offers", None)
         return {"items": [offer_json(o) for o in (cfg.offers if cfg else [])]}
 
-    @app.post("/api/v1/sightings", tags=["offers"])
+    @app.post("/api/v1/sightings", tags=["offers"], responses=_errors(400, 404, 503))
     async def sightings(
         payload: Annotated[dict[str, Any], Body(examples=[{"shopper": "a1b2c3", "consent": True, "zone": "aisle-1"}])],
         _: Annotated[Principal, Depends(shopper)],
@@ -311,7 +337,7 @@ def create_app(
         )
 
     # ---- rules ----
-    @app.post("/api/v1/rules/reload", tags=["rules"])
+    @app.post("/api/v1/rules/reload", tags=["rules"], responses=_errors(400, 503))
     async def reload(_: Annotated[Principal, Depends(admin)], body: ReloadBody | None = None) -> dict[str, Any]:
         """Reload the restock rules (validated first; on error the old rules stay and the reply says why)."""
         return dict(await svc().reload(body.rules if body else None))
