@@ -46,7 +46,7 @@ def event_classes() -> list[type[Event]]:
     while stack:
         cls = stack.pop()
         stack.extend(cls.__subclasses__())
-        if cls.TYPE and not cls.__module__.startswith("tests"):
+        if cls.TYPE and cls.__module__.split(".")[0] in _PACKAGES:  # not test or benchmark load events
             seen.setdefault(cls.TYPE, cls)
     return [seen[k] for k in sorted(seen)]
 

@@ -11,8 +11,8 @@ from edge.events import Event
 
 
 def rfc3339(t: datetime) -> str:
-    """Aware UTC datetime -> RFC 3339 with a `Z`, microseconds kept."""
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Aware UTC datetime -> RFC 3339 with a `Z`, microseconds kept (events' times are validated UTC)."""
+    return t.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def envelope(event: Event, *, event_id: str, sequence: int, store_id: str) -> dict[str, Any]:

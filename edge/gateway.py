@@ -144,6 +144,8 @@ class Gateway:
         await self.supervisor.stop()
         if self.api is not None:
             await self.api.stop()
+        if self.rules is not None and hasattr(self.rules, "stop"):
+            await self.rules.stop()
         # let the pipeline drain what the devices already delivered
         for _ in range(200):
             if self.pipeline.queue.empty():

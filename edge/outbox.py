@@ -5,6 +5,10 @@ queues it with any state rows that must change with it; the committer writes eve
 transaction every `commit_interval` (group commit), resolves the submitters' futures and hands the new
 rows to the uplink. Telemetry over its disk budget is dropped oldest first inside the same transaction,
 and a `Gap` event (never dropped) announces each dropped range; drops are counted per class.
+
+Only a PUBACK ends a row's time in the queue: an acknowledged telemetry row is deleted, an acknowledged
+ledger, alert or control row is stamped `acked` and stays as the event journal until the retention
+period has passed (one write per event instead of a second copy in a journal table).
 """
 
 from __future__ import annotations
@@ -47,7 +51,6 @@ class OutRow:
 class _Batch:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     envelopes: list[dict[str, Any]] = field(default_factory=list)
-    journal: list[tuple[Any, ...]] = field(default_factory=list)
     writes: list[StateWrite] = field(default_factory=list)
     retained: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     sources: dict[str, int] = field(default_factory=dict)
@@ -91,7 +94,7 @@ class Outbox:
         telemetry_budget_bytes: int,
         commit_interval: float = 0.02,
         journal_retention_s: float = 7 * 86400,
-        max_pending: int = 20_000,
+        max_pending: int = 2_000,
         group_min: int = 1_000,
     ) -> None:
         self.db = db
@@ -112,7 +115,7 @@ class Outbox:
         self.inflight_floor: Callable[[], int] = lambda: 0  # rows at or below this seq may be in flight
         self._batch = _Batch()
         self._meta: dict[type[Event], tuple[str, str, str]] = {}
-        self._acked: list[int] = []
+        self._acked: list[OutRow] = []
         self._retained_acked: list[tuple[str, int]] = []
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -126,10 +129,10 @@ class Outbox:
 
         def load(c: sqlite3.Connection) -> tuple[list[tuple[str, int]], int, int]:
             seqs = [(str(r[0]), int(r[1])) for r in c.execute("SELECT source, last FROM sequences")]
-            depth = int(c.execute("SELECT count(*) FROM outbox").fetchone()[0])
+            depth = int(c.execute("SELECT count(*) FROM outbox WHERE acked IS NULL").fetchone()[0])
             tele = int(
-                c.execute("SELECT coalesce(sum(size),0) FROM outbox WHERE class=?", (EventClass.TELEMETRY.value,))
-                .fetchone()[0]
+                c.execute("SELECT coalesce(sum(size),0) FROM outbox WHERE class=? AND acked IS NULL",
+                          (EventClass.TELEMETRY.value,)).fetchone()[0]
             )
             return seqs, depth, tele
 
@@ -166,8 +169,6 @@ class Outbox:
             payload = dumps(ce)
             b.rows.append((eid, ev.source, seq, etype, cls, topic, payload, len(payload), now))
             b.envelopes.append(ce)
-            if cls != _TELEMETRY:
-                b.journal.append((eid, etype, ev.source, seq, ce["time"], now, payload))
             b.sources[ev.source] = seq
             counts[etype] = counts.get(etype, 0) + 1
         for etype, n in counts.items():
@@ -187,9 +188,9 @@ class Outbox:
         await self._room.wait()
 
     # ---- the uplink's side ----
-    def ack(self, seqs: Sequence[int]) -> None:
-        """The hub acknowledged these rows; they are deleted in the next transaction."""
-        self._acked.extend(seqs)
+    def ack(self, rows: Sequence[OutRow]) -> None:
+        """The hub acknowledged these rows: telemetry is deleted, the rest kept as the journal (next commit)."""
+        self._acked.extend(rows)
         self._wake.set()
 
     def ack_retained(self, topic: str, version: int) -> None:
@@ -201,7 +202,8 @@ class Outbox:
         """Committed rows after `after_seq`, in order (a backlog read from disk)."""
         rows = await self.db.read(
             lambda c: c.execute(
-                "SELECT seq, topic, payload, class FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+                "SELECT seq, topic, payload, class FROM outbox WHERE seq > ? AND acked IS NULL ORDER BY seq LIMIT ?",
+                (after_seq, limit),
             ).fetchall()
         )
         return [OutRow(int(r[0]), str(r[1]), bytes(r[2]), str(r[3])) for r in rows]
@@ -277,7 +279,7 @@ class Outbox:
         c: sqlite3.Connection,
         b: _Batch,
         *,
-        acked: list[int],
+        acked: list[OutRow],
         racked: list[tuple[str, int]],
         sweep: bool,
         floor: int,
@@ -291,12 +293,6 @@ class Outbox:
             )
             last = int(c.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()[0])
             first_seq = last - len(b.rows) + 1
-        if b.journal:
-            c.executemany(
-                "INSERT OR IGNORE INTO journal(id, type, source, sequence, time, created, payload)"
-                " VALUES (?,?,?,?,?,?,?)",
-                b.journal,
-            )
         for w in b.writes:
             _apply_write(c, w)
         if b.retained:
@@ -306,7 +302,9 @@ class Outbox:
                 [(t, p, v) for t, (p, v) in b.retained.items()],
             )
         if acked:
-            c.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in acked])
+            now = time.time()
+            c.executemany("DELETE FROM outbox WHERE seq=?", [(r.seq,) for r in acked if r.cls == _TELEMETRY])
+            c.executemany("UPDATE outbox SET acked=? WHERE seq=?", [(now, r.seq) for r in acked if r.cls != _TELEMETRY])
         if racked:
             c.executemany(
                 "UPDATE retained SET published=max(published, ?) WHERE topic=?", [(v, t) for t, v in racked]
@@ -324,7 +322,7 @@ class Outbox:
                 list(b.sources.items()),
             )
         if sweep and self.journal_retention_s >= 0:
-            c.execute("DELETE FROM journal WHERE created < ?", (time.time() - self.journal_retention_s,))
+            c.execute("DELETE FROM outbox WHERE acked < ?", (time.time() - self.journal_retention_s,))
         return first_seq, gap_rows, gap_envs, dropped
 
     def _trim(
@@ -335,7 +333,7 @@ class Outbox:
         ranges: dict[str, list[int]] = defaultdict(list)
         freed = 0
         cur = c.execute(
-            "SELECT seq, source, sequence, size FROM outbox WHERE class=? AND seq > ? ORDER BY seq",
+            "SELECT seq, source, sequence, size FROM outbox WHERE class=? AND seq > ? AND acked IS NULL ORDER BY seq",
             (EventClass.TELEMETRY.value, floor),
         )
         for seq, source, sequence, size in cur:
@@ -370,11 +368,6 @@ class Outbox:
                 "INSERT INTO outbox(id, source, sequence, type, class, topic, payload, size, created)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
                 (eid, gap.source, seq_no, gap.TYPE, gap.CLASS.value, topic, payload, len(payload), time.time()),
-            )
-            c.execute(
-                "INSERT OR IGNORE INTO journal(id, type, source, sequence, time, created, payload)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (eid, gap.TYPE, gap.source, seq_no, ce["time"], time.time(), payload),
             )
             rowid = int(c.execute("SELECT last_insert_rowid()").fetchone()[0])
             gap_rows.append(OutRow(rowid, topic, payload, gap.CLASS.value))

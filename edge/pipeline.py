@@ -39,7 +39,7 @@ class Pipeline:
         outbox: Outbox,
         clock: Clock,
         metrics: Metrics,
-        queue_size: int = 10_000,
+        queue_size: int = 1_000,
         tick_interval: float = 1.0,
     ) -> None:
         self.stock = stock
@@ -78,7 +78,7 @@ class Pipeline:
         while True:
             first = await self.queue.get()
             batch = [first]
-            while len(batch) < 2000:
+            while len(batch) < 250:
                 try:
                     batch.append(self.queue.get_nowait())
                 except asyncio.QueueEmpty:

@@ -99,4 +99,13 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX webhook_deliveries_due ON webhook_deliveries(state, next_at);
     """,
+    # 3: the journal is the outbox's acknowledged tail. A row the hub acknowledged gets `acked` (its time)
+    # instead of being copied to a second table; telemetry is deleted at once, ledger/alert/control rows
+    # stay for the retention period. One insert per event instead of two.
+    """
+    ALTER TABLE outbox ADD COLUMN acked REAL;
+    CREATE INDEX outbox_pending ON outbox(seq) WHERE acked IS NULL;
+    CREATE INDEX outbox_acked ON outbox(acked) WHERE acked IS NOT NULL;
+    DROP TABLE journal;
+    """,
 ]

@@ -213,15 +213,14 @@ class Uplink:
                 self._max_sent = max(self._max_sent, self._cursor)
                 payload = (b"[" + b",".join(r.payload for r in group) + b"]") if batch.enabled else group[0].payload
                 fut = session.publish_nowait(group[0].topic, payload)
-                seqs = [r.seq for r in group]
-                fut.add_done_callback(functools.partial(self._done, seqs=seqs, window=window))
+                fut.add_done_callback(functools.partial(self._done, rows=group, window=window))
 
-    def _done(self, fut: asyncio.Future[None], *, seqs: list[int], window: asyncio.Semaphore) -> None:
+    def _done(self, fut: asyncio.Future[None], *, rows: list[OutRow], window: asyncio.Semaphore) -> None:
         window.release()
         if fut.cancelled() or fut.exception() is not None:
             return  # the session is ending; these rows stay in the outbox and go again
-        self.outbox.ack(seqs)
-        self.metrics.inc("edge_uplink_published_total", float(len(seqs)))
+        self.outbox.ack(rows)
+        self.metrics.inc("edge_uplink_published_total", float(len(rows)))
         self.metrics.inc("edge_uplink_messages_total")
 
     # ---- retained state ----

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +39,14 @@ def ns(events: list[dict[str, Any]], source_suffix: str = "") -> list[int]:
             if str(e["source"]).endswith(source_suffix) and str(e["type"]).startswith("test.")]
 
 
+def _count(db: Path, sql: str) -> int:
+    c = sqlite3.connect(db)
+    try:
+        return int(c.execute(sql).fetchone()[0])
+    finally:
+        c.close()
+
+
 @pytest.fixture(params=["mosquitto", "nats"])
 def hub_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerProcess]:
     broker: BrokerProcess = Mosquitto(workdir=tmp_path, persistent=True) if request.param == "mosquitto" \
@@ -71,6 +80,10 @@ async def test_delivers_in_order_with_unique_ids(hub_broker: BrokerProcess, demo
         e = events[0]
         assert e["specversion"] == "1.0" and e["type"] == "test.counted.v1"
         assert e["source"] == "/stores/demo/dev-a" and str(e["time"]).endswith("Z")
+        # acknowledged ledger events stay as the journal (stamped `acked`); nothing is left pending
+        journal = await asyncio.to_thread(_count, tmp_path / "d" / "edge.db",
+                                          "SELECT count(*) FROM outbox WHERE acked IS NOT NULL AND type='test.counted.v1'")
+        assert journal == 3000
         status = [m for m in hub.snapshot() if m.topic == f"{ROOT}/status"]
         assert status and status[0].json()["state"] == "online"
     finally:
