@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from drivers.base import Driver, DriverContext
 from drivers.registry import FAMILIES, PROCESSORS, load
@@ -32,6 +32,7 @@ from edge.supervisor import Backoff, Supervisor
 from edge.uplink import Uplink
 
 log = logging.getLogger(__name__)
+P = TypeVar("P")
 
 
 class Gateway:
@@ -180,6 +181,10 @@ class Gateway:
     def add_reactor(self, reactor: Reactor) -> None:
         """Feed every event to `reactor`."""
         self.pipeline.add_reactor(reactor)
+
+    def processor(self, kind: type[P]) -> P | None:
+        """The running processor of class `kind`, if the manifest uses its family."""
+        return next((p for p in self.pipeline.processors if isinstance(p, kind)), None)
 
     def register_command(self, name: str, handler: CommandHandler) -> None:
         """Serve `cmd/{name}`."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from edge.clock import Clock
 from edge.config import Manifest
@@ -65,6 +65,7 @@ class DeviceStatus:
 
 
 CommandHandler = Callable[[Mapping[str, Any]], Awaitable[Any]]
+P = TypeVar("P")
 
 
 class GatewayView(Protocol):
@@ -88,6 +89,10 @@ class GatewayView(Protocol):
 
     def add_reactor(self, reactor: Reactor) -> None:
         """Feed every emitted event to `reactor` (a rules engine) and route its outputs like a processor's."""
+        ...
+
+    def processor(self, kind: type[P]) -> P | None:
+        """The running processor of class `kind` (e.g. the traffic processor for its live view), if any."""
         ...
 
     def register_command(self, name: str, handler: CommandHandler) -> None:

@@ -170,9 +170,9 @@ def _traffic(gw: GatewayView) -> dict[str, Any]:
         from drivers.traffic.processor import TrafficProcessor
     except ImportError:
         return {"available": False, "reason": "this build has no traffic family"}
-    for proc in getattr(getattr(gw, "pipeline", None), "processors", []):
-        if isinstance(proc, TrafficProcessor):
-            return dict(proc.view(gw.clock.now()).as_dict(), available=True)
+    proc = gw.processor(TrafficProcessor)
+    if proc is not None:
+        return dict(proc.view(gw.clock.now()).as_dict(), available=True)
     return {"available": False, "reason": "no door counter or BLE presence device is configured"}
 
 
