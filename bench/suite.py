@@ -27,6 +27,7 @@ GOALS: dict[str, tuple[str, Callable[[float, dict[str, Any]], bool]]] = {
     "peers_ours_vs_thingsboard_rate": (">= 10", lambda v, _: v >= 10),
     "peers_ours_p99_ms_at_1000": ("<= 10", lambda v, _: v <= 10),
     "peers_ours_outage_lost": ("== 0", lambda v, _: v == 0),
+    "peers_ours_rss_vs_smallest_peer": ("< 1", lambda v, _: v < 1),
     "storeday_count_accuracy_pct": (">= 99.5", lambda v, _: v >= 99.5),
     "storeday_false_alerts": ("== 0", lambda v, _: v == 0),
     "storeday_missed_alerts": ("== 0", lambda v, _: v == 0),

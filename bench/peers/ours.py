@@ -1,0 +1,129 @@
+"""Our gateway as a peer: `python -m edge run --config <manifest>` with one `shelf_mqtt` device on broker A.
+
+The manifest is the demo store plus the benchmark's shelves (four lanes each, one SKU per lane, unit
+weights from bench/peers/loadgen.py), the hub on broker B (durable outbox, batching off: one CloudEvent per
+MQTT message), restock rules with `min = threshold - 1` (so "count < threshold" is low stock), no debounce
+or cooldown, open around the clock. The local API is on (loopback) because the harness reads the
+`edge_device_readings` counter from /metrics to check that every reading was processed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.peers.loadgen import Lane
+
+REPO = Path(__file__).resolve().parents[2]
+_READINGS = re.compile(r'^edge_device_readings\{device="shelves"\} (\S+)$', re.M)
+_UPLINK = re.compile(r"^edge_uplink_connected (\S+)$", re.M)
+
+
+def sku_of(lane: Lane) -> str:
+    """The benchmark SKU held by a lane."""
+    return f"sku-{lane.shelf}-{lane.lane}"
+
+
+def manifest(a_url: str, b_url: str, lanes: list[Lane], threshold: int, data_dir: Path, api_port: int,
+             settle_s: float) -> dict[str, Any]:
+    """The manifest (as a dict) of the benchmark store."""
+    from bench.spine import manifest_dict
+
+    raw = manifest_dict(data_dir, b_url, [], api_port=api_port)
+    raw["store"]["opening_time"] = "00:00"
+    raw["store"]["closing_time"] = "23:59"
+    raw["catalog"] += [{"sku": sku_of(ln), "name": f"bench {ln.key}", "unit_weight_g": ln.unit_g,
+                        "category": "bench"} for ln in lanes]
+    shelves: dict[str, list[dict[str, Any]]] = {}
+    for ln in lanes:
+        shelves.setdefault(ln.shelf, []).append({"id": ln.lane, "sku": sku_of(ln), "capacity": 20})
+    raw["shelves"] += [{"id": s, "zone": "aisle-2", "name": f"bench {s}", "stock_source": "weight", "lanes": ls}
+                       for s, ls in shelves.items()]
+    raw["rules"]["categories"]["bench"] = {"min": threshold - 1, "debounce_s": 0, "cooldown_s": 0,
+                                           "clear_margin": 1}
+    raw["devices"] = [{"id": "shelves", "type": "shelf_mqtt", "broker_url": a_url, "topic": "shelves/+/weight",
+                       "client_id": "edge-bench-shelves",
+                       "counting": {"settle_s": settle_s, "timeout_s": 600, "stuck_after_s": 600}}]
+    return raw
+
+
+class Ours:
+    """The real daemon as a subprocess (its own RSS)."""
+
+    name = "ours"
+    one_to_one = False
+
+    def __init__(self, settle_s: float = 0.8) -> None:
+        self.settle_s = settle_s
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.workdir: Path | None = None
+        self.api_port = 0
+
+    def start(self, a_port: int, b_port: int, lanes: list[Lane], threshold: int, workdir: Path) -> None:
+        """Write the manifest and start `python -m edge run`."""
+        from edge.brokers import free_port
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.api_port = free_port()
+        m = manifest(f"mqtt://127.0.0.1:{a_port}", f"mqtt://127.0.0.1:{b_port}", lanes, threshold,
+                     workdir / "var", self.api_port, self.settle_s)
+        path = workdir / "manifest.yaml"
+        path.write_text(yaml.safe_dump(m))
+        self.workdir = workdir
+        out = (workdir / "gateway.log").open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(path)], cwd=REPO,
+                                     stdout=out, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    def _metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    def readings(self) -> int:
+        """Readings the shelf device has delivered so far (-1 when /metrics is not reachable)."""
+        with contextlib.suppress(OSError):
+            m = _READINGS.search(self._metrics())
+            return int(float(m.group(1))) if m else 0
+        return -1
+
+    def uplink_connected(self) -> bool:
+        """Is the hub connection up?"""
+        with contextlib.suppress(OSError):
+            m = _UPLINK.search(self._metrics())
+            return bool(m and float(m.group(1)) == 1.0)
+        return False
+
+    def pids(self) -> list[int]:
+        """The daemon's PID."""
+        return [self.proc.pid] if self.proc is not None and self.proc.poll() is None else []
+
+    def alive(self) -> bool:
+        """Still running?"""
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self) -> str:
+        """The end of its log."""
+        p = (self.workdir / "gateway.log") if self.workdir else None
+        return p.read_text(errors="replace")[-1500:] if p and p.exists() else ""
+
+    def stop(self) -> None:
+        """SIGTERM by PID (clean shutdown), SIGKILL after 30 s."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None

@@ -1,0 +1,245 @@
+"""ThingsBoard IoT Gateway as a peer: MQTT connector on broker A, a custom converter, SQLite storage, broker B.
+
+ThingsBoard IoT Gateway (PyPI `thingsboard-gateway`, https://thingsboard.io/docs/iot-gateway/) is installed
+by the benchmark into its own venv `bench/.cache/tb-venv`. Its MQTT connector subscribes to the shelves'
+topic on A; its JSON converter can only map fields, so the job uses a custom uplink converter, installed the
+TB-documented way (a class in the gateway's `extensions/mqtt/` folder, named by `"extension"` in the
+mapping): it computes `count = round(grams / unit)` and `alert = count < threshold` and keeps `m` (reading
+id and time). Storage is SQLite; the "ThingsBoard server" is mosquitto B, where the gateway publishes the
+device API (`v1/gateway/connect`, `v1/gateway/telemetry` packs of `{device: [{ts, values}]}`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.peers.loadgen import Lane
+
+REPO = Path(__file__).resolve().parents[2]
+VENV = REPO / "bench" / ".cache" / "tb-venv"
+PY = VENV / "bin" / "python"
+
+CONVERTER = '''"""Benchmark converter (from bench/peers/thingsboard.py): shelf weight -> count, low-stock flag."""
+from thingsboard_gateway.connectors.mqtt.mqtt_uplink_converter import MqttUplinkConverter
+from thingsboard_gateway.gateway.entities.converted_data import ConvertedData
+from thingsboard_gateway.gateway.entities.telemetry_entry import TelemetryEntry
+
+
+class PeersShelfConverter(MqttUplinkConverter):
+    def __init__(self, config, logger):
+        self._log = logger
+        self.__config = config.get("converter")
+        ext = self.__config.get("extensionConfig", {})
+        self._units = ext.get("units", {})
+        self._threshold = ext.get("threshold", 5)
+
+    @property
+    def config(self):
+        return self.__config
+
+    def convert(self, topic, body):
+        try:
+            shelf, lane, grams = body["shelf"], body["lane"], float(body["grams"])
+            unit = self._units[shelf + ":" + lane]
+        except Exception:
+            self._log.warning("not a shelf reading: %r", body)
+            return None
+        count = round(grams / unit)
+        m = str(body.get("m", ""))
+        ts = int(float(m.split(":")[1]) * 1000) if ":" in m else None
+        data = ConvertedData(device_name=shelf + "-" + lane, device_type="shelf-lane")
+        data.add_to_telemetry(TelemetryEntry({"count": count, "grams": grams, "m": m,
+                                              "alert": count < self._threshold}, ts=ts))
+        return data
+'''
+
+
+def ensure_installed(timeout: float = 900) -> str | None:
+    """Create the venv and pip-install thingsboard-gateway when missing; None when ready, else the reason."""
+    if PY.exists():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            ok = subprocess.run([str(PY), "-c", "import thingsboard_gateway"], capture_output=True, timeout=120,
+                                check=False)
+            if ok.returncode == 0:
+                return None
+    log = REPO / "bench" / ".cache" / "tb.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with log.open("ab") as f:
+            if not PY.exists():
+                subprocess.run([sys.executable, "-m", "venv", str(VENV)], stdout=f, stderr=f, timeout=300, check=True)
+            r = subprocess.run([str(PY), "-m", "pip", "install", "thingsboard-gateway"], stdout=f, stderr=f,
+                               check=False, timeout=timeout)
+    except (subprocess.SubprocessError, OSError) as exc:
+        return f"cannot install thingsboard-gateway into {VENV}: {exc}"
+    return None if r.returncode == 0 else f"pip install thingsboard-gateway failed (rc {r.returncode}, see {log})"
+
+
+def _site_packages() -> Path:
+    out = subprocess.run([str(PY), "-c", "import thingsboard_gateway, os; print(os.path.dirname("
+                          "thingsboard_gateway.__file__))"], capture_output=True, text=True, timeout=120, check=True)
+    return Path(out.stdout.strip())
+
+
+def install_converter() -> Path:
+    """Put the custom converter into the gateway's extensions/mqtt folder (where TB looks for `extension`)."""
+    path = _site_packages() / "extensions" / "mqtt" / "peers_shelf_converter.py"
+    if not path.exists() or path.read_text() != CONVERTER:
+        path.write_text(CONVERTER)
+    return path
+
+
+def configs(a_port: int, b_port: int, lanes: list[Lane], threshold: int, workdir: Path,
+            log_level: str = "WARNING") -> dict[str, Any]:
+    """tb_gateway.json, the MQTT connector and logging, as dicts (written by `ThingsBoardGateway.start`)."""
+    units = {ln.key: ln.unit_g for ln in lanes}
+    gateway = {
+        "thingsboard": {
+            "host": "127.0.0.1", "port": b_port, "remoteShell": False, "remoteConfiguration": False,
+            "latencyDebugMode": False,
+            "statistics": {"enable": False, "statsSendPeriodInSeconds": 3600, "customStatsSendPeriodInSeconds": 3600},
+            "deviceFiltering": {"enable": False},
+            "maxPayloadSizeBytes": 65536, "minPackSendDelayMS": 50, "minPackSizeToSend": 500,
+            "checkConnectorsConfigurationInSeconds": 3600, "handleDeviceRenaming": False,
+            "security": {"type": "accessToken", "accessToken": "bench-token"},
+            "qos": 1, "reportStrategy": {"type": "ON_RECEIVED"},
+            "checkingDeviceActivity": {"checkDeviceInactivity": False},
+            # no client-side rate limits (the defaults are a cloud tenant's)
+            "rateLimits": "0:0,", "dpRateLimits": "0:0,", "messagesRateLimits": "0:0,",
+            "deviceMessagesRateLimits": "0:0,", "deviceRateLimits": "0:0,", "deviceDpRateLimits": "0:0,",
+        },
+        "storage": {"type": "sqlite", "data_file_path": str(workdir / "data" / "data.db"),
+                    "messages_ttl_check_in_hours": 1, "messages_ttl_in_days": 7, "max_read_records_count": 1000},
+        "grpc": {"enabled": False},
+        "connectors": [{"type": "mqtt", "name": "shelves", "configuration": "mqtt.json"}],
+    }
+    connector = {
+        "broker": {"host": "127.0.0.1", "port": a_port, "clientId": f"tb-gw-{a_port}", "version": 4,
+                   "maxMessageNumberPerWorker": 10, "maxNumberOfWorkers": 100, "cleanSession": True,
+                   "security": {"type": "anonymous"}},
+        "mapping": [{"topicFilter": "shelves/+/weight", "subscriptionQos": 0,
+                     "converter": {"type": "custom", "extension": "PeersShelfConverter",
+                                   "extensionConfig": {"units": units, "threshold": threshold}}}],
+        "requestsMapping": {},
+    }
+    logs = {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"f": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+        "handlers": {"file": {"class": "logging.FileHandler", "filename": str(workdir / "tb.log"), "formatter": "f",
+                              "level": log_level}},
+        "loggers": {n: {"handlers": ["file"], "level": log_level, "propagate": False}
+                    for n in ("service", "connector", "converter", "tb_connection", "storage", "extension",
+                              "tb_gateway.service", "root")},
+        "root": {"level": log_level, "handlers": ["file"]},
+    }
+    return {"tb_gateway.json": gateway, "mqtt.json": connector, "logs.json": logs}
+
+
+class ServerStub:
+    """The one thing the ThingsBoard server must answer before the gateway sends data: `getSessionLimits`.
+
+    The gateway's client waits (`rate_limits_received`) for the RPC reply; this paho client on broker B
+    answers every `v1/devices/me/rpc/request/+` with no rate limits and TB's default in-flight window, and
+    keeps answering after B restarts (paho reconnects).
+    """
+
+    REPLY = {"rateLimits": {"messages": "", "telemetryMessages": "", "telemetryDataPoints": ""},
+             "maxInflightMessages": 1000, "maxPayloadSize": 65536}
+
+    def __init__(self, b_port: int) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.answered = 0
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"tb-server-stub-{b_port}")
+        self.client.on_connect = lambda c, *_a: c.subscribe("v1/devices/me/rpc/request/+", qos=1)
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 2)
+        self.client.connect("127.0.0.1", b_port)
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, _u: Any, msg: Any) -> None:
+        rid = msg.topic.rsplit("/", 1)[-1]
+        client.publish(f"v1/devices/me/rpc/response/{rid}", orjson.dumps(self.REPLY), qos=1)
+        self.answered += 1
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class ThingsBoardGateway:
+    """One `thingsboard-gateway` process with the benchmark's configuration."""
+
+    name = "thingsboard"
+    one_to_one = True
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.workdir: Path | None = None
+        self.stub: ServerStub | None = None
+
+    def start(self, a_port: int, b_port: int, lanes: list[Lane], threshold: int, workdir: Path) -> None:
+        """Write the configuration and start the gateway (cwd = its config dir, logs there)."""
+        install_converter()
+        self.stub = ServerStub(b_port)
+        conf = workdir / "config"
+        conf.mkdir(parents=True, exist_ok=True)
+        (workdir / "data").mkdir(exist_ok=True)
+        (conf / "logs").mkdir(exist_ok=True)
+        for name, body in configs(a_port, b_port, lanes, threshold, workdir,
+                                  os.environ.get("BENCH_TB_LOG", "WARNING")).items():
+            (conf / name).write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2))
+        # its update check posts to updates.thingsboard.io: send it to a closed loopback port instead
+        env = {**os.environ, "TB_GW_CONFIG_DIR": str(conf), "PYTHONUNBUFFERED": "1",
+               "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+        self.workdir = workdir
+        out = (workdir / "stdout.log").open("ab")
+        self.proc = subprocess.Popen(
+            [str(PY), "-c", "from thingsboard_gateway.tb_gateway import daemon; daemon()"],
+            cwd=conf, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def pids(self) -> list[int]:
+        """The gateway's PID."""
+        return [self.proc.pid] if self.proc is not None and self.proc.poll() is None else []
+
+    def alive(self) -> bool:
+        """Still running?"""
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self) -> str:
+        """Last lines of its output (for an 'unavailable' reason)."""
+        if self.workdir is None:
+            return ""
+        text = ""
+        for f in ("stdout.log", "tb.log"):
+            p = self.workdir / f
+            if p.exists():
+                text += p.read_text(errors="replace")[-1500:]
+        return text
+
+    def stop(self) -> None:
+        """SIGTERM by PID, SIGKILL after 10 s."""
+        if self.stub is not None:
+            self.stub.close()
+            self.stub = None
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
