@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from edge.brokers import BrokerProcess, Mosquitto, NatsMqtt
+from edge.brokers import BrokerProcess, Mosquitto, NatsMqtt, RabbitMqtt
 from edge.config import Manifest
 from edge.db import integrity_check
 from edge.gateway import Gateway
@@ -47,13 +48,22 @@ def _count(db: Path, sql: str) -> int:
         c.close()
 
 
-@pytest.fixture(params=["mosquitto", "nats"])
+@pytest.fixture(params=["mosquitto", "nats", "rabbitmq"])
 def hub_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerProcess]:
-    broker: BrokerProcess = Mosquitto(workdir=tmp_path, persistent=True) if request.param == "mosquitto" \
-        else NatsMqtt(workdir=tmp_path)
+    broker: BrokerProcess
+    if request.param == "mosquitto":
+        broker = Mosquitto(workdir=tmp_path, persistent=True)
+    elif request.param == "nats":
+        broker = NatsMqtt(workdir=tmp_path)
+    else:
+        if not RabbitMqtt.available():
+            pytest.skip("rabbitmq-server with its MQTT plugin is not installed on this machine")
+        broker = RabbitMqtt()  # its own directory under /tmp: the rabbitmq user must reach it
     broker.start()
     yield broker
     broker.stop()
+    if isinstance(broker, RabbitMqtt):
+        shutil.rmtree(broker.workdir, ignore_errors=True)
 
 
 async def _until(pred: Callable[[], bool], timeout: float = 30) -> None:
