@@ -176,7 +176,8 @@ class RabbitMqtt(BrokerProcess):
     @staticmethod
     def available() -> bool:
         """Is rabbitmq-server installed, with its MQTT plugin?"""
-        return _which("rabbitmq-server") is not None and any(Path("/usr/lib/rabbitmq/lib").glob("*/plugins/rabbitmq_mqtt*"))
+        plugins = Path("/usr/lib/rabbitmq/lib").glob("*/plugins/rabbitmq_mqtt*")
+        return _which("rabbitmq-server") is not None and any(plugins)
 
     def command(self) -> list[str]:
         """rabbitmq-server with a generated config and only the MQTT plugin enabled."""

@@ -91,8 +91,8 @@ async def test_delivers_in_order_with_unique_ids(hub_broker: BrokerProcess, demo
         assert e["specversion"] == "1.0" and e["type"] == "test.counted.v1"
         assert e["source"] == "/stores/demo/dev-a" and str(e["time"]).endswith("Z")
         # acknowledged ledger events stay as the journal (stamped `acked`); nothing is left pending
-        journal = await asyncio.to_thread(_count, tmp_path / "d" / "edge.db",
-                                          "SELECT count(*) FROM outbox WHERE acked IS NOT NULL AND type='test.counted.v1'")
+        sql = "SELECT count(*) FROM outbox WHERE acked IS NOT NULL AND type='test.counted.v1'"
+        journal = await asyncio.to_thread(_count, tmp_path / "d" / "edge.db", sql)
         assert journal == 3000
         status = [m for m in hub.snapshot() if m.topic == f"{ROOT}/status"]
         assert status and status[0].json()["state"] == "online"
