@@ -141,6 +141,11 @@ class MqttSession:
         self.messages.put_nowait(msg)
 
     # public
+    @property
+    def connected(self) -> bool:
+        """CONNACK received and no disconnect since."""
+        return self._connected.done() and not self._connected.exception() and not self.disconnected.done()
+
     async def open(self) -> None:
         """Connect (blocking socket work off the loop), start paho's thread, wait for CONNACK."""
         try:

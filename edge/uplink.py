@@ -119,6 +119,14 @@ class Uplink:
                 was_up = True
                 self.metrics.inc("edge_uplink_connects_total")
                 await self._session(session)
+            except asyncio.CancelledError:
+                # a clean stop: say so (the will only covers a gateway that vanishes)
+                if session.connected:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(
+                            session.publish(f"{self.root}/status", self._status("offline"), retain=True), 2.0
+                        )
+                raise
             except MqttSessionError as exc:
                 if was_up is not False:
                     log.warning("hub %s unreachable: %s (buffering; retrying with backoff)", self.url, exc)
