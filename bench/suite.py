@@ -31,6 +31,8 @@ GOALS: dict[str, tuple[str, Callable[[float, dict[str, Any]], bool]]] = {
     "storeday_count_accuracy_pct": (">= 99.5", lambda v, _: v >= 99.5),
     "storeday_false_alerts": ("== 0", lambda v, _: v == 0),
     "storeday_missed_alerts": ("== 0", lambda v, _: v == 0),
+    "storeday_alert_latency_max_s": ("<= debounce + 1", lambda v, f: v <= f.get("storeday_debounce_s", 0) + 1),
+    "storeday_visitors_error": ("== 0", lambda v, _: v == 0),
 }
 
 
@@ -94,7 +96,7 @@ def _rules(quick: bool) -> dict[str, Any]:
 
 
 def _storeday(quick: bool) -> dict[str, Any]:
-    return _optional("firmware_sim.storeday", "bench_storeday", quick)
+    return _optional("bench.storeday", "bench_storeday", quick)
 
 
 SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {
