@@ -209,7 +209,8 @@ class RulesEngine:
                 self._queued.append((event, now))
             return []
         if isinstance(event, StockChanged):
-            return self._restock(StockSeen(event.shelf, event.sku, event.count, event.delta, event.origin), now)
+            seen = StockSeen(event.shelf, event.sku, event.count, event.delta, event.origin, at=event.time)
+            return self._restock(seen, now)
         if isinstance(event, DeviceStatusChanged):
             self.count("edge_rules_evaluations_total", rule="faults")
             self.faults, actions = step_faults(

@@ -309,6 +309,7 @@ class StockSeen:
     count: int
     delta: int = 0
     origin: str = "count"
+    at: datetime | None = None  # when the count became true (the event's time); debounce counts from it
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +345,9 @@ def step(rules: RuleSet, state: RestockState, inp: Input, now: datetime) -> tupl
     muted = {s: t for s, t in state.muted.items() if t > now}
     actions: list[Action] = []
     touched: list[tuple[str, str]] = []
+    since_hint: datetime | None = None
     if isinstance(inp, StockSeen):
+        since_hint = inp.at if inp.at is not None and inp.at < now else None
         key = (inp.shelf, inp.sku)
         rule = rules.cells.get(key)
         if rule is None:
@@ -374,14 +377,14 @@ def step(rules: RuleSet, state: RestockState, inp: Input, now: datetime) -> tupl
         cell = cells[key]
         if rule is None or cell.count is None:
             continue
-        new, acts = _evaluate(rules, rule, cell, key[0] in muted, now)
+        new, acts = _evaluate(rules, rule, cell, key[0] in muted, now, since_hint=since_hint)
         cells[key] = new
         actions += acts
     return RestockState(cells, muted), actions
 
 
 def _evaluate(
-    rules: RuleSet, rule: CellRule, cell: CellState, muted: bool, now: datetime
+    rules: RuleSet, rule: CellRule, cell: CellState, muted: bool, now: datetime, *, since_hint: datetime | None = None
 ) -> tuple[CellState, list[Action]]:
     assert cell.count is not None
     count = cell.count
@@ -389,8 +392,8 @@ def _evaluate(
     low_at = effective_min(rule, per_day)
     may_raise = rule.enabled and not muted and rules.allows_alerts(now)
     actions: list[Action] = []
-    out, ev_out = _watch(cell.out, count, 0, 1, rule, may_raise, now)
-    low, ev_low = _watch(cell.low, count, low_at, low_at + rule.clear_margin, rule, may_raise, now)
+    out, ev_out = _watch(cell.out, count, 0, 1, rule, may_raise, now, since_hint)
+    low, ev_low = _watch(cell.low, count, low_at, low_at + rule.clear_margin, rule, may_raise, now, since_hint)
     for kind, ev, threshold in ((OUT_OF_STOCK, ev_out, 0), (LOW_STOCK, ev_low, low_at)):
         if ev == "raise":
             qty = restock_quantity(rule, count)
@@ -417,7 +420,8 @@ def _evaluate(
 
 
 def _watch(  # noqa: PLR0917 - one condition's inputs, all positional on purpose
-    w: Watch, count: int, threshold: int, clear_at: int, rule: CellRule, may_raise: bool, now: datetime
+    w: Watch, count: int, threshold: int, clear_at: int, rule: CellRule, may_raise: bool, now: datetime,
+    since_hint: datetime | None = None,
 ) -> tuple[Watch, str | None]:
     if w.phase == "active":
         if count >= clear_at:
@@ -425,7 +429,7 @@ def _watch(  # noqa: PLR0917 - one condition's inputs, all positional on purpose
         return w, None
     if count > threshold:
         return Watch("ok", None, w.last_raised), None
-    since = w.since if w.phase == "pending" and w.since is not None else now
+    since = w.since if w.phase == "pending" and w.since is not None else (since_hint or now)
     held = (now - since).total_seconds() >= rule.debounce_s
     cooled = w.last_raised is None or (now - w.last_raised).total_seconds() >= rule.cooldown_s
     if held and cooled and may_raise:

@@ -36,6 +36,7 @@ class Decision:
     grams: float = 0.0  # settled net grams (count, unknown) or last good gross grams (fault)
     residual_units: float = 0.0
     code: str = ""  # fault code: "nan" | "stuck" | "timeout" | "crc" | device codes
+    since: float | None = None  # a new count: when the weight reached it (start of the stable window)
 
 
 class LaneEngine:
@@ -212,7 +213,7 @@ class LaneEngine:
         self._unknown_reported = False
         if n != self.count:
             self.count = n
-            return Decision(COUNT, n, net, residual)
+            return Decision(COUNT, n, net, residual, since=self._t[0])
         # same count, quiet shelf: a small residual is drift, fold it slowly into the tare
         if abs(residual) <= p.drift_max_units and dt > 0:
             self.tare += residual * self.unit * min(1.0, dt / p.drift_tau_s)

@@ -8,7 +8,7 @@ the same SKU on one shelf are summed into one shelf x SKU count, reported once a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from drivers.base import Reading
 from drivers.shelf.config import CountingConfig, LaneMap, ShelfConfigBase
@@ -122,6 +122,10 @@ class ShelfProcessor:
 
     def _outputs(self, lane: _Lane, d: Decision, when: datetime) -> list[Output]:
         if d.kind == COUNT and d.count is not None:
+            # the count became true when the weight settled on it, not when the window had proved it
+            # stable: stamping that time keeps rules' debounce from adding the settle window again
+            if d.since is not None:
+                when = min(when, _EPOCH + timedelta(seconds=d.since))
             out: list[Output] = [
                 ShelfCountChanged(
                     source=lane.device,

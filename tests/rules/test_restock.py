@@ -290,3 +290,23 @@ def test_fuzz_alerts_alternate_and_respect_thresholds(ops: list[tuple[float, Inp
             else:
                 assert active.get(key), "cleared without a raise"
                 active[key] = False
+
+
+def test_debounce_counts_from_when_the_stock_went_low(demo_manifest: Manifest) -> None:
+    # A weight shelf reports a count once its settle window has proved it, stamped with the time the
+    # weight reached it: the debounce runs from that time, not from when the rule heard of it.
+    rs = compile_rules(demo_manifest, BODY)
+    state, _ = step(rs, RestockState(), seen(10), T0)
+    went_low = T0 + timedelta(seconds=100)
+    heard = went_low + timedelta(seconds=0.8)
+    state, actions = step(rs, state, StockSeen(S[0], S[1], 3, -7, "weight", at=went_low), heard)
+    assert actions == []
+    state, actions = step(rs, state, Tick(), went_low + timedelta(seconds=29.9))
+    assert actions == []
+    _, actions = step(rs, state, Tick(), went_low + timedelta(seconds=30))
+    assert [type(a).__name__ for a in actions] == ["AlertRaise"]
+    # a time from the future (a wrong clock) is not believed: the debounce then runs from now
+    state, _ = step(rs, RestockState(), seen(10), T0)
+    state, _ = step(rs, state, StockSeen(S[0], S[1], 3, -7, "weight", at=T0 + timedelta(hours=1)), T0)
+    _, actions = step(rs, state, Tick(), T0 + timedelta(seconds=29))
+    assert actions == []

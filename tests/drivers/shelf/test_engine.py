@@ -219,3 +219,23 @@ def test_long_run_keeps_sums_exact() -> None:
 def test_rejects_bad_unit_weight() -> None:
     with pytest.raises(ValueError):
         LaneEngine(0.0)
+
+
+def test_new_count_is_stamped_when_the_weight_settled() -> None:
+    # 12 items, then a pick at t=10 s: the new count is proved after the settle window, but it became true
+    # when the weight reached it (the window's first sample), which is what the count event carries.
+    rng = random.Random(5)
+    eng = LaneEngine(UNIT, TARE, CountingConfig())
+    decisions = []
+    t = 0.0
+    while t < 20.0:
+        grams = TARE + (12 if t < 10.0 else 11) * UNIT + rng.gauss(0, 1.5)
+        d = eng.feed(t, grams)
+        if d is not None and d.kind == COUNT:
+            decisions.append((t, d))
+        t += 1 / 80
+    (_t12, d12), (t11, d11) = decisions
+    assert (d12.count, d11.count) == (12, 11)
+    assert d11.since is not None
+    assert 10.0 <= d11.since < t11  # the pick's time, before the engine could be sure of it
+    assert t11 - d11.since == pytest.approx(CountingConfig().settle_s, abs=0.05)
