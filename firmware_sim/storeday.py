@@ -237,10 +237,10 @@ class StoreDay:
     async def run(self) -> dict[str, Any]:
         """Start everything, play the day, check, stop."""
         from firmware_sim.ble import BleSimPart
+        from firmware_sim.hub import HubRecorder
         from firmware_sim.rfid.simpart import RfidSimPart
         from firmware_sim.scanner import ScannerSimPart
         from firmware_sim.shelf import ShelfSimPart
-        from tests.hub import HubRecorder
 
         cfg, wd = self.cfg, self.workdir
         for d in ("hub", "local", "sim", "var"):

@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 
 from edge.asyncapi import render
 from edge.brokers import Mosquitto
-from tests.hub import HubProcess
+from firmware_sim.hub import HubProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "asyncapi.yaml"

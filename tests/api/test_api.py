@@ -17,8 +17,8 @@ import pytest
 from edge.brokers import Mosquitto
 from edge.gateway import Gateway
 from edge.processing import StockUpdate
+from firmware_sim.hub import HubRecorder
 from tests.api.conftest import TOKENS, UUID, Running, manifest_for_tests, wait_for
-from tests.hub import HubRecorder
 
 ROOT = "retail/v1/demo"
 

@@ -11,8 +11,8 @@ import pytest
 from playwright.async_api import async_playwright
 
 from edge.brokers import Mosquitto
+from firmware_sim.hub import HubRecorder
 from tests.api.conftest import TOKENS, Running
-from tests.hub import HubRecorder
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bench.spine import GatewayProc, manifest_dict
 from edge.brokers import Mosquitto
-from tests.hub import HubRecorder
+from firmware_sim.hub import HubRecorder
 
 STATUS = "retail/v1/demo/status"
 

@@ -17,8 +17,8 @@ from edge.brokers import BrokerProcess, Mosquitto, NatsMqtt, RabbitMqtt
 from edge.config import Manifest
 from edge.db import integrity_check
 from edge.gateway import Gateway
+from firmware_sim.hub import HubProcess, HubRecorder
 from tests.edge.fakes import CountingDriver, CountingProcessor, stock_update
-from tests.hub import HubProcess, HubRecorder
 
 ROOT = "retail/v1/demo"
 

@@ -24,7 +24,7 @@ from edge.clock import SystemClock
 from edge.config import Manifest
 from edge.db import integrity_check
 from edge.gateway import Gateway
-from tests.hub import HubProcess
+from firmware_sim.hub import HubProcess
 
 ROOT = "retail/v1/demo"
 pytestmark = pytest.mark.timeout(120)

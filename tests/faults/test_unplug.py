@@ -27,9 +27,9 @@ from edge.config import parse_manifest
 from edge.db import integrity_check
 from edge.gateway import Gateway
 from edge.supervisor import Backoff
+from firmware_sim.hub import HubProcess
 from firmware_sim.world import World, demo_manifest_text
 from tests.faults.test_faults import assert_contiguous
-from tests.hub import HubProcess
 
 ROOT = "retail/v1/demo"
 pytestmark = pytest.mark.timeout(90)

@@ -1,4 +1,4 @@
-"""A stand-in for the cloud inventory hub in tests: a real paho subscriber that records what arrives."""
+"""The cloud hub's side of the uplink wire, for tests and benchmarks: subscribers that record what arrives."""
 
 from __future__ import annotations
 
