@@ -27,6 +27,11 @@ class SmoothingConfig(StrictModel):
     zone_stale_s: float = Field(
         default=5.0, gt=0, description="a read point that has not read the tag for this long no longer competes"
     )
+    min_rssi_dbm: float | None = Field(
+        default=None, le=0, ge=-127,
+        description="reads weaker than this are ignored (items carried past, the next aisle's shelf); "
+        "set it from a site survey, e.g. -72; unset: every read counts",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> SmoothingConfig:

@@ -32,7 +32,7 @@ def params_of(cfg: RfidConfigBase) -> Params:
     """The engine's plain parameters from a reader's config section."""
     s = cfg.smoothing
     return Params(s.present_after_reads, s.present_after_s, s.lost_timeout_s, s.rssi_alpha, s.move_margin_db,
-                  s.move_hold_s, s.zone_stale_s)  # fmt: skip
+                  s.move_hold_s, s.zone_stale_s, s.min_rssi_dbm)  # fmt: skip
 
 
 class RfidProcessor:
@@ -63,6 +63,9 @@ class RfidProcessor:
                     if lane.sku in skus:
                         self.cells.setdefault((shelf.zone, gtin), (shelf.id, lane.sku))
         self.emitted: dict[tuple[str, str], int] = {}
+        # zone x GTIN -> earliest time (UNIX s) a change of the cell really happened since its last update:
+        # a departed item left when it was last read, not when the lost-timeout declared it gone
+        self.changed_at: dict[tuple[str, str], float] = {}
         self.cell_source: dict[tuple[str, str], str] = {}
         self.unmapped = 0  # reads from antennas mapped to no zone
 
@@ -91,7 +94,9 @@ class RfidProcessor:
                 continue
             self.emitted[cell] = n
             shelf, sku = target
-            out.append(StockUpdate(shelf=shelf, sku=sku, time=now, origin="rfid",
+            at = self.changed_at.pop(cell, None)
+            when = min(now, utc(at)) if at is not None else now
+            out.append(StockUpdate(shelf=shelf, sku=sku, time=when, origin="rfid",
                                    source=self.cell_source.get(cell, "rfid"), count=n,
                                    reason=f"{n} tag(s) of GTIN {cell[1]} present in zone {cell[0]}"))  # fmt: skip
         return out
@@ -105,6 +110,9 @@ class RfidProcessor:
             ev: Event
             if tag.gtin is not None:
                 self.cell_source[(ch.zone, tag.gtin)] = src
+                happened = tag.last if ch.kind == "departed" else now.timestamp()
+                cell = (ch.zone, tag.gtin)
+                self.changed_at[cell] = min(self.changed_at.get(cell, happened), happened)
             if ch.kind == "arrived":
                 ev = TagArrived(source=src, time=now, subject=ch.zone, epc=tag.epc, epc_uri=tag.key, gtin=tag.gtin,
                                 zone=ch.zone, rssi_dbm=round(tag.rssi, 1))  # fmt: skip

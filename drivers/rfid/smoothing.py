@@ -38,6 +38,7 @@ class Params:
     move_margin_db: float = 4.0
     move_hold_s: float = 3.0
     zone_stale_s: float = 5.0
+    min_rssi_dbm: float | None = None
 
 
 class Tag:
@@ -108,6 +109,7 @@ class SmoothingEngine:
         self.counts: dict[tuple[str, str], int] = {}
         self.dirty: set[tuple[str, str]] = set()
         self._heap: list[tuple[float, str]] = []
+        self.weak = 0  # reads ignored as weaker than the reader's min_rssi_dbm
         self._intern: dict[str, str] = {}
 
     def __len__(self) -> int:
@@ -117,6 +119,9 @@ class SmoothingEngine:
         self, epc: str, zone: str, rssi: float | None, now: float, reader: str, p: Params
     ) -> list[Change]:
         """Account one read of `epc` at read point `zone`; return the changes it causes (usually none)."""
+        if p.min_rssi_dbm is not None and rssi is not None and rssi < p.min_rssi_dbm:
+            self.weak += 1
+            return []
         tag = self.tags.get(epc)
         if tag is None:
             d = decode_epc(epc)

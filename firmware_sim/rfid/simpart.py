@@ -30,7 +30,8 @@ class RfidSimPart:
             self.llrp = LlrpReaderSim(Population(world, llrp_ants, seed=21), clock=world.clock)
             port = await self.llrp.start()
             sections.append({"id": "rfid-llrp-1", "type": "llrp", "name": "Apparel LLRP reader",
-                             "host": "127.0.0.1", "port": port, "antennas": llrp_ants, "epcis": True})  # fmt: skip
+                             "host": "127.0.0.1", "port": port, "antennas": llrp_ants, "epcis": True,
+                             "smoothing": {"min_rssi_dbm": -72}})  # fmt: skip
         zebra_ants = {a: z for a, z in {1: "aisle-1", 2: "aisle-2"}.items() if z in zones}
         if local_broker_url and zebra_ants:
             topic = "zebra/fx9600-demo/data"
@@ -38,7 +39,8 @@ class RfidSimPart:
                                       clock=world.clock)  # fmt: skip
             await self.zebra.start()
             sections.append({"id": "rfid-zebra-1", "type": "zebra_iotc", "name": "Aisles Zebra FX9600",
-                             "broker_url": local_broker_url, "topic": topic, "antennas": zebra_ants})  # fmt: skip
+                             "broker_url": local_broker_url, "topic": topic, "antennas": zebra_ants,
+                             "smoothing": {"min_rssi_dbm": -72}})  # fmt: skip
         return sections
 
     async def stop(self) -> None:

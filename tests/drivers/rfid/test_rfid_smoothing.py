@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -207,3 +208,25 @@ def test_processor_epcis_events(demo_manifest: Manifest) -> None:
     assert "bizLocation" not in docs[1].document
     assert docs[0].event_id != docs[1].event_id
     assert docs[0].TOPIC == "events/epcis"
+
+
+def test_weak_reads_below_min_rssi_do_not_keep_a_tag_present() -> None:
+    # An item taken off the rack is still read now and then, faintly, in the shopper's hand (-78 dBm):
+    # with the reader's min_rssi_dbm those reads do not refresh its lost-timeout.
+    strong, faint = [("apparel", -55.0)], [("apparel", -78.0)]
+    pattern = [strong] * 5 + [faint if t % 3 == 0 else [] for t in range(30)]
+    kept = [c.kind for _, c in run(pattern)]
+    assert kept == ["arrived"]  # without a floor the faint reads hold it present all along
+    filtered = run(pattern, p=replace(P, min_rssi_dbm=-72.0))
+    assert [(t, c.kind) for t, c in filtered] == [(1.0, "arrived"), (14.0, "departed")]
+
+
+def test_departure_stock_update_is_stamped_with_the_last_read(demo_manifest: Manifest) -> None:
+    t0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+    epcs = [sgtin96_hex("0614141", "812345", s) for s in range(3)]
+    proc = RfidProcessor(manifest_with(demo_manifest), ManualClock(t0))
+    drive(proc, t0, 20, epcs, [0])
+    out = proc.tick(t0 + timedelta(seconds=40))  # declared gone at 40 s, last read at 19 s
+    (stock,) = [o for o in out if isinstance(o, StockUpdate)]
+    assert stock.count == 0
+    assert stock.time == t0 + timedelta(seconds=19)  # the rules' debounce runs from when they left
