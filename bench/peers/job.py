@@ -334,7 +334,9 @@ class System:
                 logs.setdefault(int(li), []).append(float(ts))
         key_to_li = {ln.key: i for i, ln in enumerate(self.lanes)}
         out = []
-        for key, evs in self.arr.stock.items():
+        # the lane count telemetry carries the time the gateway received the reading that decided the count
+        # (the StockChanged is stamped earlier: when the weight reached the count), so it is the one timed here
+        for key, evs in self.arr.telemetry.items():
             tss = sorted(logs.get(key_to_li.get(key, -1), []))
             for _c, t_ev, recv in evs:
                 if not (first <= t_ev <= last + 1) or not tss:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import ClassVar
 
 from edge.events import Event, EventClass
@@ -67,3 +68,4 @@ class ShelfCountChanged(Event):
     count: int
     net_g: float
     residual_units: float
+    settled_at: datetime | None = None  # when the weight reached this count (the event time is when it was proved)

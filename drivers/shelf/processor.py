@@ -122,14 +122,15 @@ class ShelfProcessor:
 
     def _outputs(self, lane: _Lane, d: Decision, when: datetime) -> list[Output]:
         if d.kind == COUNT and d.count is not None:
-            # the count became true when the weight settled on it, not when the window had proved it
-            # stable: stamping that time keeps rules' debounce from adding the settle window again
-            if d.since is not None:
-                when = min(when, _EPOCH + timedelta(seconds=d.since))
+            # The count became true when the weight settled on it, not when the window had proved it stable:
+            # the stock change is stamped with that time (so rules' debounce does not add the settle window
+            # again); the lane's telemetry keeps the time of the reading that decided it, and both.
+            settled = min(when, _EPOCH + timedelta(seconds=d.since)) if d.since is not None else when
             out: list[Output] = [
                 ShelfCountChanged(
                     source=lane.device,
                     time=when,
+                    settled_at=settled,
                     subject=lane.shelf,
                     shelf=lane.shelf,
                     lane=lane.lane,
@@ -147,7 +148,7 @@ class ShelfProcessor:
                     StockUpdate(
                         shelf=lane.shelf,
                         sku=lane.sku,
-                        time=when,
+                        time=settled,
                         origin="weight",
                         source=lane.device,
                         count=sum(counts.values()),
