@@ -103,7 +103,10 @@ class StorageConfig(StrictModel):
     data_dir: Path = Path("./var")
     budgets: BudgetConfig = BudgetConfig()
     journal_retention_days: float = Field(default=7, ge=0)
-    commit_interval_ms: float = Field(default=20, ge=0, le=1000)
+    commit_interval_ms: float = Field(
+        default=5, ge=0, le=1000,
+        description="group commit: a small batch waits this long for company (latency vs fsyncs per event)",
+    )
 
 
 class TokenConfig(StrictModel):
