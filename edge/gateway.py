@@ -122,6 +122,7 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
         self._tasks.append(asyncio.create_task(self.pipeline.run(), name="pipeline"))
         self._tasks.append(asyncio.create_task(self.pipeline.run_ticks(), name="ticks"))
+        self._tasks.append(asyncio.create_task(self.pipeline.run_deadlines(), name="deadlines"))
         if self.install_rules:
             import rules  # the rules package wires itself into the gateway through GatewayView
 
@@ -157,7 +158,7 @@ class Gateway:
             if self.pipeline.queue.empty():
                 break
             await asyncio.sleep(0.01)
-        uplink_pipeline = [t for t in self._tasks if t.get_name() in {"uplink", "pipeline", "ticks"}]
+        uplink_pipeline = [t for t in self._tasks if t.get_name() in {"uplink", "pipeline", "ticks", "deadlines"}]
         for t in uplink_pipeline:
             t.cancel()
         await asyncio.gather(*uplink_pipeline, return_exceptions=True)

@@ -51,6 +51,7 @@ class Pipeline:
         self._by_type: dict[type[Reading], list[Processor]] = {}
         self.reactors: list[Reactor] = []
         self.tick_interval = tick_interval
+        self._deadline_changed = asyncio.Event()
         self._limiter = LogLimiter(60.0)
 
     def add_processor(self, processor: Processor) -> None:
@@ -103,6 +104,39 @@ class Pipeline:
             await self.clock.sleep(self.tick_interval)
             self.tick(self.clock.now())
 
+    def next_deadline(self) -> datetime | None:
+        """The earliest moment a reactor asked to be ticked (a restock debounce expiring), if any."""
+        times = [t for r in self.reactors if (t := getattr(r, "next_deadline", lambda: None)()) is not None]
+        return min(times) if times else None
+
+    async def run_deadlines(self) -> None:
+        """Tick the reactors at the moment a deadline of theirs falls, not at the next periodic tick: a
+        low-stock alert fires when its debounce ends, not up to a tick later."""
+        handled: datetime | None = None
+        while True:
+            self._deadline_changed.clear()
+            due = self.next_deadline()
+            if due is not None and handled is not None and due <= handled:
+                due = None  # still pending after its tick (muted, quiet hours, cooldown): periodic ticks go on
+            if due is None:
+                await self._deadline_changed.wait()
+                continue
+            delay = (due - self.clock.now()).total_seconds()
+            if delay > 0:
+                sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+                changed = asyncio.ensure_future(self._deadline_changed.wait())
+                done, pending = await asyncio.wait({sleeper, changed}, return_when=asyncio.FIRST_COMPLETED)
+                for f in pending:
+                    f.cancel()
+                if sleeper not in done:
+                    continue  # an earlier deadline may have appeared
+            now = self.clock.now()
+            handled = due
+            outputs: list[object] = []
+            for reactor in self.reactors:
+                outputs.extend(reactor.tick(now))
+            self.route(outputs, now)
+
     def tick(self, now: datetime) -> None:
         """One tick now (tests call it directly)."""
         outputs: list[object] = []
@@ -120,6 +154,8 @@ class Pipeline:
     def route(self, outputs: Iterable[object], now: datetime, depth: int = 0) -> None:
         """Apply stock updates, run reactors, and submit events and state writes to the outbox."""
         events, writes, retained = self._collect(outputs, now, depth)
+        if events and self.reactors:
+            self._deadline_changed.set()
         if events or writes or retained:
             self.outbox.submit(events, writes, retained)
 

@@ -41,7 +41,18 @@ from rules.offers import (
     parse_sighting,
     purge,
 )
-from rules.restock import Mute, RestockState, Restore, RulesError, RuleSet, StockSeen, Tick, compile_rules, step
+from rules.restock import (
+    Mute,
+    RestockState,
+    Restore,
+    RulesError,
+    RuleSet,
+    StockSeen,
+    Tick,
+    compile_rules,
+    debounce_deadlines,
+    step,
+)
 from rules.webhooks import delivery_rows
 
 RESTOCK_STARTED = "retail.restock.started.v1"
@@ -120,6 +131,7 @@ class RulesEngine:
         self.digest = ""
         self.ready = False
         self._queued: list[tuple[Event, datetime]] = []
+        self._deadlines: dict[tuple[str, str], datetime] = {}  # cell -> when its debounce expires
         self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
     # ---- counters ----
@@ -278,7 +290,17 @@ class RulesEngine:
     def _restock(self, inp: StockSeen | Mute | Tick, now: datetime) -> list[object]:
         self.count("edge_rules_evaluations_total", rule="restock")
         self.restock, actions = step(self.ruleset, self.restock, inp, now)
+        if isinstance(inp, StockSeen):
+            key = (inp.shelf, inp.sku)
+            self._deadlines.pop(key, None)
+            self._deadlines.update(debounce_deadlines(self.ruleset, self.restock, [key]))
+        else:
+            self._deadlines = debounce_deadlines(self.ruleset, self.restock, self.restock.cells)
         return self._alerts(actions, now)
+
+    def next_deadline(self) -> datetime | None:
+        """The earliest moment a debouncing cell will be due to alert (the pipeline ticks the rules then)."""
+        return min(self._deadlines.values()) if self._deadlines else None
 
     def _alerts(self, actions: Sequence[Action], now: datetime) -> list[object]:
         out: list[object] = []

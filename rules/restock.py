@@ -17,7 +17,7 @@ previous alert of that cell. Clearing is never suppressed. Settings inherit defa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -435,3 +435,18 @@ def _watch(  # noqa: PLR0917 - one condition's inputs, all positional on purpose
     if held and cooled and may_raise:
         return Watch("active", since, now), "raise"
     return Watch("pending", since, w.last_raised), None
+
+
+def debounce_deadlines(
+    rules: RuleSet, state: RestockState, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], datetime]:
+    """When each of these cells' pending (debouncing) condition will have held long enough to alert."""
+    out: dict[tuple[str, str], datetime] = {}
+    for key in keys:
+        cell, rule = state.cells.get(key), rules.cells.get(key)
+        if cell is None or rule is None:
+            continue
+        times = [w.since for w in (cell.low, cell.out) if w.phase == "pending" and w.since is not None]
+        if times:
+            out[key] = min(times) + timedelta(seconds=rule.debounce_s)
+    return out
