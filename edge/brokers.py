@@ -6,6 +6,7 @@ kill and restart the "cloud" broker). Every process is tracked by PID and stoppe
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import shutil
@@ -34,7 +35,7 @@ def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
-class BrokerProcess:
+class BrokerProcess(abc.ABC):
     """A broker child process on a fixed loopback port that can be killed and started again."""
 
     kind = "broker"
@@ -50,9 +51,9 @@ class BrokerProcess:
         """mqtt://127.0.0.1:PORT."""
         return f"mqtt://127.0.0.1:{self.port}"
 
+    @abc.abstractmethod
     def command(self) -> list[str]:
         """The argv that starts the broker."""
-        raise NotImplementedError  # pragma: no cover - every concrete broker overrides it
 
     def start(self, timeout: float = 15.0) -> BrokerProcess:
         """Start the process and wait until its MQTT port accepts connections."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -168,7 +167,6 @@ async def test_local_broker_killed_zebra_and_mqtt_shelf(mosquitto: Mosquitto, tm
         local.stop()
 
 
-@pytest.mark.skipif(shutil.which("dbus-daemon") is None, reason="dbus-daemon is a test prerequisite")
 async def test_bluez_gone_and_back(mosquitto: Mosquitto, tmp_path: Path) -> None:
     from firmware_sim.ble import BleStore, PrivateBluez, SimBeacon, random_address
 

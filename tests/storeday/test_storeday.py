@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.brokers import Mosquitto
 from firmware_sim.storeday import StoreDayConfig, run_storeday
 
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.mark.skipif(not Mosquitto.available(), reason="mosquitto is a test prerequisite (bootstrap installs it)")
 async def test_short_store_day_meets_the_goals(tmp_path: Path) -> None:
     cfg = StoreDayConfig(sim_s=150.0, outage_at_s=60.0, outage_s=30.0, seed=11)
     got = await run_storeday(cfg, tmp_path)

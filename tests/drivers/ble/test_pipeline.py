@@ -7,10 +7,11 @@ payload or in any log record.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -77,11 +78,14 @@ async def test_pipeline_presence_beacons_and_privacy(bluez: PrivateBluez, tmp_pa
                                          address="C0:00:00:00:BA:01", major=9, minor=1))
         phones = [await store.add_phone("entrance") for _ in range(3)]
         addresses = {p.address for p in phones}
+        clock = SystemClock()
+        marks: list[tuple[datetime, float]] = []  # (real time a step began, its simulated second)
         for i in range(16):
             if i == 5:
                 phones[0].zone = "aisle-1"
             if i == 10:
                 beacon.battery_mv = 3100.0  # battery replaced
+            marks.append((clock.now(), store.t + 1.0))
             await store.step(1.0)
             addresses |= {p.address for p in store.phones}  # they rotate every 8 s
         # wait until everything sent has come through BlueZ and bleak (slower on a loaded machine)
@@ -99,16 +103,19 @@ async def test_pipeline_presence_beacons_and_privacy(bluez: PrivateBluez, tmp_pa
     assert len(adverts) > 100
     assert {a.address for a in adverts} >= addresses  # the scanners really saw the rotating phones
 
-    # replay through the processor in compressed time: one advert per 0.2 s of processor time
+    # replay through the processor at simulated time: each advert at the simulated second of the step that
+    # sent it (the steps ran faster than real time; how fast depends on the machine's load, the sim time not)
     proc = TrafficProcessor(m, SystemClock())
-    t0 = adverts[0].time
+    t0 = marks[0][0]
+    starts = [real for real, _ in marks]
     events: list[Event] = []
     for i, a in enumerate(adverts):
-        now = t0 + timedelta(seconds=i * 0.2)
+        k = max(0, bisect.bisect_right(starts, a.time) - 1)
+        now = t0 + timedelta(seconds=marks[k][1])
         events += [e for e in proc.feed(a, now) if isinstance(e, Event)]
         if i % 5 == 0:
             events += [e for e in proc.tick(now) if isinstance(e, Event)]
-    end = t0 + timedelta(seconds=len(adverts) * 0.2)
+    end = t0 + timedelta(seconds=marks[-1][1] + 1)
     for s in range(0, 3700, 5):  # an hour of silence: exits, silence alert, interval and hour closes
         events += [e for e in proc.tick(end + timedelta(seconds=s)) if isinstance(e, Event)]
 
