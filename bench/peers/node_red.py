@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 import orjson
 
 from bench.peers.loadgen import Lane
+from bench.peers.proc import PeerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = REPO / "bench" / ".cache" / "node-red"
@@ -96,15 +96,14 @@ def settings(user_dir: Path, ui_port: int) -> str:
     )
 
 
-class NodeRed:
+class NodeRed(PeerProcess):
     """One Node-RED process running the benchmark flow."""
 
     name = "nodered"
     one_to_one = True
 
     def __init__(self) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.workdir: Path | None = None
+        super().__init__()
 
     def start(self, a_port: int, b_port: int, lanes: list[Lane], threshold: int, workdir: Path) -> None:
         """Write flows.json and settings.js into a fresh userDir and start `node red.js`."""
@@ -120,29 +119,3 @@ class NodeRed:
              str(workdir / "settings.js"), str(workdir / "flows.json")],
             cwd=workdir, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "NODE_ENV": "production"},
         )
-
-    def pids(self) -> list[int]:
-        """Node-RED's PID."""
-        return [self.proc.pid] if self.proc is not None and self.proc.poll() is None else []
-
-    def alive(self) -> bool:
-        """Still running?"""
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self) -> str:
-        """The end of its output."""
-        p = (self.workdir / "stdout.log") if self.workdir else None
-        return p.read_text(errors="replace")[-1500:] if p and p.exists() else ""
-
-    def stop(self) -> None:
-        """SIGTERM by PID, SIGKILL after 10 s."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -22,6 +21,7 @@ from typing import Any
 import yaml
 
 from bench.peers.loadgen import Lane
+from bench.peers.proc import PeerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 _READINGS = re.compile(r'^edge_device_readings\{device="shelves"\} (\S+)$', re.M)
@@ -56,16 +56,18 @@ def manifest(a_url: str, b_url: str, lanes: list[Lane], threshold: int, data_dir
     return raw
 
 
-class Ours:
+class Ours(PeerProcess):
     """The real daemon as a subprocess (its own RSS)."""
+
+    log_name = "gateway.log"
+    stop_timeout_s = 30.0
 
     name = "ours"
     one_to_one = False
 
     def __init__(self, settle_s: float = 0.8) -> None:
+        super().__init__()
         self.settle_s = settle_s
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.workdir: Path | None = None
         self.api_port = 0
 
     def start(self, a_port: int, b_port: int, lanes: list[Lane], threshold: int, workdir: Path) -> None:
@@ -101,29 +103,3 @@ class Ours:
             m = _UPLINK.search(self._metrics())
             return bool(m and float(m.group(1)) == 1.0)
         return False
-
-    def pids(self) -> list[int]:
-        """The daemon's PID."""
-        return [self.proc.pid] if self.proc is not None and self.proc.poll() is None else []
-
-    def alive(self) -> bool:
-        """Still running?"""
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self) -> str:
-        """The end of its log."""
-        p = (self.workdir / "gateway.log") if self.workdir else None
-        return p.read_text(errors="replace")[-1500:] if p and p.exists() else ""
-
-    def stop(self) -> None:
-        """SIGTERM by PID (clean shutdown), SIGKILL after 30 s."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
