@@ -123,6 +123,23 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _isolated(name: str, quick: bool) -> dict[str, Any]:
+    """Run one section in a fresh interpreter: sections start brokers, gateways, threads and pseudo-terminals,
+    and one section's leftovers (or its memory high-water mark) must not skew the next one's figures."""
+    import subprocess
+
+    import orjson
+
+    code = ("import orjson; from bench.suite import SECTIONS; "
+            f"print(orjson.dumps(SECTIONS[{name!r}]({quick!r})).decode())")
+    res = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, check=False, timeout=1800)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+    if res.returncode != 0 or not lines:
+        raise RuntimeError(f"section {name} exited {res.returncode}")
+    got: dict[str, Any] = orjson.loads(lines[-1])
+    return got
+
+
 def run_bench(quick: bool, only: list[str]) -> int:
     """Run the sections (all, or `only`), print the table and the JSON line; 0 when every section ran."""
     import orjson
@@ -138,7 +155,7 @@ def run_bench(quick: bool, only: list[str]) -> int:
         t0 = time.monotonic()
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         try:
-            got = SECTIONS[name](quick)
+            got = _isolated(name, quick) if len(names) > 1 else SECTIONS[name](quick)
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
             got = {f"{name}_unavailable": f"{type(exc).__name__}: {exc}"}
