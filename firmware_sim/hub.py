@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import subprocess
 import threading
 import time
@@ -29,12 +30,12 @@ class Received:
         return orjson.loads(self.payload)
 
 
-class _Recorder:
+class _Recorder(abc.ABC):
     """What every recorder offers: the messages so far, the events in them, waiting for a condition."""
 
+    @abc.abstractmethod
     def snapshot(self) -> list[Received]:
         """A copy of everything received so far."""
-        raise NotImplementedError
 
     def events(self, prefix: str = "") -> list[dict[str, Any]]:
         """Every CloudEvent received on topics containing `prefix` (batches flattened)."""
