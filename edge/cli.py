@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -35,6 +36,12 @@ async def run_gateway(config: Path) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Gateway(manifest):
+        # The daemon is one gateway per process: what is built by now (manifest, models, modules) lives as
+        # long as the process, so move it out of the collector's sight; full collections then stop walking
+        # it and pausing the loop. (Not in Gateway.start: a process running many gateways, like the test
+        # suite, would freeze its earlier gateways' garbage, open files and sockets included.)
+        gc.collect()
+        gc.freeze()
         await stop.wait()
         logging.getLogger("edge").info("signal received: shutting down, flushing what is in flight")
     return 0

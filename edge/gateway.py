@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -137,10 +136,6 @@ class Gateway:
             else:
                 self.api = await start_api(self, self.api_listen, list(self.manifest.api.tokens))
         self.supervisor.start()
-        # Everything built so far (manifest, models, imported modules) lives as long as the gateway: move it
-        # out of the collector's sight so a full collection does not walk it again and pause the loop.
-        gc.collect()
-        gc.freeze()
         log.info("gateway for store %s started: %d device(s), hub %s", self.manifest.store.id,
                  len(self.supervisor.drivers), self.hub_url)
 
