@@ -10,10 +10,10 @@ broken device: yield `Malformed` and go on.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from edge.clock import Clock
 
@@ -62,5 +62,4 @@ class DriverContext:
     clock: Clock
     data_dir: Path
     local_broker_url: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -73,12 +73,6 @@ def _data_fields(cls: type[Event]) -> tuple[str, ...]:
         names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls) if f.name not in _ENVELOPE_FIELDS)
     return names
 
-
-def utcnow_check(t: datetime) -> datetime:
-    """Normalise any aware datetime to UTC (readers report `+0000` or local offsets)."""
-    if t.tzinfo is None:
-        raise ValueError("naive datetime: a time without an offset cannot be placed")
-    return t.astimezone(UTC)
 
 
 # ---- events of the spine itself -------------------------------------------------------------
@@ -152,7 +146,3 @@ class MalformedInput(Event):
     count: int
     last_reason: str
 
-
-def epoch() -> datetime:
-    """The UNIX epoch as aware UTC (a sentinel for 'never')."""
-    return datetime(1970, 1, 1, tzinfo=UTC)

@@ -84,9 +84,6 @@ class Supervisor:
             replace(s, readings=self._readings[d], last_seen=self._seen[d]) for d, s in sorted(self._status.items())
         ]
 
-    def state(self, device: str) -> str:
-        """online | offline | starting."""
-        return self._status[device].state
 
     def _set(self, device: str, **changes: object) -> None:
         old = replace(self._status[device], readings=self._readings[device], last_seen=self._seen[device])
@@ -139,7 +136,3 @@ class Supervisor:
             return
         self._readings[dev] += 1
         await self.sink(reading)
-
-    def last_seen(self, device: str) -> datetime | None:
-        """When the device last delivered something."""
-        return self._seen[device]
