@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from edge.processing import Output, StockUpdate
 from firmware_sim.rfid.llrp_reader import LlrpReaderSim
 from firmware_sim.rfid.population import Population
 from firmware_sim.world import World
+from tests.drivers.rfid.frames import collect
 
 from .frames import frames
 
@@ -40,21 +40,6 @@ def driver(manifest: Manifest, port: int, tmp_path: Path, dev: str = "rfid-1") -
     return LlrpDriver(cfg, DriverContext(manifest=manifest, clock=SystemClock(), data_dir=tmp_path))
 
 
-async def collect(stream: AsyncIterator[Reading], until: Callable[[list[Reading]], bool],
-                  timeout: float = 10) -> list[Reading]:  # fmt: skip
-    got: list[Reading] = []
-
-    async def run() -> None:
-        async for r in stream:
-            got.append(r)
-            if until(got):
-                return
-
-    try:
-        await asyncio.wait_for(run(), timeout)
-    finally:
-        await stream.aclose()  # type: ignore[attr-defined]
-    return got
 
 
 def tags(rs: list[Reading]) -> list[TagRead]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiomqtt
@@ -28,26 +26,12 @@ from firmware_sim.rfid.impinj_http import ImpinjHttpSim
 from firmware_sim.rfid.population import Population
 from firmware_sim.rfid.zebra_mqtt import ZebraMqttSim
 from firmware_sim.world import World
+from tests.drivers.rfid.frames import collect
 
 FUZZ = 10_000 if os.environ.get("EDGE_FUZZ") == "long" else 200
 EPC = "3074257BF7194E4000001A85"
 
 
-async def collect(stream: AsyncIterator[Reading], until: Callable[[list[Reading]], bool],
-                  timeout: float = 10) -> list[Reading]:  # fmt: skip
-    got: list[Reading] = []
-
-    async def run() -> None:
-        async for r in stream:
-            got.append(r)
-            if until(got):
-                return
-
-    try:
-        await asyncio.wait_for(run(), timeout)
-    finally:
-        await stream.aclose()  # type: ignore[attr-defined]
-    return got
 
 
 def ntags(rs: list[Reading]) -> int:
