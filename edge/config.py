@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -115,6 +116,23 @@ class TokenConfig(StrictModel):
     token: str = Field(min_length=16)
     roles: list[Literal["staff", "hq", "shopper-app", "admin"]] = Field(min_length=1)
     name: str = ""
+    expires: datetime | None = Field(
+        default=None, description="when the token stops working (ISO 8601 with Z or an offset); none = never"
+    )
+
+    @field_validator("expires", mode="before")
+    @classmethod
+    def _aware(cls, v: object) -> object:
+        example = "2027-01-31T18:00:00Z"
+        if isinstance(v, str):
+            try:
+                v = datetime.fromisoformat(v)
+            except ValueError:
+                raise ValueError(f"expires is not an ISO 8601 date and time: write it like {example}") from None
+        naive = v.utcoffset() is None if isinstance(v, datetime) else isinstance(v, date)  # a date alone has none
+        if naive:
+            raise ValueError(f"expires has no time zone: add Z or an offset, e.g. {example}")
+        return v
 
 
 class ApiConfig(StrictModel):

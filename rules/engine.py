@@ -269,7 +269,7 @@ class RulesEngine:
         try:
             s = parse_sighting(raw)
             zone = self.offers.zone_of(s)
-            check_time(s, now, self.offers.config.max_clock_skew_s)
+            check_time(s, now, self.offers.config.max_clock_skew_s, self.offers.config.retention_s)
         except SightingError as err:
             self.count("edge_rules_sightings_total", result="rejected", reason=err.code)
             raise

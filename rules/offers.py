@@ -218,9 +218,19 @@ def on_schedule(rule: OfferRule, local: datetime) -> bool:
     return sh * 60 + sm <= minute <= eh * 60 + em
 
 
-def check_time(s: Sighting, now: datetime, skew_s: float) -> None:
-    """A sighting whose time is more than `skew_s` from now is stale (or from a wrong clock): refuse it."""
-    if s.time is not None and abs((now - s.time).total_seconds()) > skew_s:
+def check_time(s: Sighting, now: datetime, skew_s: float, retention_s: float | None = None) -> None:
+    """A sighting whose time is more than `skew_s` from now is stale (or from a wrong clock), and one older
+    than `retention_s` would already have been forgotten: refuse both."""
+    if s.time is None:
+        return
+    age = (now - s.time).total_seconds()
+    if retention_s is not None and retention_s < skew_s and age > retention_s:
+        raise SightingError(
+            "stale_sighting",
+            f"the sighting is older than the retention ({retention_s:g} s): send current sightings only",
+            422,
+        )
+    if abs(age) > skew_s:
         raise SightingError("stale_sighting", f"the sighting's time is more than {skew_s:g} s from now", 422)
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from edge.api.auth import Principal, TokenStore, require
+from edge.api.auth import AuthError, Principal, TokenStore, require
 from edge.api.sse import event_stream
 from edge.config import TokenConfig
 from edge.errors import CommandError
@@ -61,7 +61,7 @@ class ErrorBody(BaseModel):
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the refusals a route can give (all share `ErrorBody`)."""
-    text = {400: "bad request", 401: "no or unknown token", 403: "the token's role may not do this",
+    text = {400: "bad request", 401: "no, unknown or expired token", 403: "the token's role may not do this",
             404: "not found", 409: "conflict with the current state", 413: "request body too large",
             422: "invalid request", 503: "the rules engine is not running"}
     return {s: {"model": ErrorBody, "description": text[s]} for s in statuses}
@@ -180,7 +180,7 @@ def create_app(
     gw: GatewayView, tokens: list[TokenConfig], *, rules: Any = None, env_token: str | None = None
 ) -> FastAPI:
     """The FastAPI application over a running gateway (and its rules service, `gw.rules` by default)."""
-    store = TokenStore(tokens, env_token)
+    store = TokenStore(tokens, env_token, clock=gw.clock)
     counters = ApiCounters()
     stop = asyncio.Event()
     app = FastAPI(
@@ -214,9 +214,9 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)  # also FastAPI's own (e.g. a body that is not JSON)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 503: "unavailable"}.get(
-            exc.status_code, "error"
-        )
+        code = exc.code if isinstance(exc, AuthError) else {
+            401: "unauthorized", 403: "forbidden", 404: "not_found", 503: "unavailable"
+        }.get(exc.status_code, "error")
         return _error(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
     @app.exception_handler(CommandError)
@@ -240,7 +240,7 @@ def create_app(
         """Prometheus text: the gateway's metrics, the rules engine's counters, API requests."""
         r = rules if rules is not None else getattr(gw, "rules", None)
         extra = r.metrics_text() if r is not None and hasattr(r, "metrics_text") else ""
-        text = gw.metrics_text() + extra + counters.text()
+        text = gw.metrics_text() + extra + counters.text() + store.metrics_text()
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.get("/", include_in_schema=False)

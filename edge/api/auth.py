@@ -1,6 +1,9 @@
 """Bearer tokens with roles (staff, hq, shopper-app, admin) from the manifest and `EDGE_API_TOKEN`.
 
-No or unknown token -> 401 with `WWW-Authenticate: Bearer`; a known token without the role -> 403.
+No or unknown token -> 401 with `WWW-Authenticate: Bearer`; a token past its manifest `expires` (checked
+against the gateway's clock) -> 401 with `error="invalid_token", error_description="token expired"` (RFC 6750
+section 3); a known token without the role -> 403. Refusals are counted by reason
+(`edge_api_auth_refused_total`).
 `EDGE_API_TOKEN` grants every role (the demo prints the one it uses). Tokens are compared in constant time.
 The SSE stream also accepts `?access_token=` because browsers' EventSource cannot send headers.
 """
@@ -8,13 +11,18 @@ The SSE stream also accepts `?access_token=` because browsers' EventSource canno
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from fastapi import HTTPException, Request
 
+from edge.clock import Clock, SystemClock
 from edge.config import TokenConfig
+
+log = logging.getLogger(__name__)
 
 ROLES = ("staff", "hq", "shopper-app", "admin")
 
@@ -25,18 +33,37 @@ class Principal:
 
     name: str
     roles: frozenset[str]
+    expires: datetime | None = None
+
+
+class AuthError(HTTPException):
+    """A refused token: 401/403 with a stable error `code` for the JSON body."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, detail=detail, headers=headers)
+        self.code = code
 
 
 class TokenStore:
-    """The accepted tokens."""
+    """The accepted tokens; expiry is judged by `clock` (the gateway's), refusals counted by reason."""
 
-    def __init__(self, tokens: Sequence[TokenConfig], env_token: str | None = None) -> None:
+    def __init__(
+        self, tokens: Sequence[TokenConfig], env_token: str | None = None, *, clock: Clock | None = None
+    ) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.refused: dict[str, int] = {}
         self._tokens: list[tuple[bytes, Principal]] = [
-            (t.token.encode(), Principal(t.name or f"token-{i}", frozenset(t.roles))) for i, t in enumerate(tokens)
+            (t.token.encode(), Principal(t.name or f"token-{i}", frozenset(t.roles), t.expires))
+            for i, t in enumerate(tokens)
         ]
         env = env_token if env_token is not None else os.environ.get("EDGE_API_TOKEN")
         if env:
             self._tokens.append((env.encode(), Principal("EDGE_API_TOKEN", frozenset(ROLES))))
+        now = self.clock.now()
+        for _, p in self._tokens:
+            if p.expires is not None and p.expires <= now:
+                log.warning("API token %r expired at %s: it is refused; renew it in the manifest", p.name,
+                            p.expires.isoformat())
 
     def lookup(self, token: str) -> Principal | None:
         """The principal of a token, or None (every entry is compared, in constant time each)."""
@@ -47,9 +74,23 @@ class TokenStore:
                 found = principal
         return found
 
+    def refuse(self, reason: str, error: AuthError) -> AuthError:
+        """Count a refusal by `reason` and hand back the error to raise."""
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        return error
 
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(401, detail=detail, headers={"WWW-Authenticate": 'Bearer realm="edge-gateway"'})
+    def metrics_text(self) -> str:
+        """Prometheus text of the refusals."""
+        lines = ["# TYPE edge_api_auth_refused_total counter"]
+        lines += [f'edge_api_auth_refused_total{{reason="{r}"}} {n}' for r, n in sorted(self.refused.items())]
+        return "\n".join(lines) + "\n"
+
+
+REALM = 'Bearer realm="edge-gateway"'
+
+
+def _unauthorized(detail: str) -> AuthError:
+    return AuthError(401, "unauthorized", detail, headers={"WWW-Authenticate": REALM})
 
 
 def require(store: TokenStore, *roles: str, query_token: bool = False) -> Callable[[Request], Awaitable[Principal]]:
@@ -62,17 +103,26 @@ def require(store: TokenStore, *roles: str, query_token: bool = False) -> Callab
         if header:
             scheme, _, value = header.partition(" ")
             if scheme.lower() != "bearer" or not value.strip():
-                raise _unauthorized("use 'Authorization: Bearer <token>'")
+                raise store.refuse("malformed", _unauthorized("use 'Authorization: Bearer <token>'"))
             token = value.strip()
         elif query_token:
             token = request.query_params.get("access_token", "")
         if not token:
-            raise _unauthorized("a bearer token is required")
+            raise store.refuse("missing", _unauthorized("a bearer token is required"))
         principal = store.lookup(token)
         if principal is None:
-            raise _unauthorized("unknown token")
+            raise store.refuse("unknown", _unauthorized("unknown token"))
+        if principal.expires is not None and store.clock.now() >= principal.expires:
+            when = principal.expires.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            header = f'{REALM}, error="invalid_token", error_description="token expired"'
+            raise store.refuse("expired", AuthError(
+                401, "token_expired", f"this token expired at {when}; ask the store's admin for a new one",
+                headers={"WWW-Authenticate": header},
+            ))
         if not principal.roles & wanted:
-            raise HTTPException(403, detail=f"this needs one of the roles: {', '.join(sorted(wanted))}")
+            raise store.refuse("forbidden", AuthError(
+                403, "forbidden", f"this needs one of the roles: {', '.join(sorted(wanted))}"
+            ))
         request.state.principal = principal
         return principal
 
