@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -56,8 +56,9 @@ class Event:
             raise TypeError(f"{type(self).__name__} must set TYPE")
         if not self.source:
             raise ValueError("event source must not be empty")
-        if self.time.tzinfo is None or self.time.utcoffset() != timedelta(0):
-            raise ValueError(f"event time must be aware UTC, got {self.time!r}")
+        t = self.time
+        if t.tzinfo is not UTC and (t.tzinfo is None or t.utcoffset() != timedelta(0)):
+            raise ValueError(f"event time must be aware UTC, got {t!r}")
 
     def data(self) -> dict[str, Any]:
         """The payload: every field except the envelope ones (source, time, subject)."""

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from drivers.base import Driver, DriverContext
 from drivers.registry import FAMILIES, PROCESSORS, load
 from edge.clock import Clock, SystemClock
@@ -92,7 +94,7 @@ class Gateway:
                 keys.add(fam.processor_key)
         for key in sorted(keys):
             self.pipeline.add_processor(load(PROCESSORS[key])(manifest, self.clock))
-        self.supervisor = Supervisor(drivers, sink=self.pipeline.put, on_status=self._device_changed,
+        self.supervisor = Supervisor(drivers, sink=self.pipeline.queue.put, on_status=self._device_changed,
                                      clock=self.clock, metrics=self.metrics, backoff=backoff)
         self.install_rules = install_rules
         self.rules: Any = None
@@ -210,7 +212,10 @@ class Gateway:
         return self.metrics.render()
 
     # ---- internals ----
-    def _fan_out(self, _rows: list[OutRow], envs: list[dict[str, Any]]) -> None:
+    def _fan_out(self, rows: list[OutRow]) -> None:
+        if not self._subscribers:
+            return
+        envs = [orjson.loads(r.payload) for r in rows]  # parsed only while someone listens (SSE)
         for q in self._subscribers:
             for env in envs:
                 if q.full():

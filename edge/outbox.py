@@ -21,13 +21,13 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from edge.clock import Clock
 from edge.db import Database
-from edge.envelope import dumps, envelope
+from edge.envelope import encode
 from edge.events import Event, EventClass, Gap
-from edge.ids import uuid7
+from edge.ids import uuid7, uuid7_many
 from edge.metrics import Metrics
 from edge.runtime import Delete, StateWrite, Upsert
 
@@ -37,9 +37,8 @@ _TELEMETRY = EventClass.TELEMETRY.value
 _SAFE_TABLE = frozenset("abcdefghijklmnopqrstuvwxyz_0123456789")
 
 
-@dataclass(frozen=True, slots=True)
-class OutRow:
-    """A committed outbox row, as the uplink publishes it."""
+class OutRow(NamedTuple):
+    """A committed outbox row, as the uplink publishes it (a tuple: one is made per event)."""
 
     seq: int
     topic: str
@@ -50,7 +49,7 @@ class OutRow:
 @dataclass(slots=True)
 class _Batch:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
-    envelopes: list[dict[str, Any]] = field(default_factory=list)
+    telemetry_bytes: int = 0
     writes: list[StateWrite] = field(default_factory=list)
     retained: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     sources: dict[str, int] = field(default_factory=dict)
@@ -78,6 +77,16 @@ class Sequencer:
             n = self._last.get(source, 0) + 1
             self._last[source] = n
             return n
+
+    def next_many(self, sources: Sequence[str]) -> list[int]:
+        """The next number of each of `sources`, in order (one lock for a whole batch)."""
+        out: list[int] = []
+        with self._lock:
+            last = self._last
+            for source in sources:
+                n = last[source] = last.get(source, 0) + 1
+                out.append(n)
+        return out
 
 
 class Outbox:
@@ -108,7 +117,7 @@ class Outbox:
         self.max_pending = max_pending
         self.group_min = group_min
         self.sequencer = Sequencer()
-        self.listeners: list[Callable[[list[OutRow], list[dict[str, Any]]], None]] = []
+        self.listeners: list[Callable[[list[OutRow]], None]] = []
         self.retained_listeners: list[Callable[[], None]] = []
         self.depth = 0
         self.telemetry_bytes = 0
@@ -155,22 +164,25 @@ class Outbox:
     ) -> asyncio.Future[None]:
         """Queue events (and state to commit with them); the future resolves when they are committed."""
         b = self._batch
-        now = time.time()
         counts: dict[str, int] = {}
-        for ev in events:
-            kind = type(ev)
-            meta = self._meta.get(kind)
-            if meta is None:
-                meta = self._meta[kind] = (kind.TYPE, kind.CLASS.value, self.topic(kind.TOPIC))
-            etype, cls, topic = meta
-            seq = self.sequencer.next(ev.source)
-            eid = uuid7()
-            ce = envelope(ev, event_id=eid, sequence=seq, store_id=self.store_id)
-            payload = dumps(ce)
-            b.rows.append((eid, ev.source, seq, etype, cls, topic, payload, len(payload), now))
-            b.envelopes.append(ce)
-            b.sources[ev.source] = seq
-            counts[etype] = counts.get(etype, 0) + 1
+        if events:
+            now = time.time()
+            store = self.store_id
+            rows = b.rows
+            sources = b.sources
+            seqs = self.sequencer.next_many([ev.source for ev in events])
+            for ev, eid, seq in zip(events, uuid7_many(len(events)), seqs, strict=True):
+                kind = type(ev)
+                meta = self._meta.get(kind)
+                if meta is None:
+                    meta = self._meta[kind] = (kind.TYPE, kind.CLASS.value, self.topic(kind.TOPIC))
+                etype, cls, topic = meta
+                payload = encode(ev, event_id=eid, sequence=seq, store_id=store)
+                rows.append((eid, ev.source, seq, etype, cls, topic, payload, len(payload), now))
+                sources[ev.source] = seq
+                counts[etype] = counts.get(etype, 0) + 1
+                if cls == _TELEMETRY:
+                    b.telemetry_bytes += len(payload)
         for etype, n in counts.items():
             self.metrics.inc("edge_events_total", float(n), type=etype)
         b.writes.extend(writes)
@@ -256,20 +268,19 @@ class Outbox:
             raise
         if sweep:
             self._last_sweep = time.monotonic()
-        first_seq, gap_rows, gap_envs, dropped = result
+        first_seq, gap_rows, dropped = result
         rows = [OutRow(first_seq + i, r[5], r[6], r[4]) for i, r in enumerate(batch.rows)]
         rows += gap_rows
         self.depth += len(rows) - len(acked) - len(dropped)
-        self.telemetry_bytes += sum(r[7] for r in batch.rows if r[4] == EventClass.TELEMETRY.value)
+        self.telemetry_bytes += batch.telemetry_bytes
         self.telemetry_bytes -= sum(size for _, size in dropped)
         self.metrics.inc("edge_outbox_commits_total")
         self._room.set()
         for f in batch.futures:
             if not f.done():
                 f.set_result(None)
-        envs = batch.envelopes + gap_envs
         for listener in self.listeners:
-            listener(rows, envs)
+            listener(rows)
         if batch.retained:
             for notify in self.retained_listeners:
                 notify()
@@ -283,7 +294,7 @@ class Outbox:
         racked: list[tuple[str, int]],
         sweep: bool,
         floor: int,
-    ) -> tuple[int, list[OutRow], list[dict[str, Any]], list[tuple[int, int]]]:
+    ) -> tuple[int, list[OutRow], list[tuple[int, int]]]:
         first_seq = 0
         if b.rows:
             c.executemany(
@@ -310,11 +321,10 @@ class Outbox:
                 "UPDATE retained SET published=max(published, ?) WHERE topic=?", [(v, t) for t, v in racked]
             )
         gap_rows: list[OutRow] = []
-        gap_envs: list[dict[str, Any]] = []
         dropped: list[tuple[int, int]] = []
-        tele = self.telemetry_bytes + sum(r[7] for r in b.rows if r[4] == EventClass.TELEMETRY.value)
+        tele = self.telemetry_bytes + b.telemetry_bytes
         if tele > self.budget:
-            gap_rows, gap_envs, dropped = self._trim(c, tele - self.budget, floor, b.sources)
+            gap_rows, dropped = self._trim(c, tele - self.budget, floor, b.sources)
         if b.sources:
             c.executemany(
                 "INSERT INTO sequences(source, last) VALUES (?,?) ON CONFLICT(source) DO UPDATE"
@@ -323,11 +333,11 @@ class Outbox:
             )
         if sweep and self.journal_retention_s >= 0:
             c.execute("DELETE FROM outbox WHERE acked < ?", (time.time() - self.journal_retention_s,))
-        return first_seq, gap_rows, gap_envs, dropped
+        return first_seq, gap_rows, dropped
 
     def _trim(
         self, c: sqlite3.Connection, excess: int, floor: int, sources: dict[str, int]
-    ) -> tuple[list[OutRow], list[dict[str, Any]], list[tuple[int, int]]]:
+    ) -> tuple[list[OutRow], list[tuple[int, int]]]:
         """Drop the oldest telemetry rows (not in flight) until `excess` bytes are freed; announce gaps."""
         dropped: list[tuple[int, int]] = []
         ranges: dict[str, list[int]] = defaultdict(list)
@@ -344,7 +354,7 @@ class Outbox:
             freed += int(size)
         cur.close()
         if not dropped:
-            return [], [], []
+            return [], []
         c.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s, _ in dropped])
         c.execute(
             "INSERT INTO drops(class, count, bytes) VALUES (?,?,?) ON CONFLICT(class) DO UPDATE"
@@ -354,15 +364,13 @@ class Outbox:
         self.metrics.inc("edge_outbox_dropped_total", float(len(dropped)), **{"class": EventClass.TELEMETRY.value})
         now = self.clock.now()
         gap_rows: list[OutRow] = []
-        gap_envs: list[dict[str, Any]] = []
         for source, seqs in ranges.items():
             gap = Gap(source="gateway", time=now, gap_source=source, first=min(seqs), last=max(seqs),
                       dropped=len(seqs))
             seq_no = self.sequencer.next(gap.source)
             sources[gap.source] = seq_no
             eid = uuid7()
-            ce = envelope(gap, event_id=eid, sequence=seq_no, store_id=self.store_id)
-            payload = dumps(ce)
+            payload = encode(gap, event_id=eid, sequence=seq_no, store_id=self.store_id)
             topic = self.topic(gap.TOPIC)
             c.execute(
                 "INSERT INTO outbox(id, source, sequence, type, class, topic, payload, size, created)"
@@ -371,10 +379,9 @@ class Outbox:
             )
             rowid = int(c.execute("SELECT last_insert_rowid()").fetchone()[0])
             gap_rows.append(OutRow(rowid, topic, payload, gap.CLASS.value))
-            gap_envs.append(ce)
             log.warning("telemetry over its disk budget: dropped %d events of %s (sequences %d..%d)",
                         len(seqs), source, min(seqs), max(seqs))
-        return gap_rows, gap_envs, dropped
+        return gap_rows, dropped
 
 
 def _apply_write(c: sqlite3.Connection, w: StateWrite) -> None:

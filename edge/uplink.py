@@ -74,7 +74,7 @@ class Uplink:
         outbox.inflight_floor = lambda: self._max_sent
 
     # ---- outbox notifications ----
-    def _on_committed(self, rows: list[OutRow], _envs: list[dict[str, Any]]) -> None:
+    def _on_committed(self, rows: list[OutRow]) -> None:
         if self._live_on:
             if len(self._live) + len(rows) > self._live_cap:
                 self._live_on = False
