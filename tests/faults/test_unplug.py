@@ -22,7 +22,7 @@ import yaml
 
 from edge.brokers import Mosquitto
 from edge.clock import SystemClock
-from edge.config import parse_manifest
+from edge.config import Manifest, parse_manifest
 from edge.db import integrity_check
 from edge.gateway import Gateway
 from edge.supervisor import Backoff
@@ -49,10 +49,9 @@ async def until(pred: Callable[[], bool], timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def unplug_replug(tmp: Path, hub: Mosquitto, sections: list[dict[str, Any]], device: str,
-                        unplug: Action, replug: Action, local_url: str | None = None,
-                        extra: dict[str, Any] | None = None) -> None:
-    """Run the gateway, unplug, wait offline, replug, wait online + fresh readings; check the hub."""
+def unplug_manifest(sections: list[dict[str, Any]], local_url: str | None = None,
+                    extra: dict[str, Any] | None = None) -> Manifest:
+    """The demo store with only `sections` as devices, no API, a hub reconnect capped at 0.5 s."""
     raw: dict[str, Any] = yaml.safe_load(demo_manifest_text())
     raw["api"] = {"enabled": False}
     raw["hub"] = {**raw["hub"], "reconnect_max": 0.5}
@@ -60,7 +59,14 @@ async def unplug_replug(tmp: Path, hub: Mosquitto, sections: list[dict[str, Any]
     raw.update(extra or {})
     if local_url:
         raw["local_broker"] = {"url": local_url}
-    manifest = parse_manifest(yaml.safe_dump(raw), "unplug.yaml")
+    return parse_manifest(yaml.safe_dump(raw), "unplug.yaml")
+
+
+async def unplug_replug(tmp: Path, hub: Mosquitto, sections: list[dict[str, Any]], device: str,
+                        unplug: Action, replug: Action, local_url: str | None = None,
+                        extra: dict[str, Any] | None = None) -> None:
+    """Run the gateway, unplug, wait offline, replug, wait online + fresh readings; check the hub."""
+    manifest = unplug_manifest(sections, local_url, extra)
     recorder = HubProcess(hub.port, f"{ROOT}/events/#", tmp / "hub.log")
     try:
         async with Gateway(manifest, hub_url=hub.url, data_dir=tmp / "var", install_rules=False,
