@@ -325,7 +325,7 @@ def outbox_depth(db: Path) -> int:
     except sqlite3.OperationalError:
         return 0
     try:
-        return int(c.execute("SELECT count(*) FROM outbox WHERE acked IS NULL").fetchone()[0])
+        return int(c.execute("SELECT count(*) FROM outbox_pending").fetchone()[0])
     except sqlite3.OperationalError:
         return 0
     finally:

@@ -11,6 +11,7 @@ subclassing `Event` and setting the three class variables.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -62,17 +63,25 @@ class Event:
 
     def data(self) -> dict[str, Any]:
         """The payload: every field except the envelope ones (source, time, subject)."""
-        return {name: getattr(self, name) for name in _data_fields(type(self))}
+        fn = _DATA.get(type(self))
+        if fn is None:
+            fn = _DATA[type(self)] = _data_function(type(self))
+        return fn(self)
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
+_DATA: dict[type, Callable[[Any], dict[str, Any]]] = {}
 
 
-def _data_fields(cls: type[Event]) -> tuple[str, ...]:
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls) if f.name not in _ENVELOPE_FIELDS)
-    return names
+def _data_function(cls: type[Event]) -> Callable[[Any], dict[str, Any]]:
+    """A function returning the payload dict of a `cls` event, generated once per class as
+    `lambda e: {"a": e.a, ...}` (what `dataclasses` itself does for `__init__`): the payload is built for
+    every event on the hot path, and the generated literal is 3x faster than a loop over the fields."""
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in _ENVELOPE_FIELDS]
+    assert all(n.isidentifier() for n in names)
+    fn: Callable[[Any], dict[str, Any]] = eval(  # noqa: S307 (field names of a dataclass: identifiers)
+        "lambda e: {" + ", ".join(f"{n!r}: e.{n}" for n in names) + "}"
+    )
+    return fn
 
 
 

@@ -6,9 +6,11 @@ transaction every `commit_interval` (group commit), resolves the submitters' fut
 rows to the uplink. Telemetry over its disk budget is dropped oldest first inside the same transaction,
 and a `Gap` event (never dropped) announces each dropped range; drops are counted per class.
 
-Only a PUBACK ends a row's time in the queue: an acknowledged telemetry row is deleted, an acknowledged
-ledger, alert or control row is stamped `acked` and stays as the event journal until the retention
-period has passed (one write per event instead of a second copy in a journal table).
+Only a PUBACK ends a row's time in the queue. The uplink sends rows in `seq` order and reports the
+acknowledged prefix (`ack_through`): every row at or below the watermark `kv['outbox.acked_through']` is
+acknowledged, every row above it pending (the `outbox_pending` view). Acknowledged telemetry is deleted;
+acknowledged ledger, alert and control rows stay as the event journal until the retention period has
+passed (one write per event, no second copy, no per-row acknowledgement write).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, NamedTuple
 
 from edge.clock import Clock
@@ -34,6 +37,7 @@ from edge.runtime import Delete, StateWrite, Upsert
 log = logging.getLogger(__name__)
 
 _TELEMETRY = EventClass.TELEMETRY.value
+_WATERMARK = "outbox.acked_through"
 _SAFE_TABLE = frozenset("abcdefghijklmnopqrstuvwxyz_0123456789")
 
 
@@ -121,10 +125,13 @@ class Outbox:
         self.retained_listeners: list[Callable[[], None]] = []
         self.depth = 0
         self.telemetry_bytes = 0
+        self._tele_db: int | None = 0  # the writer thread's running total (None: count it again)
         self.inflight_floor: Callable[[], int] = lambda: 0  # rows at or below this seq may be in flight
         self._batch = _Batch()
         self._meta: dict[type[Event], tuple[str, str, str]] = {}
-        self._acked: list[OutRow] = []
+        self.acked_through = 0  # every row with seq <= this is acknowledged (committed with the next batch)
+        self._acked_through_db = 0
+        self._acked_count = 0
         self._retained_acked: list[tuple[str, int]] = []
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -136,16 +143,20 @@ class Outbox:
     async def open(self) -> None:
         """Load sequences, depth and telemetry size from the database."""
 
-        def load(c: sqlite3.Connection) -> tuple[list[tuple[str, int]], int, int]:
+        def load(c: sqlite3.Connection) -> tuple[list[tuple[str, int]], int, int, int]:
             seqs = [(str(r[0]), int(r[1])) for r in c.execute("SELECT source, last FROM sequences")]
-            depth = int(c.execute("SELECT count(*) FROM outbox WHERE acked IS NULL").fetchone()[0])
+            row = c.execute("SELECT value FROM kv WHERE key=?", (_WATERMARK,)).fetchone()
+            mark = int(row[0]) if row else 0
+            depth = int(c.execute("SELECT count(*) FROM outbox WHERE seq > ?", (mark,)).fetchone()[0])
             tele = int(
-                c.execute("SELECT coalesce(sum(size),0) FROM outbox WHERE class=? AND acked IS NULL",
-                          (EventClass.TELEMETRY.value,)).fetchone()[0]
+                c.execute("SELECT coalesce(sum(size),0) FROM outbox WHERE class='telemetry' AND seq > ?",
+                          (mark,)).fetchone()[0]
             )
-            return seqs, depth, tele
+            return seqs, mark, depth, tele
 
-        seqs, self.depth, self.telemetry_bytes = await self.db.read(load)
+        seqs, mark, self.depth, self.telemetry_bytes = await self.db.read(load)
+        self._tele_db = self.telemetry_bytes
+        self.acked_through = self._acked_through_db = mark
         self.sequencer.load(seqs)
         drops = await self.db.query("SELECT class, count, bytes FROM drops")
         for d in drops:
@@ -200,10 +211,13 @@ class Outbox:
         await self._room.wait()
 
     # ---- the uplink's side ----
-    def ack(self, rows: Sequence[OutRow]) -> None:
-        """The hub acknowledged these rows: telemetry is deleted, the rest kept as the journal (next commit)."""
-        self._acked.extend(rows)
-        self._wake.set()
+    def ack_through(self, seq: int, rows: int) -> None:
+        """The hub acknowledged every row up to `seq` (`rows` of them newly): telemetry among them is deleted,
+        the rest kept as the journal (with the next commit)."""
+        if seq > self.acked_through:
+            self.acked_through = seq
+            self._acked_count += rows
+            self._wake.set()
 
     def ack_retained(self, topic: str, version: int) -> None:
         """The hub acknowledged a retained snapshot of `version`."""
@@ -211,11 +225,11 @@ class Outbox:
         self._wake.set()
 
     async def fetch(self, after_seq: int, limit: int) -> list[OutRow]:
-        """Committed rows after `after_seq`, in order (a backlog read from disk)."""
+        """Committed rows after `after_seq` (and after the watermark), in order (a backlog read from disk)."""
+        start = max(after_seq, self.acked_through)
         rows = await self.db.read(
             lambda c: c.execute(
-                "SELECT seq, topic, payload, class FROM outbox WHERE seq > ? AND acked IS NULL ORDER BY seq LIMIT ?",
-                (after_seq, limit),
+                "SELECT seq, topic, payload, class FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (start, limit)
             ).fetchall()
         )
         return [OutRow(int(r[0]), str(r[1]), bytes(r[2]), str(r[3])) for r in rows]
@@ -230,17 +244,32 @@ class Outbox:
     # ---- the committer ----
     async def run(self) -> None:
         """Commit whatever is queued, every `commit_interval`, until `close()`."""
-        while True:
-            await self._wake.wait()
-            # Group commit: a small batch waits `commit_interval` for company; a batch that is already
-            # large (a busy store, a backlog) is committed at once, so the writer thread and the
-            # pipeline work side by side instead of taking turns.
-            if self.commit_interval and not self._closing and len(self._batch) < self.group_min:
-                await asyncio.sleep(self.commit_interval)
-            self._wake.clear()
-            await self.flush()
-            if self._closing and not len(self._batch) and not self._acked and not self._retained_acked:
-                return
+        previous: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await self._wake.wait()
+                # Group commit: a small batch waits `commit_interval` for company; a batch that is already
+                # large (a busy store, a backlog) is committed at once, so the writer thread and the
+                # pipeline work side by side instead of taking turns.
+                if self.commit_interval and not self._closing and len(self._batch) < self.group_min:
+                    await asyncio.sleep(self.commit_interval)
+                self._wake.clear()
+                # Two commits in flight: the next transaction is queued on the writer thread while the
+                # loop finishes the previous one (futures, uplink), so the writer never waits for the loop.
+                # The writer runs them in order and their results come back in order.
+                current = asyncio.create_task(self.flush())
+                if previous is not None:
+                    await previous
+                previous = current
+                if self._closing:
+                    await previous
+                    previous = None
+                    if (not len(self._batch) and self.acked_through == self._acked_through_db
+                            and not self._retained_acked):
+                        return
+        finally:
+            if previous is not None and not previous.done():
+                previous.cancel()
 
     async def close(self) -> None:
         """Stop after committing everything queued."""
@@ -250,30 +279,33 @@ class Outbox:
     async def flush(self) -> None:
         """Commit the current batch and pending acknowledgements now."""
         batch, self._batch = self._batch, _Batch()
-        acked, self._acked = self._acked, []
+        mark, old_mark = self.acked_through, self._acked_through_db
+        acked, self._acked_count = self._acked_count, 0
         racked, self._retained_acked = self._retained_acked, []
-        if not len(batch) and not acked and not racked:
+        if not len(batch) and mark == old_mark and not racked:
             self._room.set()
             return
         sweep = time.monotonic() - self._last_sweep > 60
-        floor = self.inflight_floor()
+        floor = max(self.inflight_floor(), mark)
         try:
             result = await self.db.write(lambda c: self._transaction(
-                c, batch, acked=acked, racked=racked, sweep=sweep, floor=floor
+                c, batch, acked=(old_mark, mark), racked=racked, sweep=sweep, floor=floor
             ))
         except BaseException as exc:
             for f in batch.futures:
                 if not f.done():
                     f.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+            self._acked_count += acked  # the watermark goes with the next commit
+            self._tele_db = None  # the transaction may have counted before it failed: count again
             raise
+        self._acked_through_db = mark
         if sweep:
             self._last_sweep = time.monotonic()
-        first_seq, gap_rows, dropped = result
-        rows = [OutRow(first_seq + i, r[5], r[6], r[4]) for i, r in enumerate(batch.rows)]
+        first_seq, gap_rows, dropped, self.telemetry_bytes = result
+        new = tuple.__new__  # OutRow(...) goes through a Python-level __new__; this is the same, in C
+        rows = [new(OutRow, (first_seq + i, r[5], r[6], r[4])) for i, r in enumerate(batch.rows)]
         rows += gap_rows
-        self.depth += len(rows) - len(acked) - len(dropped)
-        self.telemetry_bytes += batch.telemetry_bytes
-        self.telemetry_bytes -= sum(size for _, size in dropped)
+        self.depth += len(rows) - acked - len(dropped)
         self.metrics.inc("edge_outbox_commits_total")
         self._room.set()
         for f in batch.futures:
@@ -290,20 +322,14 @@ class Outbox:
         c: sqlite3.Connection,
         b: _Batch,
         *,
-        acked: list[OutRow],
+        acked: tuple[int, int],
         racked: list[tuple[str, int]],
         sweep: bool,
         floor: int,
-    ) -> tuple[int, list[OutRow], list[tuple[int, int]]]:
+    ) -> tuple[int, list[OutRow], list[tuple[int, int]], int]:
         first_seq = 0
         if b.rows:
-            c.executemany(
-                "INSERT INTO outbox(id, source, sequence, type, class, topic, payload, size, created)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
-                b.rows,
-            )
-            last = int(c.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()[0])
-            first_seq = last - len(b.rows) + 1
+            first_seq = _insert_rows(c, b.rows)
         for w in b.writes:
             _apply_write(c, w)
         if b.retained:
@@ -312,19 +338,28 @@ class Outbox:
                 " SET payload=excluded.payload, version=excluded.version",
                 [(t, p, v) for t, (p, v) in b.retained.items()],
             )
-        if acked:
-            now = time.time()
-            c.executemany("DELETE FROM outbox WHERE seq=?", [(r.seq,) for r in acked if r.cls == _TELEMETRY])
-            c.executemany("UPDATE outbox SET acked=? WHERE seq=?", [(now, r.seq) for r in acked if r.cls != _TELEMETRY])
+        old_mark, mark = acked
+        acked_tele = 0
+        if mark > old_mark:
+            acked_tele = int(c.execute("SELECT coalesce(sum(size),0) FROM outbox WHERE class='telemetry' AND seq > ?"
+                                       " AND seq <= ?", (old_mark, mark)).fetchone()[0])
+            c.execute("DELETE FROM outbox WHERE class='telemetry' AND seq > ? AND seq <= ?", (old_mark, mark))
+            c.execute("INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                      (_WATERMARK, str(mark)))
         if racked:
             c.executemany(
                 "UPDATE retained SET published=max(published, ?) WHERE topic=?", [(v, t) for t, v in racked]
             )
         gap_rows: list[OutRow] = []
         dropped: list[tuple[int, int]] = []
-        tele = self.telemetry_bytes + b.telemetry_bytes
+        if self._tele_db is None:
+            self._tele_db = int(c.execute("SELECT coalesce(sum(size),0) FROM outbox WHERE class='telemetry'"
+                                          " AND seq > ?", (mark,)).fetchone()[0]) - b.telemetry_bytes + acked_tele
+        tele = self._tele_db + b.telemetry_bytes - acked_tele  # the budget counts pending telemetry only
         if tele > self.budget:
             gap_rows, dropped = self._trim(c, tele - self.budget, floor, b.sources)
+            tele -= sum(size for _, size in dropped)
+        self._tele_db = tele
         if b.sources:
             c.executemany(
                 "INSERT INTO sequences(source, last) VALUES (?,?) ON CONFLICT(source) DO UPDATE"
@@ -332,8 +367,12 @@ class Outbox:
                 list(b.sources.items()),
             )
         if sweep and self.journal_retention_s >= 0:
-            c.execute("DELETE FROM outbox WHERE acked < ?", (time.time() - self.journal_retention_s,))
-        return first_seq, gap_rows, dropped
+            # the journal is the acknowledged prefix, oldest first: find the first row young enough to keep
+            cutoff = time.time() - self.journal_retention_s
+            keep = c.execute("SELECT seq FROM outbox WHERE seq <= ? AND created >= ? ORDER BY seq LIMIT 1",
+                             (mark, cutoff)).fetchone()
+            c.execute("DELETE FROM outbox WHERE seq < ?", (int(keep[0]) if keep else mark + 1,))
+        return first_seq, gap_rows, dropped, tele
 
     def _trim(
         self, c: sqlite3.Connection, excess: int, floor: int, sources: dict[str, int]
@@ -343,8 +382,9 @@ class Outbox:
         ranges: dict[str, list[int]] = defaultdict(list)
         freed = 0
         cur = c.execute(
-            "SELECT seq, source, sequence, size FROM outbox WHERE class=? AND seq > ? AND acked IS NULL ORDER BY seq",
-            (EventClass.TELEMETRY.value, floor),
+            # `class='telemetry'` spelled out (not bound) so SQLite can use the partial index outbox_telemetry
+            "SELECT seq, source, sequence, size FROM outbox WHERE class='telemetry' AND seq > ? ORDER BY seq",
+            (floor,),
         )
         for seq, source, sequence, size in cur:
             if freed >= excess:
@@ -382,6 +422,43 @@ class Outbox:
             log.warning("telemetry over its disk budget: dropped %d events of %s (sequences %d..%d)",
                         len(seqs), source, min(seqs), max(seqs))
         return gap_rows, dropped
+
+
+_INSERT = "INSERT INTO outbox(id, source, sequence, type, class, topic, payload, size, created) VALUES "
+_ROW = "(?,?,?,?,?,?,?,?,?)"
+_CHUNK = 512  # rows per statement: 4,608 parameters, below SQLite's 32,766
+_SQL: dict[int, str] = {}
+
+
+def _chunks(n: int) -> list[int]:
+    """Statement sizes covering `n` rows: full chunks, then powers of two (few distinct statements to cache)."""
+    sizes = [_CHUNK] * (n // _CHUNK)
+    rest = n % _CHUNK
+    size = _CHUNK // 2
+    while rest:
+        if rest >= size:
+            sizes.append(size)
+            rest -= size
+        size //= 2
+    return sizes
+
+
+def _insert_rows(c: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+    """Insert `rows` with multi-row INSERT statements; return the seq of the first.
+
+    One statement per chunk instead of one step per row: the sqlite3 module holds the GIL while it binds and
+    releases it around each step, so `executemany` hands the GIL to and from the event loop's thread once per
+    row (each handoff may wait for the switch interval); this hands it over a few times per commit.
+    AUTOINCREMENT gives the rows of one transaction consecutive seqs, so the first is `last - n + 1`.
+    """
+    last = 0
+    off = 0
+    for size in _chunks(len(rows)):
+        sql = _SQL.get(size) or _SQL.setdefault(size, _INSERT + ",".join([_ROW] * size))
+        cur = c.execute(sql, list(chain.from_iterable(rows[off:off + size])))
+        last = int(cur.lastrowid or 0)
+        off += size
+    return last - len(rows) + 1
 
 
 def _apply_write(c: sqlite3.Connection, w: StateWrite) -> None:

@@ -57,6 +57,15 @@ class BatchQueue(Generic[T]):
         """Nothing waiting."""
         return not self._items
 
+    def try_put(self, item: T) -> bool:
+        """Append `item` if there is room (no waiting); False when the queue is full."""
+        if len(self._items) >= self.maxsize:
+            return False
+        self._items.append(item)
+        if not self._not_empty.is_set():
+            self._not_empty.set()
+        return True
+
     async def put(self, item: T) -> None:
         """Append `item`, waiting while the queue is full."""
         while len(self._items) >= self.maxsize:

@@ -108,4 +108,22 @@ MIGRATIONS: list[str] = [
     CREATE INDEX outbox_acked ON outbox(acked) WHERE acked IS NOT NULL;
     DROP TABLE journal;
     """,
+    # 4: acknowledgement by watermark. The uplink sends rows in `seq` order, so "acknowledged" is a prefix:
+    # every row with seq <= kv['outbox.acked_through'] has been acknowledged (the journal), every row above
+    # it is pending. One small write per commit instead of rewriting each acknowledged row and keeping two
+    # partial indexes in step; rows acknowledged out of order above the watermark are re-sent after a crash
+    # (a duplicate within the in-flight window, deduplicated by id). Telemetry keeps an index of its own for
+    # the disk-budget trim.
+    """
+    INSERT INTO kv(key, value) VALUES ('outbox.acked_through', CAST(coalesce(
+        (SELECT min(seq) - 1 FROM outbox WHERE acked IS NULL), (SELECT max(seq) FROM outbox), 0) AS TEXT))
+        ON CONFLICT(key) DO UPDATE SET value = excluded.value;
+    DROP INDEX outbox_pending;
+    DROP INDEX outbox_acked;
+    DROP INDEX outbox_class;
+    ALTER TABLE outbox DROP COLUMN acked;
+    CREATE INDEX outbox_telemetry ON outbox(seq) WHERE class = 'telemetry';
+    CREATE VIEW outbox_pending AS SELECT * FROM outbox
+        WHERE seq > (SELECT CAST(value AS INTEGER) FROM kv WHERE key = 'outbox.acked_through');
+    """,
 ]

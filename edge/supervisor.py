@@ -23,6 +23,8 @@ from edge.runtime import DeviceStatus
 
 log = logging.getLogger(__name__)
 
+_CONTROL = (Malformed, DeviceOnline)
+
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
@@ -50,9 +52,11 @@ class Supervisor:
         clock: Clock,
         metrics: Metrics,
         backoff: Backoff | None = None,
+        try_put: Callable[[Reading], bool] | None = None,
     ) -> None:
         self.drivers = drivers
         self.sink = sink
+        self.try_put = try_put  # the sink's no-wait path (False when full), so a reading costs no coroutine
         self.on_status = on_status
         self.clock = clock
         self.metrics = metrics
@@ -95,11 +99,20 @@ class Supervisor:
     async def _run(self, driver: Driver) -> None:
         dev = driver.device_id
         attempt = 0
+        status, readings, seen = self._status, self._readings, self._seen
+        try_put = self.try_put or (lambda _r: False)
         while True:
             started = time.monotonic()
             try:
                 async for reading in driver.stream():
-                    await self._handle(dev, reading)
+                    # the common case inline: an online device's ordinary reading into a queue with room
+                    if status[dev].state == "online" and not isinstance(reading, _CONTROL):
+                        seen[dev] = reading.time
+                        readings[dev] += 1
+                        if not try_put(reading):
+                            await self.sink(reading)
+                    else:
+                        await self._handle(dev, reading)
                 failure: Exception = ConnectionError("device stream ended")
             except asyncio.CancelledError:
                 raise

@@ -66,6 +66,9 @@ class Uplink:
         self._live_cap = live_cap
         self._cursor = 0  # highest outbox seq handed to the broker in this session
         self._max_sent = 0
+        # messages in flight, in send order: [last seq, rows, acknowledged]; the acknowledged prefix becomes
+        # the outbox's watermark (PUBACKs may come back out of order; the watermark never skips a message)
+        self._order: deque[list[int]] = deque()
         self._wake = asyncio.Event()
         self._retained_wake = asyncio.Event()
         self._started = clock.now()
@@ -144,7 +147,8 @@ class Uplink:
         await self.outbox.flush()
         self._live_on = False
         self._live.clear()
-        self._cursor = 0
+        self._order.clear()
+        self._cursor = self.outbox.acked_through
         await session.publish(f"{self.root}/status", self._status("online"), retain=True)
         await session.subscribe(f"{self.root}/cmd/+", qos=1)
         self.connected.set()
@@ -221,15 +225,24 @@ class Uplink:
                 self._max_sent = max(self._max_sent, self._cursor)
                 payload = (b"[" + b",".join(r.payload for r in group) + b"]") if batch.enabled else group[0].payload
                 fut = session.publish_nowait(group[0].topic, payload)
-                fut.add_done_callback(functools.partial(self._done, rows=group, window=window))
+                entry = [self._cursor, len(group), 0]
+                self._order.append(entry)
+                fut.add_done_callback(functools.partial(self._done, entry=entry, window=window))
 
-    def _done(self, fut: asyncio.Future[None], *, rows: list[OutRow], window: asyncio.Semaphore) -> None:
+    def _done(self, fut: asyncio.Future[None], *, entry: list[int], window: asyncio.Semaphore) -> None:
         window.release()
         if fut.cancelled() or fut.exception() is not None:
             return  # the session is ending; these rows stay in the outbox and go again
-        self.outbox.ack(rows)
-        self.metrics.inc("edge_uplink_published_total", float(len(rows)))
+        entry[2] = 1
+        self.metrics.inc("edge_uplink_published_total", float(entry[1]))
         self.metrics.inc("edge_uplink_messages_total")
+        order = self._order
+        if order and order[0] is entry:
+            last, rows = 0, 0
+            while order and order[0][2]:
+                done = order.popleft()
+                last, rows = done[0], rows + done[1]
+            self.outbox.ack_through(last, rows)
 
     # ---- retained state ----
     async def _retained(self, session: MqttSession) -> None:

@@ -108,7 +108,7 @@ async def test_hub_killed_repeatedly_under_load(demo_manifest: Manifest, tmp_pat
 def outbox_ids(db: Path) -> set[str]:
     c = sqlite3.connect(db)
     try:
-        return {str(r[0]) for r in c.execute("SELECT id FROM outbox WHERE acked IS NULL")}  # not yet acknowledged
+        return {str(r[0]) for r in c.execute("SELECT id FROM outbox_pending")}  # not yet acknowledged
     finally:
         c.close()
 
