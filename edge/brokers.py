@@ -116,13 +116,13 @@ class Mosquitto(BrokerProcess):
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             f"allow_anonymous {'true' if self.anonymous else 'false'}\n"
-            + self.extra
             + (f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
                if self.persistent else "persistence false\n")
             + ("user root\n" if os.geteuid() == 0 else "")  # else it drops to 'mosquitto' and cannot save here
             + "max_inflight_messages 1000\n"
             "max_queued_messages 100000\n"
             "log_type error\nlog_type warning\n"
+            + self.extra  # last, so it can override the defaults above (still in the one listener's scope)
         )
         return [str(_which("mosquitto") or "mosquitto"), "-c", str(conf)]
 

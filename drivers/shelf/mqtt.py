@@ -1,4 +1,7 @@
-"""`shelf_mqtt`: networked shelves publishing JSON weight readings to the store-local MQTT broker (aiomqtt).
+"""`shelf_mqtt`: networked shelves publishing JSON weight readings to the store-local MQTT broker.
+
+The subscription runs on `edge.mqtt_sub` (a lean MQTT 3.1.1 subscriber that parses a whole socket read of
+PUBLISH packets at once): a store's shelves together send thousands of readings per second.
 
 Payload (docs/shelf-protocol.md): {"shelf": "shelf-a1", "lane": "l1", "grams": 1234.5, "stable": true,
 "ts": "..."}; `grams` null or "NaN" is a failed ADC read. Anything else is `Malformed`. A lost broker
@@ -8,17 +11,20 @@ connection raises (the supervisor reconnects).
 from __future__ import annotations
 
 import math
+import re
+import secrets
+import ssl
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-import aiomqtt
 import orjson
 
 from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.shelf.config import LaneMap, ShelfMqttConfig
 from drivers.shelf.reads import WeightSample
 from edge.errors import DeviceError, FrameError
+from edge.mqtt_sub import MqttSubError, SubOptions, Subscriber
 
 MAX_PAYLOAD = 4096
 
@@ -33,8 +39,11 @@ class ShelfMessage:
     stable: bool
 
 
+_IDENT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
 def _ident(v: object) -> str | None:
-    if isinstance(v, str) and 0 < len(v) <= 64 and all(c.isalnum() or c in "_.-" for c in v):
+    if isinstance(v, str) and _IDENT.fullmatch(v):
         return v
     return None
 
@@ -73,17 +82,41 @@ class ShelfMqttDriver:
         self.device_id = config.id
         self._ctx = ctx
         self._lanes: dict[str, LaneMap] = config.lane_by_channel()
+        self._where: dict[tuple[str, str], tuple[str, str] | None] = {}
 
-    def _broker(self) -> tuple[str, int]:
+    def _url(self) -> str:
         url = self.config.broker_url or self._ctx.local_broker_url
         if url is None and self._ctx.manifest.local_broker is not None:
             url = self._ctx.manifest.local_broker.url
         if not url:
             raise DeviceError(self.device_id, "no broker: set broker_url or the manifest's local_broker.url")
-        parts = urlsplit(url)
-        return parts.hostname or "127.0.0.1", parts.port or 1883
+        return url
+
+    def _options(self) -> SubOptions:
+        parts = urlsplit(self._url())
+        tls = ssl.create_default_context() if parts.scheme in {"mqtts", "ssl"} else None
+        return SubOptions(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (8883 if tls else 1883),
+            client_id=self.config.client_id or f"edge-{self.device_id}-{secrets.token_hex(4)}",
+            topic=self.config.topic,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
 
     def _lane(self, msg: ShelfMessage) -> tuple[str, str] | None:
+        key = (msg.shelf, msg.lane)
+        try:
+            return self._where[key]
+        except KeyError:
+            pass
+        if len(self._where) > 10_000:  # unknown ids from a misbehaving publisher must not grow it forever
+            self._where.clear()
+        where = self._where[key] = self._lookup(msg)
+        return where
+
+    def _lookup(self, msg: ShelfMessage) -> tuple[str, str] | None:
         if not self._lanes:
             shelf = self._ctx.manifest.shelf(msg.shelf)
             return (msg.shelf, msg.lane) if shelf and any(ln.id == msg.lane for ln in shelf.lanes) else None
@@ -92,31 +125,25 @@ class ShelfMqttDriver:
 
     async def stream(self) -> AsyncGenerator[Reading, None]:
         """Connect, subscribe, yield readings; raise when the broker connection is lost."""
-        host, port = self._broker()
+        opts = self._options()
         clock = self._ctx.clock
+        dev = self.device_id
         try:
-            async with aiomqtt.Client(host, port, identifier=self.config.client_id) as client:
-                await client.subscribe(self.config.topic, qos=0)
-                yield DeviceOnline(device_id=self.device_id, time=clock.now(), detail=f"{host}:{port}")
-                async for message in client.messages:
-                    now = clock.now()
-                    raw = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-                    try:
-                        msg = decode_payload(raw)
-                    except FrameError as err:
-                        yield Malformed(device_id=self.device_id, time=now, reason=err.reason, raw=raw[:64])
-                        continue
-                    where = self._lane(msg)
-                    if where is None:
-                        yield Malformed(device_id=self.device_id, time=now, reason="unknown shelf lane", raw=raw[:64])
-                        continue
-                    yield WeightSample(
-                        device_id=self.device_id,
-                        time=now,
-                        shelf=where[0],
-                        lane=where[1],
-                        grams=msg.grams,
-                        stable=msg.stable,
-                    )
-        except aiomqtt.MqttError as exc:
-            raise DeviceError(self.device_id, f"local broker {host}:{port}: {exc}") from exc
+            async with Subscriber(opts) as sub:
+                yield DeviceOnline(device_id=dev, time=clock.now(), detail=f"{opts.host}:{opts.port}")
+                async for batch in sub.batches():
+                    now = clock.now()  # one socket read: received at the same moment
+                    for _topic, raw in batch:
+                        try:
+                            msg = decode_payload(raw)
+                        except FrameError as err:
+                            yield Malformed(device_id=dev, time=now, reason=err.reason, raw=raw[:64])
+                            continue
+                        where = self._lane(msg)
+                        if where is None:
+                            yield Malformed(device_id=dev, time=now, reason="unknown shelf lane", raw=raw[:64])
+                            continue
+                        yield WeightSample(device_id=dev, time=now, shelf=where[0], lane=where[1], grams=msg.grams,
+                                           stable=msg.stable)
+        except MqttSubError as exc:
+            raise DeviceError(dev, f"local broker {opts.host}:{opts.port}: {exc}") from exc
