@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import gc
 import logging
 import signal
@@ -42,9 +44,20 @@ async def run_gateway(config: Path) -> int:
         # suite, would freeze its earlier gateways' garbage, open files and sockets included.)
         gc.collect()
         gc.freeze()
+        _release_free_heap()
         await stop.wait()
         logging.getLogger("edge").info("signal received: shutting down, flushing what is in flight")
     return 0
+
+
+def _release_free_heap() -> None:
+    """Hand the heap that start-up freed (manifest validation, schema building) back to the OS.
+
+    glibc keeps freed memory in its arenas; `malloc_trim(0)` returns the free pages (measured: ~3 MB of a
+    ~63 MB idle gateway). Elsewhere (musl, macOS) there is no such call and nothing to do.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -130,6 +130,7 @@ class Gateway:
         await self.outbox.open()
         self.stock.load(await self.db.query("SELECT * FROM stock"))
         self._tasks.append(asyncio.create_task(self.outbox.run(), name="outbox-committer"))
+        self._tasks.append(asyncio.create_task(self.db.run_checkpoints(), name="checkpoints"))
         self._tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
         self._tasks.append(asyncio.create_task(self.pipeline.run(), name="pipeline"))
         self._tasks.append(asyncio.create_task(self.pipeline.run_ticks(), name="ticks"))
@@ -165,7 +166,8 @@ class Gateway:
             if self.pipeline.queue.empty():
                 break
             await asyncio.sleep(0.01)
-        uplink_pipeline = [t for t in self._tasks if t.get_name() in {"uplink", "pipeline", "ticks", "deadlines"}]
+        uplink_pipeline = [t for t in self._tasks if t.get_name() in {"uplink", "pipeline", "ticks", "deadlines",
+                                                                             "checkpoints"}]
         for t in uplink_pipeline:
             t.cancel()
         await asyncio.gather(*uplink_pipeline, return_exceptions=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import math
 import re
 import subprocess
 import sys
@@ -40,6 +41,8 @@ THRESHOLD = 5  # alert when count < 5
 N_LANES = 200
 HOLD_S = 2.0  # each lane holds a count this long, then changes
 SETTLE_S = 0.8  # our engine's settle window (the shelf families' default)
+STEPS = (1000, 2000, 5000, 10000, 20000, 40000)  # readings/s; stepping stops at the first loss
+MAX_WORKERS = 8  # load generator processes (one per 5,000 readings/s); the offered rate is reported per step
 PROBE_RID = 10**15
 _M = re.compile(rb'"m":\s*"(\d+):([\d.]+)"')
 
@@ -141,8 +144,8 @@ def _epoch(rfc3339: str) -> float:
 
 def offer(a_port: int, rate: float, duration: float, origin: float, work: Path, tag: str, *, rid_base: int,
           log: bool = False, lanes: int = N_LANES) -> list[subprocess.Popen[bytes]]:
-    """Start the load workers (one per 5,000 readings/s, at most 4); returns their processes."""
-    k = max(1, min(4, int(rate // 5000)))
+    """Start the load workers (one per 5,000 readings/s, at most 8); returns their processes."""
+    k = max(1, min(MAX_WORKERS, math.ceil(rate / 5000)))
     procs = []
     for w in range(k):
         mine = list(range(w, lanes, k))
@@ -396,7 +399,7 @@ def measure(peer: Peer, quick: bool, work: Path, log: Callable[[str], None]) -> 
         log(f"{name}: p50 {out[f'peers_{name}_p50_ms_at_1000']:.1f} ms, p99 {out[f'peers_{name}_p99_ms_at_1000']:.1f}"
             f" ms ({len(lat)} samples), RSS {out[f'peers_{name}_rss_mb']:.0f} MB, lost {res['lost']}")
         # stepped rates until the first loss
-        steps = [1000, 2000, 5000, 10000, 20000]
+        steps = list(STEPS)
         best, notes, gen_max = 0.0, [], 0.0
         i = 0
         while i < len(steps):
