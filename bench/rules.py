@@ -268,7 +268,10 @@ BEHIND_S = 0.25  # ... and, at the end of the step, the hub is at most this long
 
 
 class _SimShelf:
-    """The serial (and Modbus) shelf simulators of the demo in a child process, driven over stdin/stdout."""
+    """The demo's serial shelf controller simulator (firmware_sim.shelf) in a child process, over stdin/stdout.
+
+    Only the serial shelf: with the Modbus shelf too, stopping the gateway sometimes hung for good (the Modbus
+    driver's task stayed "cancelling" while it kept polling; see docs/benchmarks.md)."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
@@ -316,9 +319,9 @@ class _SimShelf:
 
 
 async def _shelf_sim_main(workdir: str, manifest_file: str) -> None:
-    """The child: World + ShelfSimPart(80 Hz); one JSON line of sections, then one reply per command."""
+    """The child: World + the serial shelf at 80 Hz; one JSON line of sections, then one reply per command."""
     from edge.clock import SystemClock
-    from firmware_sim.shelf import ShelfSimPart
+    from firmware_sim.shelf import SerialShelfSim, lane_sections, lanes_for
     from firmware_sim.world import World
 
     def reply(obj: dict[str, Any]) -> None:
@@ -327,8 +330,12 @@ async def _shelf_sim_main(workdir: str, manifest_file: str) -> None:
 
     m = parse_manifest(await asyncio.to_thread(Path(manifest_file).read_text), manifest_file)
     world = World(m, SystemClock(), fill=1.0)
-    part = ShelfSimPart(hz=80.0)  # an HX711 at its 80 samples/s rate
-    reply({"sections": await part.start(world, Path(workdir), None)})
+    lanes = lanes_for(world, SHELF)
+    part = SerialShelfSim(world, Path(workdir) / f"{SHELF}.tty", lanes, hz=80.0)  # an HX711 at 80 samples/s
+    part.start()
+    zone = world.lanes[(SHELF, lanes[0].lane)].zone
+    reply({"sections": [{"id": f"{SHELF}-ctrl", "type": "shelf_serial", "zone": zone, "port": str(part.port.link),
+                         "lanes": lane_sections(lanes)}]})
     reader = asyncio.StreamReader()
     loop = asyncio.get_running_loop()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -443,6 +450,7 @@ async def _shelf_pick_to_alert(quick: bool) -> dict[str, float | str]:
     with tempfile.TemporaryDirectory(prefix="bench-rules-") as tmp:
         work = Path(tmp)
         (work / "mq").mkdir()
+        (work / "sim").mkdir()
         broker = Mosquitto(workdir=work / "mq")
         broker.start()
         alerts_sub = Subscriber(broker.port, f"{ROOT}/alerts", work / "alerts.txt")
