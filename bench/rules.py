@@ -467,6 +467,7 @@ async def _shelf_pick_to_alert(quick: bool) -> dict[str, float | str]:
         to_hub: list[float] = []
         stamped: list[float] = []
         late: list[float] = []
+        parts: list[tuple[float, float, float, float]] = []  # per round: over the debounce = stamp + late + to hub
         try:
             sim, sections = await _SimShelf.start(work / "sim", work / "base.yaml", work / "sim.log")
             raw_m = {**base.model_dump(mode="json", exclude_none=True), "devices": sections}
@@ -517,6 +518,7 @@ async def _shelf_pick_to_alert(quick: bool) -> dict[str, float | str]:
                             if changed is not None:  # its time: the first reading of the settled weight
                                 stamped.append(changed[1] - t_pick)
                                 late.append(got[1] - changed[1] - PICK_DEBOUNCE_S)
+                                parts.append((got[0] - t_pick - PICK_DEBOUNCE_S, stamped[-1], late[-1], to_hub[-1]))
                         t_restock = await shelf.cmd("restock", lane)
                         await _until(lambda t=t_restock: hub_alerts.find("alert.resolved", sku[lane], t), 15)
                         await _until(full, 10)
@@ -570,6 +572,9 @@ async def _shelf_pick_to_alert(quick: bool) -> dict[str, float | str]:
         "shelf_pick_to_alert_raised_p99_ms": _pct(raised, 0.99) * 1000,
         "shelf_alert_raised_to_hub_p50_ms": _pct(to_hub, 0.5) * 1000,
         "shelf_alert_raised_to_hub_p99_ms": _pct(to_hub, 0.99) * 1000,
+        "shelf_pick_to_alert_slowest": ", ".join(
+            "{:.0f}={:.0f}+{:.0f}+{:.0f}".format(*(1000 * x for x in r)) for r in sorted(parts, reverse=True)[:3]
+        ),
         "shelf_pick_to_alert_p99_over_debounce_ms": p99 - PICK_DEBOUNCE_S * 1000,
         "shelf_pick_to_alert_p99_over_p50": p99 / p50 if p50 else float("nan"),
     }
