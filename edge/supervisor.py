@@ -75,11 +75,26 @@ class Supervisor:
         for driver, _kind in self.drivers:
             self._tasks.append(asyncio.create_task(self._run(driver), name=f"device-{driver.device_id}"))
 
-    async def stop(self) -> None:
-        """Cancel every driver task and wait for their `finally` blocks (polite device shutdown)."""
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def stop(self, grace: float = 5.0) -> None:
+        """Cancel every driver task and wait for their `finally` blocks (polite device shutdown).
+
+        A driver library may swallow one cancellation (pymodbus's request timeout does on Python 3.11:
+        its `wait_for` turns our cancel into a timeout and the driver polls on), so a task still running
+        after a short wait is cancelled again, until `grace` seconds are spent; a task that outlives even
+        that is named in the log and left behind, so the gateway still stops and flushes its outbox.
+        """
+        pending = {t for t in self._tasks if not t.done()}
+        deadline = time.monotonic() + grace
+        while pending:
+            for t in pending:
+                t.cancel()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("devices did not stop within %.1f s, left behind: %s", grace,
+                            ", ".join(sorted(t.get_name() for t in pending)))
+                break
+            _done, pending = await asyncio.wait(pending, timeout=min(0.25, left))
+        await asyncio.gather(*(t for t in self._tasks if t.done()), return_exceptions=True)
         self._tasks.clear()
 
     def statuses(self) -> list[DeviceStatus]:

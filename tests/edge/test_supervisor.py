@@ -100,3 +100,68 @@ def test_backoff_is_jittered_and_capped() -> None:
     assert max(delays) <= 30.0
     assert min(delays) >= 0.25
     assert len({round(d, 6) for d in delays}) > 100  # jitter: restarts of many devices do not align
+
+
+class SwallowingDriver:
+    """Polls like pymodbus on Python 3.11: a cancel that lands inside a request is swallowed `swallow`
+    times (the library's `wait_for` turns it into a timeout) and the driver polls on."""
+
+    def __init__(self, device_id: str, swallow: int) -> None:
+        self.device_id = device_id
+        self.swallow = swallow
+        self.closed = False
+
+    async def stream(self) -> AsyncIterator[Reading]:
+        """Yield a reading per poll; eat the first `swallow` cancellations."""
+        clock = SystemClock()
+        yield DeviceOnline(device_id=self.device_id, time=clock.now())
+        try:
+            n = 0
+            while True:
+                try:
+                    await asyncio.sleep(0.01)
+                except asyncio.CancelledError:
+                    if self.swallow <= 0:
+                        raise
+                    self.swallow -= 1
+                    task = asyncio.current_task()
+                    assert task is not None
+                    task.uncancel()
+                n += 1
+                yield Count(device_id=self.device_id, time=clock.now(), n=n)
+        finally:
+            self.closed = True
+
+
+async def test_stop_recancels_a_driver_that_swallowed_the_cancel() -> None:
+    async def sink(_r: Reading) -> None:
+        return None
+
+    drv = SwallowingDriver("shelf-modbus", swallow=3)
+    ok = CountingDriver("shelf-ok", None, per_tick=1, interval=0.01)
+    sup = Supervisor([(drv, "modbus"), (ok, "counting")], sink=sink, on_status=lambda *_: None,
+                     clock=SystemClock(), metrics=Metrics())
+    sup.start()
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(sup.stop(grace=5.0), 3.0)
+    assert drv.closed and drv.swallow == 0
+
+
+async def test_stop_leaves_a_task_that_never_stops_behind_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    async def sink(_r: Reading) -> None:
+        return None
+
+    drv = SwallowingDriver("shelf-stuck", swallow=10**9)
+    sup = Supervisor([(drv, "modbus")], sink=sink, on_status=lambda *_: None, clock=SystemClock(),
+                     metrics=Metrics())
+    sup.start()
+    await asyncio.sleep(0.05)
+    t0 = asyncio.get_running_loop().time()
+    await sup.stop(grace=0.5)
+    assert asyncio.get_running_loop().time() - t0 < 1.5
+    assert any("left behind: device-shelf-stuck" in r.getMessage() for r in caplog.records)
+    drv.swallow = 0  # let it go so the test's loop closes cleanly
+    (stuck,) = [t for t in asyncio.all_tasks() if t.get_name() == "device-shelf-stuck"]
+    stuck.cancel()
+    await asyncio.gather(stuck, return_exceptions=True)
+    assert drv.closed
