@@ -6,6 +6,12 @@ every unacknowledged row is sent again from the outbox after a jittered backoff 
 the window; consumers dedupe by CloudEvents id). A retained `status` message says online at connect and
 the MQTT will says offline. Retained `state/stock/{shelf}` snapshots are published when their version
 moves and marked once acknowledged. `cmd/+` requests are served here too.
+
+Staff alerts go ahead of a backlog: once the uplink follows the committer live (no unsent alert left in a
+disk read), a newly committed row on the `alerts` topic takes the next free window slot instead of
+queueing behind every event committed before it. The whole `alerts` topic goes through that lane in
+commit order and the main stream skips what it sent, so the order per topic still holds; the outbox
+watermark still only advances over an unbroken acknowledged prefix.
 """
 
 from __future__ import annotations
@@ -69,6 +75,12 @@ class Uplink:
         # messages in flight, in send order: [last seq, rows, acknowledged]; the acknowledged prefix becomes
         # the outbox's watermark (PUBACKs may come back out of order; the watermark never skips a message)
         self._order: deque[list[int]] = deque()
+        # the alerts lane: rows on the alerts topic committed while live, and what it has sent ahead of the
+        # main stream (seq -> its in-flight entry, put into `_order` when the main stream reaches that seq)
+        self._alerts_topic = f"{topic_root}/alerts"
+        self._prio: deque[OutRow] = deque()
+        self._early: dict[int, list[int]] = {}
+        self._disk_alert_max = 0  # the newest alert row seen in a disk read: the lane waits until it is sent
         self._wake = asyncio.Event()
         self._retained_wake = asyncio.Event()
         self._started = clock.now()
@@ -84,6 +96,8 @@ class Uplink:
                 self._live.clear()
             else:
                 self._live.extend(rows)
+                alerts = self._alerts_topic
+                self._prio.extend([r for r in rows if r.topic is alerts or r.topic == alerts])
         self._wake.set()
 
     # ---- connection ----
@@ -148,6 +162,9 @@ class Uplink:
         self._live_on = False
         self._live.clear()
         self._order.clear()
+        self._prio.clear()
+        self._early.clear()
+        self._disk_alert_max = 0
         self._cursor = self.outbox.acked_through
         await session.publish(f"{self.root}/status", self._status("online"), retain=True)
         await session.subscribe(f"{self.root}/cmd/+", qos=1)
@@ -195,6 +212,10 @@ class Uplink:
                     self._live_on = True
                     rows += await self.outbox.fetch(rows[-1].seq if rows else self._cursor, 1000)
                 if rows:
+                    alerts = self._alerts_topic
+                    for r in rows:
+                        if r.topic == alerts:
+                            self._disk_alert_max = max(self._disk_alert_max, r.seq)
                     return rows
             self._wake.clear()
             if not self._live:
@@ -203,10 +224,24 @@ class Uplink:
     async def _pump(self, session: MqttSession) -> None:
         window = asyncio.Semaphore(self.hub.inflight)
         batch = self.hub.batch
+        early = self._early
         while True:
             rows = await self._next_rows()
             i = 0
             while i < len(rows):
+                await window.acquire()
+                if self._prio and self._send_alert(session, window):
+                    continue
+                if early and rows[i].seq in early:
+                    # sent ahead by the alerts lane: its entry takes its place in the acknowledgement order
+                    window.release()
+                    entry = early.pop(rows[i].seq)
+                    self._cursor = rows[i].seq
+                    self._max_sent = max(self._max_sent, self._cursor)
+                    self._order.append(entry)
+                    self._advance()
+                    i += 1
+                    continue
                 group = [rows[i]]
                 i += 1
                 if batch.enabled:
@@ -216,11 +251,11 @@ class Uplink:
                         and rows[i].topic == group[0].topic
                         and len(group) < batch.max_events
                         and size + len(rows[i].payload) < batch.max_bytes
+                        and not (early and rows[i].seq in early)
                     ):
                         size += len(rows[i].payload)
                         group.append(rows[i])
                         i += 1
-                await window.acquire()
                 self._cursor = group[-1].seq
                 self._max_sent = max(self._max_sent, self._cursor)
                 payload = (b"[" + b",".join(r.payload for r in group) + b"]") if batch.enabled else group[0].payload
@@ -229,6 +264,24 @@ class Uplink:
                 self._order.append(entry)
                 fut.add_done_callback(functools.partial(self._done, entry=entry, window=window))
 
+    def _send_alert(self, session: MqttSession, window: asyncio.Semaphore) -> bool:
+        """Publish the oldest waiting alert ahead of the main stream, in the window slot just taken."""
+        prio, cursor = self._prio, self._cursor
+        if not self._live_on or cursor < self._disk_alert_max:
+            return False  # an older alert may still be unsent in a disk read: the main stream sends in order
+        while prio and prio[0].seq <= cursor:
+            prio.popleft()  # the main stream got there first
+        if not prio:
+            return False
+        row = prio.popleft()
+        entry = [row.seq, 1, 0]
+        self._early[row.seq] = entry
+        payload = (b"[" + row.payload + b"]") if self.hub.batch.enabled else row.payload
+        fut = session.publish_nowait(row.topic, payload)
+        fut.add_done_callback(functools.partial(self._done, entry=entry, window=window))
+        self.metrics.inc("edge_uplink_alerts_ahead_total")
+        return True
+
     def _done(self, fut: asyncio.Future[None], *, entry: list[int], window: asyncio.Semaphore) -> None:
         window.release()
         if fut.cancelled() or fut.exception() is not None:
@@ -236,12 +289,17 @@ class Uplink:
         entry[2] = 1
         self.metrics.inc("edge_uplink_published_total", float(entry[1]))
         self.metrics.inc("edge_uplink_messages_total")
+        if self._order and self._order[0] is entry:
+            self._advance()
+
+    def _advance(self) -> None:
+        """Move the outbox watermark over the acknowledged prefix of what was sent, in seq order."""
         order = self._order
-        if order and order[0] is entry:
-            last, rows = 0, 0
-            while order and order[0][2]:
-                done = order.popleft()
-                last, rows = done[0], rows + done[1]
+        last, rows = 0, 0
+        while order and order[0][2]:
+            done = order.popleft()
+            last, rows = done[0], rows + done[1]
+        if rows:
             self.outbox.ack_through(last, rows)
 
     # ---- retained state ----

@@ -104,12 +104,18 @@ async def test_delivers_in_order_with_unique_ids(hub_broker: BrokerProcess, demo
 
 async def test_hub_killed_mid_stream_loses_nothing(hub_broker: BrokerProcess, demo_manifest: Manifest,
                                                    tmp_path: Path) -> None:
-    hub = HubProcess(hub_broker.port, f"{ROOT}/events/#", tmp_path / "hub.log")
+    hub = HubProcess(hub_broker.port, f"{ROOT}/#", tmp_path / "hub.log")
     await asyncio.sleep(1.5)  # let a persistent broker save the hub's session
-    total = 6000
+    total, n_alerts = 6000, 200
     drv = CountingDriver("dev-a", total, per_tick=20, interval=0.01)
+    alerts = CountingDriver("dev-alerts", n_alerts, per_tick=1, interval=0.02, cls="alert")  # the alerts lane too
     hub_cfg = demo_manifest.hub.model_copy(update={"reconnect_max": 1.0})
-    gw = make_gateway(demo_manifest, hub_broker.url, tmp_path / "d", [drv], hub=hub_cfg)
+    gw = make_gateway(demo_manifest, hub_broker.url, tmp_path / "d", [drv, alerts], hub=hub_cfg)
+
+    def complete(h: Any) -> bool:
+        return (set(ns(h.events(), "dev-a")) >= set(range(1, total + 1))
+                and set(ns(h.events(), "dev-alerts")) >= set(range(1, n_alerts + 1)))
+
     try:
         async with gw:
             await asyncio.to_thread(hub.wait_for, lambda h: len(h.events()) >= 1000)
@@ -120,17 +126,22 @@ async def test_hub_killed_mid_stream_loses_nothing(hub_broker: BrokerProcess, de
             assert drv.next_n > 1000
             hub_broker.start()
             try:
-                await asyncio.to_thread(hub.wait_for, lambda h: set(ns(h.events())) >= set(range(1, total + 1)), 30)
+                await asyncio.to_thread(hub.wait_for, complete, 30)
             except TimeoutError:
-                seen = set(ns(hub.events()))
+                seen = set(ns(hub.events(), "dev-a"))
                 missing = sorted(set(range(1, total + 1)) - seen)
                 raise AssertionError(
                     f"missing {len(missing)}: {missing[:5]}..{missing[-5:]}; depth {gw.outbox.depth}") from None
             await _until(lambda: gw.outbox.depth == 0)
-        got = ns(hub.events())
+        got = ns(hub.events(), "dev-a")
         assert set(got) == set(range(1, total + 1))  # zero lost
         dupes = len(got) - len(set(got))
         assert dupes <= 2 * demo_manifest.hub.inflight * 50  # only re-sends of what was in flight
+        got_alerts = ns(hub.events(), "dev-alerts")
+        assert set(got_alerts) == set(range(1, n_alerts + 1))
+        # in order apart from re-sends after the outage: each first arrival is the next alert
+        firsts = list(dict.fromkeys(got_alerts))
+        assert firsts == list(range(1, n_alerts + 1))
     finally:
         hub.close()
 
@@ -220,3 +231,43 @@ async def test_stock_state_retained_and_stock_get_command(mosquitto: Mosquitto, 
     async with gw2:
         cell = gw2.stock.get("shelf-a1", "cola-330")
         assert cell is not None and (cell.count, cell.version) == (11, 2)
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["single", "batched"])
+async def test_alerts_go_ahead_of_a_backlog_and_every_topic_keeps_its_order(
+        mosquitto: Mosquitto, demo_manifest: Manifest, tmp_path: Path, batched: bool) -> None:
+    hub = HubRecorder(mosquitto.port, f"{ROOT}/#")
+    bulk = CountingDriver("dev-bulk", 20_000, per_tick=2_000)
+    alerts = CountingDriver("dev-alert", 40, per_tick=1, interval=0.01, cls="alert")
+    hub_cfg = demo_manifest.hub.model_copy(
+        update={"batch": demo_manifest.hub.batch.model_copy(update={"enabled": batched, "max_events": 20})})
+    try:
+        gw = make_gateway(demo_manifest, mosquitto.url, tmp_path / "d", [bulk, alerts], hub=hub_cfg)
+        async with gw:
+            await asyncio.to_thread(hub.wait_for, lambda h: len(h.events("events/test")) >= 20_000
+                                    and len(h.events("/alerts")) >= 40, 60)
+            await _until(lambda: gw.outbox.depth == 0)
+            ahead = gw.metrics.value("edge_uplink_alerts_ahead_total")
+            seq_of = {str(orjson.loads(r["payload"])["id"]): int(r["seq"]) for r in await gw.query(
+                "SELECT seq, payload FROM outbox WHERE source IN ('dev-bulk', 'dev-alert')")}
+        # every topic in commit order, each event once
+        assert ns(hub.events("events/test")) == list(range(1, 20_001))
+        assert ns(hub.events("/alerts")) == list(range(1, 41))
+        arrived = [e for e in hub.events() if str(e["type"]).startswith("test.")]
+        assert len({e["id"] for e in arrived}) == len(arrived) == 20_040
+        # ... but an alert overtakes ledger events committed before it
+        assert ahead > 0
+        seqs = [seq_of[str(e["id"])] for e in arrived]
+        later_min = [0] * len(seqs)  # the smallest seq arriving after each position
+        low = 1 << 62
+        for i in range(len(seqs) - 1, -1, -1):
+            later_min[i] = low
+            low = min(low, seqs[i])
+        overtook = [e["data"]["n"] for i, e in enumerate(arrived)
+                    if e["type"] == "test.counted.alert.v1" and later_min[i] < seqs[i]]
+        assert overtook
+        # the watermark still covers everything: nothing pending, nothing sent twice
+        db = tmp_path / "d" / "edge.db"
+        assert await asyncio.to_thread(_count, db, "SELECT count(*) FROM outbox_pending") == 0
+    finally:
+        hub.close()
