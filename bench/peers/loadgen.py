@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import psutil
 
 RID_BASE = 10_000_000  # rid = rid_base + worker * RID_BASE + index; the harness gives each phase its rid_base
 
@@ -58,6 +59,22 @@ def segment_of(lane_index: int, n_lanes: int, t: float, origin: float, hold_s: f
     return math.floor((t - origin) / hold_s + lane_index / n_lanes)
 
 
+def _wait_connected(pid: int, port: int, timeout: float = 10.0) -> None:
+    """Wait (bounded) until `mosquitto_pub` holds an established connection to the broker, plus a moment for
+    its CONNECT/CONNACK, so the pacing clock starts when the readings can flow."""
+    deadline = time.monotonic() + timeout
+    proc = psutil.Process(pid)
+    while time.monotonic() < deadline:
+        try:
+            conns = proc.net_connections(kind="tcp")
+        except psutil.Error:
+            return  # it exited: the summary will show what was sent
+        if any(c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED for c in conns):
+            time.sleep(0.05)
+            return
+        time.sleep(0.005)
+
+
 def run_worker(*, port: int, topic: str, lanes: list[int], n_lanes: int, rate: float, duration: float,
                hold_s: float, origin: float, worker: int, summary: Path, log: Path | None, rid_base: int = 0,
                noise_g: float = 1.5, seed: int = 1) -> dict[str, object]:
@@ -73,6 +90,7 @@ def run_worker(*, port: int, topic: str, lanes: list[int], n_lanes: int, rate: f
     )
     assert pub.stdin is not None
     out = pub.stdin
+    _wait_connected(pub.pid, port)  # readings written before that would wait in the pipe and look late
     logf = log.open("w") if log is not None else None
     segs: dict[int, list[list[float]]] = {}  # lane -> [[segment, count, first_ts, last_ts, n], ...]
     t0 = time.time()
