@@ -17,6 +17,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.tcp import no_delay, quick_ack
+
 
 class MqttSessionError(ConnectionError):
     """The connection failed or dropped; `rc` is paho's reason."""
@@ -71,6 +73,7 @@ class MqttSession:
         self._acked_mids: collections.deque[int] = collections.deque()
         self._drain_scheduled = False
         self._drain_lock = threading.Lock()
+        self._sock: Any = None
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=opts.client_id, clean_session=True,
                         protocol=mqtt.MQTTv311)
         c.max_inflight_messages_set(opts.max_inflight)
@@ -97,6 +100,7 @@ class MqttSession:
         self.loop.call_soon_threadsafe(self._set_disconnected, rc)
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _rc: Any = None, _p: Any = None) -> None:
+        quick_ack(self._sock)  # so the broker's next PUBACK is not held back by Nagle (edge/tcp.py)
         self._acked_mids.append(mid)
         with self._drain_lock:
             if self._drain_scheduled:
@@ -154,6 +158,8 @@ class MqttSession:
             )
         except (OSError, ssl.SSLError) as exc:
             raise MqttSessionError(f"cannot connect to {self.opts.host}:{self.opts.port}: {exc}") from exc
+        self._sock = self.client.socket()
+        no_delay(self._sock)  # paho leaves Nagle on (edge/tcp.py)
         self.client.loop_start()
         try:
             await asyncio.wait_for(asyncio.shield(self._connected), self.opts.connect_timeout)
@@ -193,3 +199,4 @@ class MqttSession:
         self.client.disconnect()
         await self.loop.run_in_executor(None, self.client.loop_stop)
         self._set_disconnected("closed")
+

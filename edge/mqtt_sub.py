@@ -20,6 +20,8 @@ import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from edge.tcp import quick_ack
+
 MAX_PACKET = 256 * 1024  # a device message larger than this is a broken device or an attack
 
 
@@ -218,6 +220,7 @@ class Subscriber:
         reader, writer = self._reader, self._writer
         silent = self.opts.keepalive * 1.5
         buf = self._buf
+        sock = writer.get_extra_info("socket")
         while True:
             packets, used = parse(buf)
             if used:
@@ -240,4 +243,5 @@ class Subscriber:
                 raise MqttSubError(f"connection lost: {exc}") from exc
             if not chunk:
                 raise MqttSubError("connection closed by the broker")
+            quick_ack(sock)  # the broker's next PUBLISH leaves without waiting for our delayed ACK (edge/tcp.py)
             buf += chunk

@@ -2,8 +2,10 @@
 
 `submit()` assigns the CloudEvents id (UUIDv7) and the per-source sequence, serialises the envelope and
 queues it with any state rows that must change with it; the committer writes everything queued in one
-transaction every `commit_interval` (group commit), resolves the submitters' futures and hands the new
-rows to the uplink. Telemetry over its disk budget is dropped oldest first inside the same transaction,
+transaction at once when the writer thread is idle, else after `commit_interval` (group commit: a batch
+forms while the previous commit runs); it resolves the submitters' futures and hands the new
+rows to the uplink. The hub's acknowledgements ride along with the next commit (or `ack_delay` later).
+Telemetry over its disk budget is dropped oldest first inside the same transaction,
 and a `Gap` event (never dropped) announces each dropped range; drops are counted per class.
 
 Only a PUBACK ends a row's time in the queue. The uplink sends rows in `seq` order and reports the
@@ -109,6 +111,7 @@ class Outbox:
         journal_retention_s: float = 7 * 86400,
         max_pending: int = 2_000,
         group_min: int = 1_000,
+        ack_delay: float = 0.05,
     ) -> None:
         self.db = db
         self.store_id = store_id
@@ -134,6 +137,8 @@ class Outbox:
         self._acked_count = 0
         self._retained_acked: list[tuple[str, int]] = []
         self._wake = asyncio.Event()
+        self.ack_delay = ack_delay
+        self._ack_timer: asyncio.TimerHandle | None = None
         self._room = asyncio.Event()
         self._room.set()
         self._closing = False
@@ -217,11 +222,23 @@ class Outbox:
         if seq > self.acked_through:
             self.acked_through = seq
             self._acked_count += rows
-            self._wake.set()
+            self._wake_for_acks()
 
     def ack_retained(self, topic: str, version: int) -> None:
         """The hub acknowledged a retained snapshot of `version`."""
         self._retained_acked.append((topic, version))
+        self._wake_for_acks()
+
+    def _wake_for_acks(self) -> None:
+        # Acknowledgements ride along with the next commit of events; only when none comes within
+        # `ack_delay` do they get a commit of their own. (A commit per PUBACK burst kept the writer busy
+        # with watermark updates while new events queued behind them; after a crash at most `ack_delay`
+        # of acknowledged events is sent again.)
+        if self._ack_timer is None and not self._wake.is_set():
+            self._ack_timer = asyncio.get_running_loop().call_later(self.ack_delay, self._ack_due)
+
+    def _ack_due(self) -> None:
+        self._ack_timer = None
         self._wake.set()
 
     async def fetch(self, after_seq: int, limit: int) -> list[OutRow]:
@@ -248,10 +265,12 @@ class Outbox:
         try:
             while True:
                 await self._wake.wait()
-                # Group commit: a small batch waits `commit_interval` for company; a batch that is already
-                # large (a busy store, a backlog) is committed at once, so the writer thread and the
-                # pipeline work side by side instead of taking turns.
-                if self.commit_interval and not self._closing and len(self._batch) < self.group_min:
+                # Group commit: while a commit is running, a small batch waits `commit_interval` for company;
+                # a batch that is already large (a busy store, a backlog) is committed at once, so the writer
+                # thread and the pipeline work side by side instead of taking turns. With the writer idle
+                # (a quiet store: most of the day) there is nobody to wait for, and the batch goes at once.
+                if (self.commit_interval and not self._closing and len(self._batch) < self.group_min
+                        and previous is not None and not previous.done()):
                     await asyncio.sleep(self.commit_interval)
                 self._wake.clear()
                 # Two commits in flight: the next transaction is queued on the writer thread while the
@@ -270,6 +289,9 @@ class Outbox:
         finally:
             if previous is not None and not previous.done():
                 previous.cancel()
+            if self._ack_timer is not None:
+                self._ack_timer.cancel()
+                self._ack_timer = None
 
     async def close(self) -> None:
         """Stop after committing everything queued."""
@@ -278,6 +300,9 @@ class Outbox:
 
     async def flush(self) -> None:
         """Commit the current batch and pending acknowledgements now."""
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()  # the acknowledgements go with this commit
+            self._ack_timer = None
         batch, self._batch = self._batch, _Batch()
         mark, old_mark = self.acked_through, self._acked_through_db
         acked, self._acked_count = self._acked_count, 0

@@ -6,13 +6,14 @@ import asyncio
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from drivers.base import Reading
 from edge.brokers import BrokerProcess, Mosquitto, NatsMqtt, RabbitMqtt
 from edge.config import Manifest
 from edge.db import integrity_check
@@ -233,17 +234,36 @@ async def test_stock_state_retained_and_stock_get_command(mosquitto: Mosquitto, 
         assert cell is not None and (cell.count, cell.version) == (11, 2)
 
 
+class _Gated:
+    """A device that starts producing once `go` is set (here: once the uplink follows the committer live)."""
+
+    def __init__(self, inner: CountingDriver, go: asyncio.Event) -> None:
+        self.inner, self.go, self.device_id = inner, go, inner.device_id
+
+    async def stream(self) -> AsyncIterator[Reading]:
+        """The inner device's readings, after `go`."""
+        await self.go.wait()
+        async for r in self.inner.stream():
+            yield r
+
+
 @pytest.mark.parametrize("batched", [False, True], ids=["single", "batched"])
 async def test_alerts_go_ahead_of_a_backlog_and_every_topic_keeps_its_order(
         mosquitto: Mosquitto, demo_manifest: Manifest, tmp_path: Path, batched: bool) -> None:
     hub = HubRecorder(mosquitto.port, f"{ROOT}/#")
-    bulk = CountingDriver("dev-bulk", 20_000, per_tick=2_000)
-    alerts = CountingDriver("dev-alert", 40, per_tick=1, interval=0.01, cls="alert")
+    go = asyncio.Event()
+    bulk = CountingDriver("dev-bulk", 20_000, per_tick=20_000)  # one burst: a backlog for the uplink
+    alerts = CountingDriver("dev-alert", 40, per_tick=1, interval=0.02, cls="alert")
     hub_cfg = demo_manifest.hub.model_copy(
         update={"batch": demo_manifest.hub.batch.model_copy(update={"enabled": batched, "max_events": 20})})
     try:
-        gw = make_gateway(demo_manifest, mosquitto.url, tmp_path / "d", [bulk, alerts], hub=hub_cfg)
+        gw = make_gateway(demo_manifest, mosquitto.url, tmp_path / "d",
+                          [_Gated(bulk, go), _Gated(alerts, go)], hub=hub_cfg)  # type: ignore[list-item]
         async with gw:
+            # the lane serves alerts committed while the uplink follows the committer (not a disk backlog)
+            await asyncio.wait_for(gw.uplink.connected.wait(), 10)
+            await _until(lambda: gw.uplink._live_on, 10)
+            go.set()
             await asyncio.to_thread(hub.wait_for, lambda h: len(h.events("events/test")) >= 20_000
                                     and len(h.events("/alerts")) >= 40, 60)
             await _until(lambda: gw.outbox.depth == 0)
