@@ -147,7 +147,7 @@ async def test_llrp_reader_reset_and_back(mosquitto: Mosquitto, tmp_path: Path) 
         await sim.stop()
 
 
-async def test_local_broker_killed_zebra_and_mqtt_shelf(mosquitto: Mosquitto, tmp_path: Path) -> None:
+async def test_local_broker_killed_zebra_reader_recovers(mosquitto: Mosquitto, tmp_path: Path) -> None:
     from firmware_sim.rfid.population import Population
     from firmware_sim.rfid.zebra_mqtt import ZebraMqttSim
 
