@@ -207,10 +207,19 @@ class Uplink:
             if not self._live_on:
                 rows = await self.outbox.fetch(self._cursor, 1000)
                 if len(rows) < 1000:
-                    # Caught up with the disk: follow the committer from here on. Rows committed between
-                    # the read and this switch are read once more below and deduplicated by seq.
+                    # Caught up with the disk: follow the committer from here on. Rows committed while that
+                    # read ran were announced before the switch and are not in `_live`: read on until the
+                    # disk is exhausted or reaches the first row that is (duplicates go by seq). One read of
+                    # 1,000 was not always enough: a fast committer left rows in between, never sent.
                     self._live_on = True
-                    rows += await self.outbox.fetch(rows[-1].seq if rows else self._cursor, 1000)
+                    after = rows[-1].seq if rows else self._cursor
+                    while True:
+                        more = await self.outbox.fetch(after, 1000)
+                        rows += more
+                        if (len(more) < 1000 or not self._live_on
+                                or (self._live and more[-1].seq >= self._live[0].seq)):
+                            break
+                        after = more[-1].seq
                 if rows:
                     alerts = self._alerts_topic
                     for r in rows:
