@@ -97,7 +97,7 @@ class Uplink:
             else:
                 self._live.extend(rows)
                 alerts = self._alerts_topic
-                self._prio.extend([r for r in rows if r.topic is alerts or r.topic == alerts])
+                self._prio.extend([r for r in rows if r.topic == alerts])
         self._wake.set()
 
     # ---- connection ----
