@@ -65,10 +65,12 @@ class Ours(PeerProcess):
     name = "ours"
     one_to_one = False
 
-    def __init__(self, settle_s: float = 0.8) -> None:
+    def __init__(self, settle_s: float = 0.8, *, module: str = "edge", env: dict[str, str] | None = None) -> None:
         super().__init__()
         self.settle_s = settle_s
         self.api_port = 0
+        self.module = module  # `python -m <module> run --config ...` (bench.peers.where runs a traced one)
+        self.env = env or {}
 
     def start(self, a_port: int, b_port: int, lanes: list[Lane], threshold: int, workdir: Path) -> None:
         """Write the manifest and start `python -m edge run`."""
@@ -82,9 +84,9 @@ class Ours(PeerProcess):
         path.write_text(yaml.safe_dump(m))
         self.workdir = workdir
         out = (workdir / "gateway.log").open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(path)], cwd=REPO,
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module, "run", "--config", str(path)], cwd=REPO,
                                      stdout=out, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONPATH": str(REPO)})
+                                     env={**os.environ, **self.env, "PYTHONPATH": str(REPO)})
 
     def _metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}/metrics", timeout=5) as r:

@@ -1,0 +1,90 @@
+"""Where the time goes inside our gateway on the peers job (`python -m bench.peers.where`).
+
+`python -m bench.peers.trace run --config FILE` is `edge-gateway run` with four product functions wrapped
+before anything starts, each appending one line per observation to `$EDGE_TRACE_FILE`:
+`SUBMIT` (lane count event handed to the outbox, ms after the reading that decided it was stamped),
+`COMMIT` (the same event committed and announced to the uplink), `PUB` (the same event handed to paho), and
+`WRITE` (one `Database.write`, ms from call to result: queueing on the writer thread plus the transaction).
+Benchmark tooling only: the product never imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TextIO
+
+import orjson
+
+_COUNT_TYPE = "retail.shelf.count.v1"
+
+
+def _stamp_lag_ms(payload: bytes) -> float | None:
+    ev = orjson.loads(payload)
+    if ev.get("type") != _COUNT_TYPE:
+        return None
+    t = datetime.fromisoformat(str(ev["time"]).replace("Z", "+00:00")).timestamp()
+    return (time.time() - t) * 1000
+
+
+def _patch(out: TextIO) -> None:
+    import edge.db as db
+    import edge.mqtt_session as ms
+    import edge.outbox as ob
+    import edge.uplink as up
+
+    def line(kind: str, ms_: float) -> None:
+        out.write(f"{kind} {ms_:.3f}\n")
+
+    submit = ob.Outbox.submit
+
+    def traced_submit(self: ob.Outbox, events: Sequence[Any], *a: Any, **k: Any) -> Any:
+        now = time.time()
+        for ev in events:
+            if getattr(ev, "TYPE", "") == _COUNT_TYPE:
+                line("SUBMIT", (now - ev.time.timestamp()) * 1000)
+        return submit(self, events, *a, **k)
+
+    committed = up.Uplink._on_committed
+
+    def traced_committed(self: up.Uplink, rows: list[ob.OutRow]) -> None:
+        for r in rows:
+            if r.topic.endswith("/events/shelf") and (lag := _stamp_lag_ms(r.payload)) is not None:
+                line("COMMIT", lag)
+        committed(self, rows)
+
+    publish = ms.MqttSession.publish_nowait
+
+    def traced_publish(self: ms.MqttSession, topic: str, payload: bytes, **k: Any) -> Any:
+        if topic.endswith("/events/shelf") and (lag := _stamp_lag_ms(payload)) is not None:
+            line("PUB", lag)
+        return publish(self, topic, payload, **k)
+
+    write = db.Database.write
+
+    async def traced_write(self: db.Database, fn: Callable[[Any], Any]) -> Any:
+        t = time.perf_counter()
+        try:
+            return await write(self, fn)
+        finally:
+            line("WRITE", (time.perf_counter() - t) * 1000)
+
+    ob.Outbox.submit = traced_submit  # type: ignore[method-assign]
+    up.Uplink._on_committed = traced_committed  # type: ignore[method-assign]
+    ms.MqttSession.publish_nowait = traced_publish  # type: ignore[method-assign]
+    db.Database.write = traced_write  # type: ignore[method-assign]
+
+
+def main(argv: list[str]) -> int:
+    """Wrap, then run the daemon's command line."""
+    from edge.cli import main as edge_main
+
+    _patch(open(os.environ["EDGE_TRACE_FILE"], "a", buffering=1))  # noqa: SIM115 - open for the process's life
+    return edge_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,60 @@
+"""Where the latency of our gateway goes on the peers job at 1,000 readings/s.
+
+`python -m bench.peers.where [PHASES]` runs the peers harness for ours only (brokers A and B, the load
+generator, the subscriber on B), with the daemon started as `python -m bench.peers.trace run` (see
+bench/peers/trace.py), offers 1,000 readings/s in PHASES phases of 6 s after a warm-up, and prints per phase
+the steady-state p50/p99 from reading to B (as `peers_ours_p99_ms_at_1000` measures it), then percentiles
+of the trace over all phases: reading -> submitted, -> committed, -> handed to paho, and the duration of
+each database write. Development tooling: it is not part of `edge-gateway bench` (the wrapping costs time).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.peers.job import SETTLE_S, START_SKIP_S, System, _pct
+from bench.peers.ours import Ours
+
+
+def where(phases: int = 3) -> dict[str, float]:
+    """Run it; return the figures (also printed)."""
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-where-") as tmp:
+        trace = Path(tmp) / "trace.txt"
+        trace.touch()
+        sysm = System(Ours(SETTLE_S, module="bench.peers.trace", env={"EDGE_TRACE_FILE": str(trace)}),
+                      Path(tmp), quick=True)
+        try:
+            sysm.start()
+            sysm.phase(1000, 2.0, "warmup", 2.0)
+            start = trace.stat().st_size
+            for k in range(phases):
+                res = sysm.phase(1000, 6.0, f"lat{k}", 2.0, log=True)
+                lat = sysm.latencies(res, f"lat{k}", skip_s=START_SKIP_S)
+                out[f"where_lat{k}_p50_ms"], out[f"where_lat{k}_p99_ms"] = _pct(lat, 0.5), _pct(lat, 0.99)
+                print(f"phase {k}: reading -> B p50 {_pct(lat, 0.5):.1f} ms, p99 {_pct(lat, 0.99):.1f} ms "
+                      f"({len(lat)} samples, lost {res['lost']})", flush=True)
+            with trace.open() as f:
+                f.seek(start)
+                kinds: dict[str, list[float]] = {}
+                for line in f:
+                    kind, _, value = line.partition(" ")
+                    kinds.setdefault(kind, []).append(float(value))
+        finally:
+            sysm.stop()
+    labels = {"SUBMIT": "reading -> submitted to the outbox", "COMMIT": "reading -> committed",
+              "PUB": "reading -> handed to paho", "WRITE": "one database write (queue + transaction)"}
+    for kind, label in labels.items():
+        xs = kinds.get(kind, [])
+        out[f"where_{kind.lower()}_p50_ms"], out[f"where_{kind.lower()}_p99_ms"] = _pct(xs, 0.5), _pct(xs, 0.99)
+        print(f"{label:45s} p50 {_pct(xs, 0.5):6.2f} ms  p90 {_pct(xs, 0.9):6.2f} ms  p99 {_pct(xs, 0.99):6.2f} ms"
+              f"  ({len(xs)})")
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    where(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
