@@ -11,6 +11,7 @@ import asyncio
 import collections
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +68,7 @@ class MqttSession:
         self.disconnected: asyncio.Future[None] = self.loop.create_future()
         self._connected: asyncio.Future[None] = self.loop.create_future()
         self._connected.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved by open()
-        self._acks: dict[int, asyncio.Future[None]] = {}
+        self._acks: dict[int, Callable[[bool], None]] = {}  # mid -> called with True at PUBACK, False at a drop
         # PUBACKs arrive on paho's thread; they are queued and drained in one loop callback per burst,
         # so a window of acks costs one wake-up of the event loop, not one each.
         self._acked_mids: collections.deque[int] = collections.deque()
@@ -126,18 +127,18 @@ class MqttSession:
             self._connected.set_exception(err)
         if not self.disconnected.done():
             self.disconnected.set_result(None)
-        for fut in self._acks.values():
-            if not fut.done():
-                fut.set_exception(err)
-        self._acks.clear()
+        acks, self._acks = self._acks, {}
+        for done in acks.values():
+            done(False)
 
     def _drain_acks(self) -> None:
         with self._drain_lock:
             self._drain_scheduled = False
-        while self._acked_mids:
-            fut = self._acks.pop(self._acked_mids.popleft(), None)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+        acks, mids = self._acks, self._acked_mids
+        while mids:
+            done = acks.pop(mids.popleft(), None)
+            if done is not None:
+                done(True)
 
     def _received(self, msg: Incoming) -> None:
         if self.messages.full():
@@ -170,6 +171,18 @@ class MqttSession:
             await self.close()
             raise
 
+    def publish_cb(self, topic: str, payload: bytes, done: Callable[[bool], None]) -> None:
+        """Send now at QoS 1; `done(True)` runs on the loop at PUBACK, `done(False)` if the connection drops
+        first (or the publish is refused). The uplink's path: no future and no extra loop callback per
+        message; the acknowledgements of a burst are handed out in one loop callback."""
+        if self.disconnected.done():
+            raise MqttSessionError("not connected")
+        info = self.client.publish(topic, payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self.loop.call_soon(done, False)
+        else:
+            self._acks[info.mid] = done  # the ack callback runs on this loop later, so no race
+
     def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> asyncio.Future[None]:
         """Send now; the future completes at PUBACK (QoS 1) or fails when the connection drops."""
         if self.disconnected.done():
@@ -181,7 +194,15 @@ class MqttSession:
         elif qos == 0:
             fut.set_result(None)
         else:
-            self._acks[info.mid] = fut  # the ack callback runs on this loop later, so no race
+
+            def done(ok: bool) -> None:
+                if not fut.done():
+                    if ok:
+                        fut.set_result(None)
+                    else:
+                        fut.set_exception(MqttSessionError("disconnected before PUBACK"))
+
+            self._acks[info.mid] = done
         return fut
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:

@@ -268,10 +268,9 @@ class Uplink:
                 self._cursor = group[-1].seq
                 self._max_sent = max(self._max_sent, self._cursor)
                 payload = (b"[" + b",".join(r.payload for r in group) + b"]") if batch.enabled else group[0].payload
-                fut = session.publish_nowait(group[0].topic, payload)
                 entry = [self._cursor, len(group), 0]
                 self._order.append(entry)
-                fut.add_done_callback(functools.partial(self._done, entry=entry, window=window))
+                session.publish_cb(group[0].topic, payload, functools.partial(self._done, entry=entry, window=window))
 
     def _send_alert(self, session: MqttSession, window: asyncio.Semaphore) -> bool:
         """Publish the oldest waiting alert ahead of the main stream, in the window slot just taken."""
@@ -286,14 +285,13 @@ class Uplink:
         entry = [row.seq, 1, 0]
         self._early[row.seq] = entry
         payload = (b"[" + row.payload + b"]") if self.hub.batch.enabled else row.payload
-        fut = session.publish_nowait(row.topic, payload)
-        fut.add_done_callback(functools.partial(self._done, entry=entry, window=window))
+        session.publish_cb(row.topic, payload, functools.partial(self._done, entry=entry, window=window))
         self.metrics.inc("edge_uplink_alerts_ahead_total")
         return True
 
-    def _done(self, fut: asyncio.Future[None], *, entry: list[int], window: asyncio.Semaphore) -> None:
+    def _done(self, ok: bool, *, entry: list[int], window: asyncio.Semaphore) -> None:
         window.release()
-        if fut.cancelled() or fut.exception() is not None:
+        if not ok:
             return  # the session is ending; these rows stay in the outbox and go again
         entry[2] = 1
         self.metrics.inc("edge_uplink_published_total", float(entry[1]))

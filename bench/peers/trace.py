@@ -56,12 +56,12 @@ def _patch(out: TextIO) -> None:
                 line("COMMIT", lag)
         committed(self, rows)
 
-    publish = ms.MqttSession.publish_nowait
+    publish = ms.MqttSession.publish_cb
 
-    def traced_publish(self: ms.MqttSession, topic: str, payload: bytes, **k: Any) -> Any:
+    def traced_publish(self: ms.MqttSession, topic: str, payload: bytes, done: Callable[[bool], None]) -> None:
         if topic.endswith("/events/shelf") and (lag := _stamp_lag_ms(payload)) is not None:
             line("PUB", lag)
-        return publish(self, topic, payload, **k)
+        publish(self, topic, payload, done)
 
     write = db.Database.write
 
@@ -74,7 +74,7 @@ def _patch(out: TextIO) -> None:
 
     ob.Outbox.submit = traced_submit  # type: ignore[method-assign]
     up.Uplink._on_committed = traced_committed  # type: ignore[method-assign]
-    ms.MqttSession.publish_nowait = traced_publish  # type: ignore[method-assign]
+    ms.MqttSession.publish_cb = traced_publish  # type: ignore[method-assign]
     db.Database.write = traced_write  # type: ignore[method-assign]
 
 
