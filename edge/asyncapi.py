@@ -200,10 +200,12 @@ def build(root: Path | None = None) -> dict[str, Any]:
     for topic, members in sorted(by_topic.items()):
         cid = topic.replace("/", "_")
         classes_here = sorted({c.CLASS.value for c in members})
+        ahead = (" Sent ahead of a backlog of the other topics' events (order is kept per topic, not across"
+                 " topics)." if topic == "alerts" else "")
         channels[cid] = {
             "address": "{root}/" + topic,
             "description": f"CloudEvents (structured JSON; a JSON array of them when batching is on). "
-                           f"Classes: {', '.join(classes_here)}. QoS 1, ordered per topic.",
+                           f"Classes: {', '.join(classes_here)}. QoS 1, ordered per topic.{ahead}",
             "parameters": {"root": {"description": "topic prefix and store id, e.g. retail/v1/demo"}},
             "messages": {_msg_name(c): {"$ref": f"#/components/messages/{_msg_name(c)}"} for c in members},
         }
