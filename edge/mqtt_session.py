@@ -173,15 +173,15 @@ class MqttSession:
 
     def publish_cb(self, topic: str, payload: bytes, done: Callable[[bool], None]) -> None:
         """Send now at QoS 1; `done(True)` runs on the loop at PUBACK, `done(False)` if the connection drops
-        first (or the publish is refused). The uplink's path: no future and no extra loop callback per
+        first. A publish paho refuses raises `MqttSessionError` (the caller ends the session and sends again
+        from its last acknowledged row). The uplink's path: no future and no extra loop callback per
         message; the acknowledgements of a burst are handed out in one loop callback."""
         if self.disconnected.done():
             raise MqttSessionError("not connected")
         info = self.client.publish(topic, payload, qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            self.loop.call_soon(done, False)
-        else:
-            self._acks[info.mid] = done  # the ack callback runs on this loop later, so no race
+            raise MqttSessionError(f"publish failed: {mqtt.error_string(info.rc)}", info.rc)
+        self._acks[info.mid] = done  # the ack callback runs on this loop later, so no race
 
     def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> asyncio.Future[None]:
         """Send now; the future completes at PUBACK (QoS 1) or fails when the connection drops."""
