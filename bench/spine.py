@@ -231,16 +231,38 @@ def bench_manifest(data_dir: Path, hub_url: str, *, batch: bool = False, devices
 
 async def _ours(url: str, sub: Subscriber, n: int, data: Path, *, batch: bool) -> tuple[float, float]:
     m = bench_manifest(data, url, batch=batch)
-    drv = LoadDriver("dev-a", n, per_tick=500)
+    dev = f"dev-{data.name}"  # one device id per run, so a shortfall can be traced to its events
+    drv = LoadDriver(dev, n, per_tick=500)
     gw = Gateway(m, hub_url=url, data_dir=data, extra_drivers=[(drv, "load")], install_rules=False)
     gw.pipeline.add_processor(LoadProcessor())
     start_count = sub.count()
     async with gw:
         t0 = time.monotonic()
         commits0 = gw.db.commits
-        t1 = await asyncio.to_thread(sub.wait_count, start_count + n, 300)
+        try:
+            t1 = await asyncio.to_thread(sub.wait_count, start_count + n, 300)
+        except TimeoutError as exc:
+            got = _numbers_from(sub, dev)
+            missing = sorted(set(range(1, n + 1)) - got)
+            pending = await gw.query("SELECT count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM outbox_pending")
+            raise TimeoutError(f"{exc}: {dev} missing {len(missing)} events {missing[:10]}, outbox depth "
+                               f"{gw.outbox.depth}, pending {pending}, acked through {gw.outbox.acked_through}, "
+                               f"uplink cursor {gw.uplink._cursor}") from None
         commits = gw.db.commits - commits0
     return n / (t1 - t0), 1000 * commits / n
+
+
+def _numbers_from(sub: Subscriber, dev: str) -> set[int]:
+    """The `n` of every load event from `dev` the subscriber received."""
+    got: set[int] = set()
+    for _t, _topic, payload in sub.lines():
+        if dev.encode() not in payload:
+            continue
+        body = orjson.loads(payload)
+        for ev in body if isinstance(body, list) else [body]:
+            if str(ev.get("source", "")).endswith("/" + dev) and "n" in (ev.get("data") or {}):
+                got.add(int(ev["data"]["n"]))
+    return got
 
 
 def bench_throughput(quick: bool) -> dict[str, Any]:
