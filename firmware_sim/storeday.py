@@ -22,7 +22,10 @@ Checker (`check`):
 - alerts: an oracle replays the truth timeline through the restock definition (low: count <= min held for
   `debounce_s`, clears at min + clear_margin; out: count == 0, clears at 1; cooldown 0) and gives the expected
   raise times. An actual `retail.alert.opened.v1` (accepted by the gateway) of the same cell and kind within
-  [expected - 1 s, expected + settle allowance + 1 s] matches it. Unmatched actual = false alert; unmatched
+  [expected - 1 s, expected + settle allowance + 1 s] matches it; on an RFID shelf the window opens earlier by
+  how long before the pick that started the condition its tags were last read (the gateway dates a departure
+  at the tag's last read, the best it can know; the simulated readers record those reads at the gateway's
+  RSSI filter). Unmatched actual = false alert; unmatched
   expected = missed alert (expected raises later than the end minus the allowance are not yet due).
   Latency = actual raise time - start of the truth condition (goal <= debounce + 1 s).
 - visitors: the door's real entries (no staff use the counted door) vs the gateway's `visitors_today`.
@@ -101,6 +104,9 @@ class Truth:
     """Everything the checker needs, recorded during the day."""
 
     changes: dict[tuple[str, str], list[tuple[float, int]]] = field(default_factory=dict)  # cell -> (t, count)
+    # (shelf, sku, t) -> how long before the pick at t its tags were last read: an RFID-counted shelf can date a
+    # departure no later than that read, so its rule's debounce may start (and its alert come) that much earlier
+    backdate: dict[tuple[str, str, float], float] = field(default_factory=dict)
     samples: int = 0
     exact: int = 0
     by_source: dict[str, list[int]] = field(default_factory=lambda: {"weight": [0, 0], "rfid": [0, 0]})
@@ -168,8 +174,9 @@ def check(truth: Truth, manifest: Manifest, cfg: StoreDayConfig, end: float) -> 
             for start, due in expected_raises(timeline, thr, clear, cfg.debounce_s, end):
                 if due > end - allowance - 1:
                     continue  # not yet due when the day ended
+                lo = due - truth.backdate.get((shelf, sku, start), 0.0) - 1
                 hit = next((a for a in actual
-                            if a[1:] == (shelf, sku, kind) and due - 1 <= a[0] <= due + allowance + 1), None)
+                            if a[1:] == (shelf, sku, kind) and lo <= a[0] <= due + allowance + 1), None)
                 if hit is None:
                     missed += 1
                     details.append(f"missed {kind} {shelf}/{sku} due {due:.0f}")
@@ -226,12 +233,18 @@ class StoreDay:
         self.door: DoorSim | None = None
         self.hub_alerts = 0
 
-    def _on_world(self, world: World) -> Any:
+    def _on_world(self, world: World, rfid_reads: dict[str, float] | None) -> Any:
+        rfid_shelves = {s.id for s in world.manifest.shelves if s.stock_source != "weight"}
+
         def cb(change: WorldChange) -> None:
             t = self.clock.monotonic()
             lane = world.lanes[(change.shelf, change.lane)]
             key = (change.shelf, lane.sku)
             self.truth.changes.setdefault(key, []).append((t, world.count(*key)))
+            if rfid_reads is not None and change.epcs and change.shelf in rfid_shelves:
+                reads = [rfid_reads[e] for e in change.epcs if e in rfid_reads]
+                if reads:
+                    self.truth.backdate[(*key, t)] = max(0.0, t - min(reads))
         return cb
 
     async def run(self) -> dict[str, Any]:
@@ -256,8 +269,9 @@ class StoreDay:
         t0 = self.clock.monotonic()
         for key in world.snapshot():
             self.truth.changes[key] = [(t0, world.count(*key))]
-        world.listeners.append(self._on_world(world))
-        parts: list[Any] = [ShelfSimPart(hz=25.0), ScannerSimPart(), RfidSimPart()]
+        rfid = RfidSimPart(record_reads=True)
+        world.listeners.append(self._on_world(world, rfid.last_read))
+        parts: list[Any] = [ShelfSimPart(hz=25.0), ScannerSimPart(), rfid]
         if cfg.ble and shutil.which("dbus-daemon"):
             parts.append(BleSimPart(period_s=1.0, max_zones=2, shoppers=3))
         devices: list[dict[str, Any]] = []

@@ -61,6 +61,7 @@ class WorldChange:
     shelf: str
     lane: str
     n: int = 0
+    epcs: tuple[str, ...] = ()  # the items taken, for a pick
 
 
 class World:
@@ -109,7 +110,7 @@ class World:
         t = self.lanes[(shelf, lane)]
         taken = [t.epcs.pop() for _ in range(min(n, t.count))]
         self.carried.extend((e, t.sku) for e in taken)
-        self._changed("pick", shelf, lane, len(taken))
+        self._changed("pick", shelf, lane, len(taken), tuple(taken))
         return taken
 
     def put_back(self, shelf: str, lane: str, n: int = 1) -> int:
@@ -177,8 +178,8 @@ class World:
         # Other prefixes: still SGTIN-96 with the GTIN's own 7-digit prefix, so decoding works.
         return sgtin96_hex(gtin[1:8], gtin[0] + gtin[8:13], self._serial)
 
-    def _changed(self, kind: str, shelf: str, lane: str, n: int = 0) -> None:
-        change = WorldChange(self.clock.now(), kind, shelf, lane, n)
+    def _changed(self, kind: str, shelf: str, lane: str, n: int = 0, epcs: tuple[str, ...] = ()) -> None:
+        change = WorldChange(self.clock.now(), kind, shelf, lane, n, epcs)
         self.history.append(change)
         for cb in self.listeners:
             cb(change)

@@ -4,6 +4,10 @@ Each antenna covers one zone. Items on lanes of a covered zone are read with `re
 (real readers manage 60-70 %), at a per-tag base RSSI plus Gaussian noise; with `bleed_p` they are also
 read faintly (`bleed_db` weaker) by the reader's other antennas; items in shoppers' hands (World.carried)
 are now and then seen very faintly by any antenna.
+
+With `last_read` given, each cycle records there when it last reported each EPC at `record_min_rssi` or
+stronger (what a gateway filtering at that RSSI saw last): a gateway can only date a departure by a tag's
+last read, so the store-day checker uses this to know how far before the real pick that date can lie.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class Population:
         bleed_db: float = 15.0,
         carried_p: float = 0.05,
         seed: int = 5,
+        last_read: dict[str, float] | None = None,
+        record_min_rssi: float = -127.0,
     ) -> None:
         self.world = world
         self.antennas = dict(antennas)
@@ -48,6 +54,8 @@ class Population:
         self.bleed_db = bleed_db
         self.carried_p = carried_p
         self.rng = random.Random(seed)
+        self.last_read = last_read
+        self.record_min_rssi = record_min_rssi
 
     @staticmethod
     def base_rssi(epc: str) -> float:
@@ -77,4 +85,9 @@ class Population:
         for epc, _sku in self.world.carried:
             if ants and rng.random() < self.carried_p:
                 out.append(SimRead(epc, rng.choice(ants), -78 + round(rng.gauss(0, 2)), 1))
+        if self.last_read is not None:
+            now, floor, seen = self.world.clock.monotonic(), self.record_min_rssi, self.last_read
+            for r in out:
+                if r.rssi >= floor:
+                    seen[r.epc] = now
         return out

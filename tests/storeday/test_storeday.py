@@ -32,3 +32,36 @@ async def test_short_store_day_meets_the_goals(tmp_path: Path) -> None:
     assert got["storeday_alert_latency_max_s"] <= cfg.debounce_s + 1, summary
     assert got["storeday_visitors_error"] == 0, summary
     assert got["storeday_hub_alerts_received"] == got["storeday_alerts_accepted"], summary
+
+
+def _manifest() -> object:
+    import yaml
+
+    from edge.config import parse_manifest
+    from firmware_sim.world import demo_manifest_text
+
+    return parse_manifest(yaml.safe_dump(yaml.safe_load(demo_manifest_text())), "demo.yaml")
+
+
+@pytest.mark.parametrize(
+    ("shelf", "sku", "raised_after_due", "backdate", "false", "missed"),
+    [
+        ("rack-c1", "tee-m", 0.4, 0.0, 0, 0),  # on time
+        ("rack-c1", "tee-m", -1.5, 0.0, 1, 1),  # early with no read to explain it: a false and a missed alert
+        ("rack-c1", "tee-m", -1.5, 2.0, 0, 0),  # the tag was last read 2 s before the pick: the gateway may date it
+        ("rack-c1", "tee-m", -3.5, 2.0, 1, 1),  # earlier than even the last read allows
+        ("rack-c1", "tee-m", 15.5, 0.0, 1, 1),  # later than the RFID settle allowance + 1 s
+    ],
+)
+def test_checker_window_follows_the_last_read(shelf: str, sku: str, raised_after_due: float, backdate: float,
+                                              false: int, missed: int) -> None:
+    from firmware_sim.storeday import Truth, check
+
+    cfg = StoreDayConfig(debounce_s=20.0)
+    truth = Truth()
+    truth.changes[(shelf, sku)] = [(0.0, 3), (100.0, 0), (300.0, 40)]  # out of stock at 100, due 120
+    truth.backdate[(shelf, sku, 100.0)] = backdate
+    truth.alerts.append((120.0 + raised_after_due, shelf, sku, "out_of_stock"))
+    truth.alerts.append((20.0, shelf, sku, "low_stock"))  # low from the start (3 <= 8): due 20
+    got = check(truth, _manifest(), cfg, end=400.0)  # type: ignore[arg-type]
+    assert (got["storeday_false_alerts"], got["storeday_missed_alerts"]) == (false, missed), got
