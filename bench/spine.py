@@ -34,6 +34,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.load import LoadDriver, LoadProcessor
+from bench.runtime import runtime_python
 from edge.brokers import Mosquitto, free_port, wait_port
 from edge.config import Manifest, parse_manifest
 from edge.gateway import Gateway
@@ -313,11 +314,13 @@ def bench_throughput(quick: bool) -> dict[str, Any]:
 class GatewayProc:
     """`python -m bench.load run --config FILE` (the real daemon with the load family registered)."""
 
-    def __init__(self, manifest: dict[str, Any], workdir: Path, *, plain: bool = False) -> None:
+    def __init__(self, manifest: dict[str, Any], workdir: Path, *, plain: bool = False,
+                 python: str | None = None) -> None:
         self.path = workdir / "manifest.yaml"
         self.path.write_text(yaml.safe_dump(manifest))
-        argv = ([sys.executable, "-m", "edge", "run", "--config", str(self.path)] if plain
-                else [sys.executable, "-m", "bench.load", "run", "--config", str(self.path)])
+        py = python or sys.executable  # bench/runtime.py: the figures about the deployed daemon use its venv
+        argv = ([py, "-m", "edge", "run", "--config", str(self.path)] if plain
+                else [py, "-m", "bench.load", "run", "--config", str(self.path)])
         self.log = (workdir / "gateway.log").open("ab")
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
@@ -384,14 +387,15 @@ def last_sequence(db: Path, source: str) -> int:
     return int(row[0]) if row else 0
 
 
-def bench_rss_idle(quick: bool) -> dict[str, float]:
+def bench_rss_idle(quick: bool) -> dict[str, Any]:
     """RSS of `edge-gateway run` (no devices, API on, hub connected) after it settled."""
+    python, note = runtime_python()
     with tempfile.TemporaryDirectory(prefix="bench-rss-") as tmp:
         work = Path(tmp)
         broker = Mosquitto(workdir=work / "mq")
         broker.start()
         api = free_port()
-        gw = GatewayProc(manifest_dict(work / "var", broker.url, [], api_port=api), work, plain=True)
+        gw = GatewayProc(manifest_dict(work / "var", broker.url, [], api_port=api), work, plain=True, python=python)
         try:
             wait_port(api, 30)
             time.sleep(2.0 if quick else 5.0)
@@ -399,7 +403,7 @@ def bench_rss_idle(quick: bool) -> dict[str, float]:
         finally:
             gw.stop()
             broker.stop()
-    return {"rss_idle_mb": rss}
+    return {"rss_idle_mb": rss, "rss_python": note}
 
 
 def bench_backlog(quick: bool) -> dict[str, float]:
@@ -415,7 +419,8 @@ def bench_backlog(quick: bool) -> dict[str, float]:
             {"id": "ingest", "type": "load", "per_tick": ingest_per_tick, "interval_s": ingest_interval},
         ]
         db = work / "var" / "edge.db"
-        gw = GatewayProc(manifest_dict(work / "var", broker.url, devices, batch={"enabled": True}), work)
+        gw = GatewayProc(manifest_dict(work / "var", broker.url, devices, batch={"enabled": True}), work,
+                         python=runtime_python()[0])
         try:
             t0 = time.monotonic()
             deadline = t0 + (300 if quick else 900)

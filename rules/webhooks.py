@@ -15,14 +15,15 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from edge.envelope import dumps
 from edge.runtime import GatewayView, Upsert
 from rules.alerts import Transition
 from rules.config import WebhookConfig
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class WebhookWorker:
 
     async def run(self) -> None:
         """Poll for due deliveries until cancelled."""
+        import httpx  # only a store with webhooks pays for the HTTP client (~2.5 MB resident)
+
         self._client = httpx.AsyncClient(follow_redirects=False)
         try:
             while True:
@@ -141,6 +144,8 @@ class WebhookWorker:
             "X-Edge-Event": f"retail.alert.{row['transition']}.v1",
             "User-Agent": "smart-store-edge-webhooks/1",
         }
+        import httpx
+
         permanent = False
         try:
             assert self._client is not None

@@ -398,6 +398,8 @@ def measure(peer: Peer, quick: bool, work: Path, log: Callable[[str], None]) -> 
         # latency and RSS at 1,000/s
         res = sysm.phase(1000, 6.0 if quick else 12.0, "lat", drain, log=True)
         out[f"peers_{name}_rss_mb"] = sysm.rss_mb()
+        if (note := getattr(peer, "python_note", None)) is not None:
+            out[f"peers_{name}_python"] = note  # ours: which venv the daemon ran from (bench/runtime.py)
         # Steady state: the phase's first START_SKIP_S are left out. The lanes follow the wall-clock schedule
         # through the pause before the phase, so when readings resume every lane that changed meanwhile
         # settles at once (for ours: 200 count changes, ~600 events in one burst; a store never moves

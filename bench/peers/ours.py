@@ -4,7 +4,8 @@ The manifest is the demo store plus the benchmark's shelves (four lanes each, on
 weights from bench/peers/loadgen.py), the hub on broker B (durable outbox, batching off: one CloudEvent per
 MQTT message), restock rules with `min = threshold - 1` (so "count < threshold" is low stock), no debounce
 or cooldown, open around the clock. The local API is on (loopback) because the harness reads the
-`edge_device_readings` counter from /metrics to check that every reading was processed.
+`edge_device_readings` counter from /metrics to check that every reading was processed. The daemon runs
+from the runtime venv (bench/runtime.py: the runtime lock only, as deploy/Containerfile installs it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import yaml
 
 from bench.peers.loadgen import Lane
 from bench.peers.proc import PeerProcess
+from bench.runtime import runtime_python
 
 REPO = Path(__file__).resolve().parents[2]
 _READINGS = re.compile(r'^edge_device_readings\{device="shelves"\} (\S+)$', re.M)
@@ -71,6 +73,8 @@ class Ours(PeerProcess):
         self.api_port = 0
         self.module = module  # `python -m <module> run --config ...` (bench.peers.where runs a traced one)
         self.env = env or {}
+        # as deployed: the runtime venv (bench/runtime.py); a traced run needs the development one
+        self.python, self.python_note = (sys.executable, "development venv") if module != "edge" else runtime_python()
 
     def start(self, a_port: int, b_port: int, lanes: list[Lane], threshold: int, workdir: Path) -> None:
         """Write the manifest and start `python -m edge run`."""
@@ -84,7 +88,7 @@ class Ours(PeerProcess):
         path.write_text(yaml.safe_dump(m))
         self.workdir = workdir
         out = (workdir / "gateway.log").open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module, "run", "--config", str(path)], cwd=REPO,
+        self.proc = subprocess.Popen([self.python, "-m", self.module, "run", "--config", str(path)], cwd=REPO,
                                      stdout=out, stderr=subprocess.STDOUT,
                                      env={**os.environ, **self.env, "PYTHONPATH": str(REPO)})
 

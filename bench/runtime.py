@@ -1,0 +1,52 @@
+"""The interpreter the benchmarks run our daemon with: a venv holding exactly `requirements-runtime.lock`.
+
+What a store runs (deploy/Containerfile) is the gateway's runtime dependencies only. The development venv
+also holds the test tools (pytest, hypothesis, schemathesis, playwright, ...), and some runtime libraries
+import more when those are present (httpx loads rich, pygments and click for its CLI; paho loads dnspython;
+FastAPI loads pydantic-extra-types): about 3 MB more resident memory for the same daemon. So the figures
+that are about the daemon's footprint and speed as deployed (`rss`, `backlog`, `peers`) run it from
+`bench/.cache/runtime-venv`, built here from the runtime lock (the same pins as requirements.lock, checked
+by tests/deploy/test_locks.py) when missing or when the lock changed, with the source tree on PYTHONPATH.
+The peers are measured the same way: each from its own installation (bench/.cache/tb-venv, node-red).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+LOCK = REPO / "requirements-runtime.lock"
+VENV = REPO / "bench" / ".cache" / "runtime-venv"
+PY = VENV / "bin" / "python"
+
+
+def _stamp() -> Path:
+    return VENV / f".lock-{hashlib.sha256(LOCK.read_bytes()).hexdigest()[:16]}"
+
+
+def runtime_python(timeout: float = 600) -> tuple[str, str]:
+    """(interpreter, note): the runtime venv's python, built when needed; the running one if it cannot be."""
+    if not LOCK.exists():
+        return sys.executable, f"development venv ({LOCK.name} missing)"
+    if PY.exists() and _stamp().exists():
+        return str(PY), f"runtime venv ({LOCK.name})"
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    log = REPO / "bench" / ".cache" / "runtime-venv.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with log.open("ab") as f:
+            if not PY.exists():
+                subprocess.run([sys.executable, "-m", "venv", str(VENV)], stdout=f, stderr=f, timeout=300, check=True)
+            install = ([uv, "pip", "sync", "--python", str(PY), str(LOCK)] if uv
+                       else [str(PY), "-m", "pip", "install", "--require-hashes", "-r", str(LOCK)])
+            subprocess.run(install, stdout=f, stderr=f, timeout=timeout, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return sys.executable, f"development venv (building the runtime venv failed: {exc}; see {log})"
+    for old in VENV.glob(".lock-*"):
+        old.unlink()
+    _stamp().touch()
+    return str(PY), f"runtime venv ({LOCK.name})"
