@@ -106,8 +106,8 @@ class StorageConfig(StrictModel):
     journal_retention_days: float = Field(default=7, ge=0)
     commit_interval_ms: float = Field(
         default=5, ge=0, le=1000,
-        description="group commit: while a commit is running, a small batch waits this long for company "
-                    "(latency vs fsyncs per event); with the writer idle a batch is committed at once",
+        description="group commit: while a commit is running, a small batch waits for it to finish, at most "
+                    "this long (latency vs fsyncs per event); with the writer idle a batch is committed at once",
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sqlite3
+import time
 from pathlib import Path
 
 from edge.brokers import Mosquitto
@@ -60,6 +61,15 @@ async def test_idle_writer_commits_at_once_and_acks_ride_along(
         await _until(lambda: _watermark(tmp_path / "d" / "edge.db") == ob.acked_through, 5)
         # (one commit per event, as each submit waits for its own; without the ride-along up to 80)
         assert ob.metrics.value("edge_outbox_commits_total") - commits1 <= 45
+        # behind a running commit, a batch goes as soon as that commit finished, not after the 400 ms
+        slow = asyncio.ensure_future(gw.db.write(lambda _c: time.sleep(0.15)))  # the writer is busy for 150 ms
+        first = ob.submit([Counted(source="dev-a", time=gw.clock.now(), n=100)])
+        await asyncio.sleep(0.02)  # the committer has started the first commit (queued behind the slow write)
+        t0 = loop.time()
+        await ob.submit([Counted(source="dev-a", time=gw.clock.now(), n=101)])
+        assert first.done()
+        assert loop.time() - t0 < 0.35
+        await slow
 
 
 async def test_mqtt_sockets_send_and_acknowledge_at_once(mosquitto: Mosquitto) -> None:
