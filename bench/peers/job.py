@@ -41,8 +41,8 @@ THRESHOLD = 5  # alert when count < 5
 N_LANES = 200
 HOLD_S = 2.0  # each lane holds a count this long, then changes
 SETTLE_S = 0.8  # our engine's settle window (the shelf families' default)
-STEPS = (1000, 2000, 5000, 10000, 20000, 40000)  # readings/s; stepping stops at the first loss
-MAX_WORKERS = 8  # load generator processes (one per 5,000 readings/s); the offered rate is reported per step
+STEPS = (1000, 2000, 5000, 10000, 20000, 40000, 60000, 80000)  # readings/s; stepping stops at the first loss
+MAX_WORKERS = 12  # load generator processes (one per 5,000 readings/s); the offered rate is reported per step
 PROBE_RID = 10**15
 START_SKIP_S = SETTLE_S + 0.5  # latency is measured in steady state (see `measure`)
 _M = re.compile(rb'"m":\s*"(\d+):([\d.]+)"')
@@ -145,7 +145,7 @@ def _epoch(rfc3339: str) -> float:
 
 def offer(a_port: int, rate: float, duration: float, origin: float, work: Path, tag: str, *, rid_base: int,
           log: bool = False, lanes: int = N_LANES) -> list[subprocess.Popen[bytes]]:
-    """Start the load workers (one per 5,000 readings/s, at most 8); returns their processes."""
+    """Start the load workers (one per 5,000 readings/s, at most MAX_WORKERS); returns their processes."""
     k = max(1, min(MAX_WORKERS, math.ceil(rate / 5000)))
     procs = []
     for w in range(k):
@@ -423,8 +423,12 @@ def measure(peer: Peer, quick: bool, work: Path, log: Callable[[str], None]) -> 
             notes.append(f"{rate}:{'ok' if ok else 'lost ' + str(res['lost']) + '/' + str(res['expected'])}"
                          f"@{res['offered_rate']:.0f}")
             log(f"{name}: step {rate}/s offered {res['offered_rate']:.0f}/s: {res}"[:400])
-            if res["offered_rate"] < 0.9 * rate:
+            limited = res["offered_rate"] < 0.9 * rate
+            if limited:
                 notes.append("load generator limit")
+            if ok and limited:  # held what was offered, which is less than the step: claim only that, stop
+                best = max(best, float(int(res["offered_rate"])))
+                break
             if not ok:
                 if rate == steps[0] and rate > 250:  # below the first step: find the level it holds
                     steps = [rate // 2] + [s for s in steps if s < rate]
