@@ -19,7 +19,6 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiomqtt
 import orjson
@@ -29,6 +28,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.shelf.modbus import encode_weight as regs_of
 from drivers.shelf.serial_line import encode, encode_weight
+from firmware_sim.mqtt_pub import broker_address, publish_forever
 from firmware_sim.world import World
 
 FIRMWARE = "sim-1.2"
@@ -289,6 +289,7 @@ class MqttShelfSim:
         self.rng = random.Random(seed)
         self._t0 = world.clock.monotonic()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.sent = 0
 
     def payloads(self) -> list[tuple[str, bytes]]:
@@ -311,17 +312,14 @@ class MqttShelfSim:
 
     async def run(self) -> None:
         """Publish until cancelled (reconnecting when the broker goes away)."""
-        parts = urlsplit(self.broker_url)
-        while True:
-            try:
-                async with aiomqtt.Client(parts.hostname or "127.0.0.1", parts.port or 1883) as client:
-                    while True:
-                        for topic, payload in self.payloads():
-                            await client.publish(topic, payload)
-                            self.sent += 1
-                        await asyncio.sleep(1.0 / self.hz)
-            except aiomqtt.MqttError:
-                await asyncio.sleep(0.5)
+
+        async def cycle(client: aiomqtt.Client) -> None:
+            for topic, payload in self.payloads():
+                await client.publish(topic, payload)
+                self.sent += 1
+            await asyncio.sleep(1.0 / self.hz)
+
+        await publish_forever(*broker_address(self.broker_url), cycle, stopping=lambda: self._stopping)
 
     def start(self) -> None:
         """Start publishing in the background."""
@@ -329,6 +327,7 @@ class MqttShelfSim:
 
     async def stop(self) -> None:
         """Stop publishing."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

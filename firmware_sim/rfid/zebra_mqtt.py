@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from urllib.parse import urlsplit
 
 import aiomqtt
 
 from edge.clock import Clock, SystemClock
+from firmware_sim.mqtt_pub import broker_address, publish_forever
 from firmware_sim.rfid.population import Population
 
 
@@ -23,9 +23,7 @@ class ZebraMqttSim:
     def __init__(self, population: Population, broker_url: str, topic: str, *, clock: Clock | None = None,
                  cycle_s: float = 1.0, batch: int = 5) -> None:  # fmt: skip
         self.population = population
-        parts = urlsplit(broker_url)
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 1883
+        self.host, self.port = broker_address(broker_url)
         self.topic = topic
         self.clock = clock or SystemClock()
         self.cycle_s = cycle_s
@@ -60,17 +58,10 @@ class ZebraMqttSim:
             self._task = None
 
     async def _run(self) -> None:
-        while True:
-            try:
-                async with aiomqtt.Client(self.host, self.port) as client:
-                    while True:
-                        for payload in self.payloads():
-                            await client.publish(self.topic, payload, qos=0)
-                            self.published += 1
-                        await self.clock.sleep(self.cycle_s)
-            except aiomqtt.MqttError:
-                task = asyncio.current_task()
-                if self._stopping or (task is not None and task.cancelling()):
-                    # aiomqtt can turn a cancellation during disconnect into MqttError: do not swallow it
-                    raise asyncio.CancelledError from None
-                await asyncio.sleep(0.5)  # broker away: try again, like the IoT Connector does
+        async def cycle(client: aiomqtt.Client) -> None:
+            for payload in self.payloads():
+                await client.publish(self.topic, payload, qos=0)
+                self.published += 1
+            await self.clock.sleep(self.cycle_s)
+
+        await publish_forever(self.host, self.port, cycle, stopping=lambda: self._stopping)

@@ -1,0 +1,60 @@
+"""The simulated networked devices' publishing loop (firmware_sim/mqtt_pub.py) against a real mosquitto:
+it reconnects when the broker goes away, and a cancellation ends it even when aiomqtt reports it as an
+`MqttError` (which once made a store-day run hang at its end: the loop reconnected instead of stopping)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiomqtt
+
+from edge.brokers import Mosquitto
+from firmware_sim.mqtt_pub import publish_forever
+
+
+async def test_cancel_reported_as_mqtt_error_still_stops(mosquitto: Mosquitto) -> None:
+    cycles = 0
+
+    async def cycle(client: aiomqtt.Client) -> None:
+        nonlocal cycles
+        await client.publish("sim/x", b"1")
+        cycles += 1
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            raise aiomqtt.MqttError("Disconnected during message iteration") from None  # what aiomqtt may do
+
+    task = asyncio.create_task(publish_forever("127.0.0.1", mosquitto.port, cycle))
+    while cycles < 3:
+        await asyncio.sleep(0.02)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=3)
+    assert done, "the publishing loop did not stop when cancelled"
+    assert task.cancelled()
+
+
+async def test_reconnects_when_the_broker_comes_back(mosquitto: Mosquitto) -> None:
+    sent = 0
+
+    async def cycle(client: aiomqtt.Client) -> None:
+        nonlocal sent
+        await client.publish("sim/x", b"1")
+        sent += 1
+        await asyncio.sleep(0.02)
+
+    task = asyncio.create_task(publish_forever("127.0.0.1", mosquitto.port, cycle, retry_s=0.1))
+    try:
+        while sent < 3:
+            await asyncio.sleep(0.02)
+        mosquitto.kill()
+        await asyncio.sleep(0.5)
+        mosquitto.start()
+        before = sent
+        for _ in range(200):
+            if sent > before + 3:
+                break
+            await asyncio.sleep(0.05)
+        assert sent > before + 3, "no publishing after the broker came back"
+    finally:
+        task.cancel()
+        await asyncio.wait({task}, timeout=3)
