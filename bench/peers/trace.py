@@ -5,13 +5,19 @@ before anything starts, each appending one line per observation to `$EDGE_TRACE_
 `SUBMIT` (lane count event handed to the outbox, ms after the reading that decided it was stamped),
 `COMMIT` (the same event committed and announced to the uplink), `PUB` (the same event handed to paho), and
 `WRITE` (one `Database.write`, ms from call to result: queueing on the writer thread plus the transaction).
+`STALL` lines: a task beats every millisecond on the daemon's event loop and a watchdog thread samples the
+main thread's stack whenever the beat is more than `STALL_MS` late; when the loop runs again it writes the
+stall's length and the stack seen most often during it (the callback that held the loop).
 Benchmark tooling only: the product never imports it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -78,11 +84,67 @@ def _patch(out: TextIO) -> None:
     db.Database.write = traced_write  # type: ignore[method-assign]
 
 
+STALL_MS = 4.0
+
+
+def _stack(frame: Any, depth: int = 4) -> str:
+    parts: list[str] = []
+    while frame is not None and len(parts) < depth:
+        code = frame.f_code
+        parts.append(f"{os.path.basename(code.co_filename)}:{frame.f_lineno}:{code.co_name}")
+        frame = frame.f_back
+    return " < ".join(parts)
+
+
+def _watch_stalls(out: TextIO) -> None:
+    """Beat on the loop; a thread samples the main thread's stack while the beat is late."""
+    import edge.cli as cli
+
+    beat = [time.perf_counter()]
+    main_id = threading.main_thread().ident
+
+    def watchdog() -> None:
+        samples: collections.Counter[str] = collections.Counter()
+        started = 0.0
+        while True:
+            time.sleep(0.001)
+            now = time.perf_counter()
+            late = (now - beat[0]) * 1000
+            if late > STALL_MS:
+                if not samples:
+                    started = beat[0]
+                frame = sys._current_frames().get(main_id or 0)
+                samples[_stack(frame) if frame is not None else "?"] += 1
+            elif samples:
+                stall = (beat[0] - started) * 1000
+                out.write(f"STALL {stall:.3f} {samples.most_common(1)[0][0]}\n")
+                samples.clear()
+
+    async def beating() -> None:
+        while True:
+            beat[0] = time.perf_counter()
+            await asyncio.sleep(0.001)
+
+    run = cli.run_gateway
+
+    async def traced_run(config: Any) -> int:
+        task = asyncio.create_task(beating())
+        threading.Thread(target=watchdog, name="stall-watchdog", daemon=True).start()
+        try:
+            return await run(config)
+        finally:
+            task.cancel()
+
+    cli.run_gateway = traced_run
+
+
 def main(argv: list[str]) -> int:
     """Wrap, then run the daemon's command line."""
     from edge.cli import main as edge_main
 
-    _patch(open(os.environ["EDGE_TRACE_FILE"], "a", buffering=1))  # noqa: SIM115 - open for the process's life
+    out = open(os.environ["EDGE_TRACE_FILE"], "a", buffering=1)  # noqa: SIM115 - open for the process's life
+    _patch(out)
+    _watch_stalls(out)
     return edge_main(argv)
 
 

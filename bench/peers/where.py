@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench.peers.job import SETTLE_S, START_SKIP_S, System, _pct
 from bench.peers.ours import Ours
+from bench.peers.trace import STALL_MS
 
 
 def where(phases: int = 3) -> dict[str, float]:
@@ -40,8 +41,14 @@ def where(phases: int = 3) -> dict[str, float]:
             with trace.open() as f:
                 f.seek(start)
                 kinds: dict[str, list[float]] = {}
+                stalls: dict[str, list[float]] = {}
                 for line in f:
                     kind, _, value = line.partition(" ")
+                    if kind == "STALL":
+                        ms, _, stack = value.strip().partition(" ")
+                        stalls.setdefault(stack, []).append(float(ms))
+                        kinds.setdefault(kind, []).append(float(ms))
+                        continue
                     kinds.setdefault(kind, []).append(float(value))
         finally:
             sysm.stop()
@@ -52,6 +59,13 @@ def where(phases: int = 3) -> dict[str, float]:
         out[f"where_{kind.lower()}_p50_ms"], out[f"where_{kind.lower()}_p99_ms"] = _pct(xs, 0.5), _pct(xs, 0.99)
         print(f"{label:45s} p50 {_pct(xs, 0.5):6.2f} ms  p90 {_pct(xs, 0.9):6.2f} ms  p99 {_pct(xs, 0.99):6.2f} ms"
               f"  ({len(xs)})")
+    total = sum(kinds.get("STALL", []))
+    print(f"event loop held > {STALL_MS:.0f} ms: {len(kinds.get('STALL', []))} times, {total:.0f} ms in all; by the "
+          "stack seen most often during the stall (longest total first):")
+    for stack, lens in sorted(stalls.items(), key=lambda kv: -sum(kv[1]))[:12]:
+        print(f"  {len(lens):4d} x, {sum(lens):7.1f} ms, max {max(lens):6.1f} ms  {stack}")
+    out["where_stalls"] = float(len(kinds.get("STALL", [])))
+    out["where_stall_ms"] = total
     print(json.dumps(out))
     return out
 
