@@ -16,6 +16,7 @@ import hashlib
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,6 +29,18 @@ def _stamp() -> Path:
     return VENV / f".lock-{hashlib.sha256(LOCK.read_bytes()).hexdigest()[:16]}"
 
 
+def build_venv(venv: Path, install: Sequence[str], log: Path, timeout: float) -> int:
+    """Create `venv` when missing, then run `install` (argv), both logging to `log`; the install's exit code.
+
+    Raises OSError or subprocess.SubprocessError when a step cannot run or times out.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as f:
+        if not (venv / "bin" / "python").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], stdout=f, stderr=f, timeout=300, check=True)
+        return subprocess.run(list(install), stdout=f, stderr=f, timeout=timeout, check=False).returncode
+
+
 def runtime_python(timeout: float = 600) -> tuple[str, str]:
     """(interpreter, note): the runtime venv's python, built when needed; the running one if it cannot be."""
     if not LOCK.exists():
@@ -36,16 +49,16 @@ def runtime_python(timeout: float = 600) -> tuple[str, str]:
         return str(PY), f"runtime venv ({LOCK.name})"
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
     log = REPO / "bench" / ".cache" / "runtime-venv.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
+    install = ([uv, "pip", "sync", "--python", str(PY), str(LOCK)] if uv
+               else [str(PY), "-m", "pip", "install", "--require-hashes", "-r", str(LOCK)])
     try:
-        with log.open("ab") as f:
-            if not PY.exists():
-                subprocess.run([sys.executable, "-m", "venv", str(VENV)], stdout=f, stderr=f, timeout=300, check=True)
-            install = ([uv, "pip", "sync", "--python", str(PY), str(LOCK)] if uv
-                       else [str(PY), "-m", "pip", "install", "--require-hashes", "-r", str(LOCK)])
-            subprocess.run(install, stdout=f, stderr=f, timeout=timeout, check=True)
+        rc = build_venv(VENV, install, log, timeout)
     except (OSError, subprocess.SubprocessError) as exc:
-        return sys.executable, f"development venv (building the runtime venv failed: {exc}; see {log})"
+        rc, why = -1, str(exc)
+    else:
+        why = f"exit {rc}"
+    if rc != 0:
+        return sys.executable, f"development venv (building the runtime venv failed: {why}; see {log})"
     for old in VENV.glob(".lock-*"):
         old.unlink()
     _stamp().touch()

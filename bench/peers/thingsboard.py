@@ -15,13 +15,13 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from bench.peers.loadgen import Lane
+from bench.runtime import build_venv
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = REPO / "bench" / ".cache" / "tb-venv"
@@ -71,16 +71,11 @@ def ensure_installed(timeout: float = 900) -> str | None:
             if ok.returncode == 0:
                 return None
     log = REPO / "bench" / ".cache" / "tb.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with log.open("ab") as f:
-            if not PY.exists():
-                subprocess.run([sys.executable, "-m", "venv", str(VENV)], stdout=f, stderr=f, timeout=300, check=True)
-            r = subprocess.run([str(PY), "-m", "pip", "install", "thingsboard-gateway"], stdout=f, stderr=f,
-                               check=False, timeout=timeout)
+        rc = build_venv(VENV, [str(PY), "-m", "pip", "install", "thingsboard-gateway"], log, timeout)
     except (subprocess.SubprocessError, OSError) as exc:
         return f"cannot install thingsboard-gateway into {VENV}: {exc}"
-    return None if r.returncode == 0 else f"pip install thingsboard-gateway failed (rc {r.returncode}, see {log})"
+    return None if rc == 0 else f"pip install thingsboard-gateway failed (rc {rc}, see {log})"
 
 
 def _site_packages() -> Path:
