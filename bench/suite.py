@@ -8,6 +8,7 @@ names and goals are documented in docs/benchmarks.md. A section that cannot run 
 from __future__ import annotations
 
 import math
+import os
 import platform
 import sys
 import time
@@ -132,6 +133,9 @@ def _isolated(name: str, quick: bool) -> dict[str, Any]:
 
     code = ("import orjson; from bench.suite import SECTIONS; "
             f"print(orjson.dumps(SECTIONS[{name!r}]({quick!r})).decode())")
+    # and on a quiet disk: what the previous section wrote (the backlog section alone commits a million
+    # events) is written out now, not during this section's fsyncs (see bench/peers/job.py `measure`)
+    os.sync()
     res = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, check=False, timeout=1800)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
     if res.returncode != 0 or not lines:
