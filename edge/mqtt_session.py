@@ -171,43 +171,39 @@ class MqttSession:
             await self.close()
             raise
 
+    def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
+        """Hand one message to paho now; its message id. Raises `MqttSessionError` when not connected or
+        when paho refuses it."""
+        if self.disconnected.done():
+            raise MqttSessionError("not connected")
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise MqttSessionError(f"publish failed: {mqtt.error_string(info.rc)}", info.rc)
+        return int(info.mid)
+
     def publish_cb(self, topic: str, payload: bytes, done: Callable[[bool], None]) -> None:
         """Send now at QoS 1; `done(True)` runs on the loop at PUBACK, `done(False)` if the connection drops
         first. A publish paho refuses raises `MqttSessionError` (the caller ends the session and sends again
         from its last acknowledged row). The uplink's path: no future and no extra loop callback per
         message; the acknowledgements of a burst are handed out in one loop callback."""
-        if self.disconnected.done():
-            raise MqttSessionError("not connected")
-        info = self.client.publish(topic, payload, qos=1)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise MqttSessionError(f"publish failed: {mqtt.error_string(info.rc)}", info.rc)
-        self._acks[info.mid] = done  # the ack callback runs on this loop later, so no race
-
-    def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> asyncio.Future[None]:
-        """Send now; the future completes at PUBACK (QoS 1) or fails when the connection drops."""
-        if self.disconnected.done():
-            raise MqttSessionError("not connected")
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        fut: asyncio.Future[None] = self.loop.create_future()
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            fut.set_exception(MqttSessionError(f"publish failed: {mqtt.error_string(info.rc)}", info.rc))
-        elif qos == 0:
-            fut.set_result(None)
-        else:
-
-            def done(ok: bool) -> None:
-                if not fut.done():
-                    if ok:
-                        fut.set_result(None)
-                    else:
-                        fut.set_exception(MqttSessionError("disconnected before PUBACK"))
-
-            self._acks[info.mid] = done
-        return fut
+        self._acks[self._send(topic, payload, 1, False)] = done  # acks run on this loop later: no race
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
-        """Send and wait for PUBACK."""
-        await self.publish_nowait(topic, payload, qos=qos, retain=retain)
+        """Send and wait for PUBACK (QoS 1); fails when the connection drops first."""
+        mid = self._send(topic, payload, qos, retain)
+        if qos == 0:
+            return
+        fut: asyncio.Future[None] = self.loop.create_future()
+
+        def done(ok: bool) -> None:
+            if not fut.done():
+                if ok:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(MqttSessionError("disconnected before PUBACK"))
+
+        self._acks[mid] = done
+        await fut
 
     async def subscribe(self, topic: str, qos: int = 1) -> None:
         """Subscribe (fire and forget; SUBACK is not awaited, a failed subscribe drops the connection)."""
