@@ -3,8 +3,8 @@
 What a store runs (deploy/Containerfile) is the gateway's runtime dependencies only. The development venv
 also holds the test tools (pytest, hypothesis, schemathesis, playwright, ...), and some runtime libraries
 import more when those are present (httpx loads rich, pygments and click for its CLI; paho loads dnspython;
-FastAPI loads pydantic-extra-types): about 3 MB more resident memory for the same daemon. So the figures
-that are about the daemon's footprint and speed as deployed (`rss`, `backlog`, `peers`) run it from
+FastAPI loads pydantic-extra-types). So the figures that are about the daemon's footprint and speed as
+deployed (`rss`, `backlog`, `peers`) run it from
 `bench/.cache/runtime-venv`, built here from the runtime lock (the same pins as requirements.lock, checked
 by tests/deploy/test_locks.py) when missing or when the lock changed, with the source tree on PYTHONPATH.
 The peers are measured the same way: each from its own installation (bench/.cache/tb-venv, node-red).

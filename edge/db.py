@@ -30,7 +30,7 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=30000")
     # 256 KiB of page cache per connection instead of SQLite's 2 MiB: the writer appends at the end of the
     # outbox and the reader scans it in order, so a small working set suffices (RSS matters on a store box:
-    # ~1 MB less under load than with 1 MiB, same spine throughput, edge-gateway bench --quick --only spine)
+    # ~1 MB less under load than 1 MiB, same spine throughput; docs/benchmarks.md has the runs)
     conn.execute("PRAGMA cache_size=-256")
     return conn
 

@@ -97,7 +97,7 @@ class WebhookWorker:
 
     async def run(self) -> None:
         """Poll for due deliveries until cancelled."""
-        import httpx  # only a store with webhooks pays for the HTTP client (up to ~2.5 MB resident)
+        import httpx  # only a store with webhooks loads the HTTP client (and, where installed, its CLI's rich)
 
         self._client = httpx.AsyncClient(follow_redirects=False)
         try:
