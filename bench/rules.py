@@ -35,6 +35,7 @@ from bench.paced import PacedLoadDriver
 from bench.runtime import runtime_python
 from bench.spine import GatewayProc, Subscriber
 from edge.brokers import Mosquitto, free_port, wait_port
+from edge.cli import settle_heap
 from edge.config import Manifest, parse_manifest
 from edge.gateway import Gateway
 from edge.processing import StockUpdate
@@ -458,6 +459,22 @@ async def _ramp(gw: Gateway, drv: PacedLoadDriver, hub: Subscriber, quick: bool)
     return lo, steps
 
 
+class _GcPauses:
+    """A `gc.callbacks` hook: how many full (oldest-generation) collections ran and the longest pause of any."""
+
+    def __init__(self) -> None:
+        self.full = 0
+        self.longest = 0.0
+        self._t = 0.0
+
+    def observe(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+            return
+        self.longest = max(self.longest, time.perf_counter() - self._t)
+        self.full += info["generation"] == 2
+
+
 async def _shelf_pick_to_alert(quick: bool) -> dict[str, float | str]:
     rounds_per_lane, budget_s = (6, 14.0) if quick else (50, 240.0)
     lanes = ("l1", "l2")
@@ -482,6 +499,7 @@ async def _shelf_pick_to_alert(quick: bool) -> dict[str, float | str]:
         stamped: list[float] = []
         late: list[float] = []
         parts: list[tuple[float, float, float, float]] = []  # per round: over the debounce = stamp + late + to hub
+        gc_pauses = _GcPauses()
         try:
             sim, sections = await _SimShelf.start(work / "sim", work / "base.yaml", work / "sim.log")
             raw_m = {**base.model_dump(mode="json", exclude_none=True), "devices": sections}
@@ -490,6 +508,7 @@ async def _shelf_pick_to_alert(quick: bool) -> dict[str, float | str]:
             gw = Gateway(manifest, hub_url=broker.url, data_dir=work / "var", extra_drivers=[(drv, "load")])
             gw.pipeline.add_processor(LoadProcessor())
             async with gw:
+                settle_heap()  # as `edge-gateway run` does once started (edge/cli.py)
                 capacity = {ln.id: ln.capacity for ln in (manifest.shelf(SHELF) or _no_shelf()).lanes}
                 sku = {ln.id: ln.sku for ln in (manifest.shelf(SHELF) or _no_shelf()).lanes}
 
@@ -548,9 +567,11 @@ async def _shelf_pick_to_alert(quick: bool) -> dict[str, float | str]:
                 t0, h0 = time.monotonic(), load_sub.count()
                 stop_at = t0 + budget_s
                 helpers = [asyncio.create_task(probe()), asyncio.create_task(poll_alerts())]
+                gc.callbacks.append(gc_pauses.observe)
                 try:
                     await asyncio.gather(*(lane_rounds(ln, i * PICK_DEBOUNCE_S / 2) for i, ln in enumerate(lanes)))
                 finally:
+                    gc.callbacks.remove(gc_pauses.observe)
                     for task in helpers:
                         task.cancel()
                     await asyncio.gather(*helpers, return_exceptions=True)
@@ -558,6 +579,7 @@ async def _shelf_pick_to_alert(quick: bool) -> dict[str, float | str]:
                 drv.set_rate(0)
                 await gw.rules.stop()
         finally:
+            gc.unfreeze()
             if sim is not None:
                 await sim.stop()
             alerts_sub.close()
@@ -572,6 +594,9 @@ async def _shelf_pick_to_alert(quick: bool) -> dict[str, float | str]:
         "rules_background_load_eps": achieved,
         "rules_background_outbox_depth_max": float(max(depths, default=0)),
         "rules_loop_lag_p99_ms": _pct(lags, 0.99) * 1000,
+        "rules_loop_lag_max_ms": max(lags, default=float("nan")) * 1000,
+        "rules_gc_full_collections": float(gc_pauses.full),
+        "rules_gc_pause_max_ms": gc_pauses.longest * 1000,
         "shelf_pick_to_alert_rounds": float(len(latencies)),
         "shelf_pick_to_alert_missed": float(missed),
         "shelf_pick_debounce_s": PICK_DEBOUNCE_S,
