@@ -60,7 +60,10 @@ class BrokerProcess(abc.ABC):
         if self.proc is not None and self.proc.poll() is None:
             return self
         log = (self.workdir / f"{self.kind}.log").open("ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        # its own session: a Ctrl-C meant for the program that started it (the demo, a test run) must not stop
+        # the broker under a gateway that is still flushing; the owner stops it, by PID, when it is done
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                     start_new_session=True)
         try:
             wait_port(self.port, timeout)
         except TimeoutError:

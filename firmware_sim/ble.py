@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import shutil
@@ -73,6 +74,7 @@ class PrivateBluez:
         self._daemon = await asyncio.to_thread(
             subprocess.Popen, [exe, "--session", "--print-address", "--nofork"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            start_new_session=True,  # a terminal's Ctrl-C is for the demo, which stops the bus after the gateway
         )
         stdout = self._daemon.stdout
         assert stdout is not None
@@ -104,9 +106,10 @@ class PrivateBluez:
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.address)
         cmd = [sys.executable, "-m", "dbusmock", "--system", "--template", "bluez5"]
         if self._log_file is None:
-            return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True)
         with open(self._log_file, "ab") as log:  # the child keeps its own copy of the descriptor
-            return subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+            return subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
 
     async def kill_bluez(self) -> None:
         """Kill the mock (bluetoothd crashing or restarting); the bus stays."""
@@ -404,6 +407,9 @@ class BleSimPart:
 
     async def stop(self) -> None:
         """Stop the adverts and both processes."""
+        # bleak keeps one process-wide connection to the system bus (this simulation's private one) and warns
+        # when it goes away; here that is the simulated store closing, not a fault worth a warning
+        logging.getLogger("bleak.backends.bluezdbus.manager").setLevel(logging.ERROR)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
