@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from edge.clock import Clock
+from edge.errors import DeviceError
 
 if TYPE_CHECKING:
     from edge.config import Manifest
@@ -62,4 +63,11 @@ class DriverContext:
     clock: Clock
     data_dir: Path
     local_broker_url: str | None = None
+
+    def broker_url(self, device_id: str, own: str | None = None) -> str:
+        """The MQTT broker a device's messages arrive at: its own `broker_url`, else the store-local broker."""
+        url = own or self.local_broker_url or (self.manifest.local_broker.url if self.manifest.local_broker else None)
+        if not url:
+            raise DeviceError(device_id, "no broker: set broker_url or the manifest's local_broker: url")
+        return url
 

@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import ssl
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 from edge.tcp import quick_ack
 
@@ -43,6 +44,25 @@ class SubOptions:
     password: str | None = None
     tls: ssl.SSLContext | None = None
     connect_timeout: float = 10.0
+    max_packet: int = MAX_PACKET  # a PUBLISH longer than this is dropped as it arrives and reported
+
+    @classmethod
+    def from_url(cls, url: str, *, client_id: str, topic: str, qos: int = 0,
+                 max_packet: int = MAX_PACKET) -> SubOptions:
+        """Options for `mqtt://[user[:password]@]host[:port]`, or `mqtts://` (TLS, the system's CAs)."""
+        parts = urlsplit(url)
+        tls = ssl.create_default_context() if parts.scheme in {"mqtts", "ssl"} else None
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (8883 if tls else 1883),
+            client_id=client_id,
+            topic=topic,
+            qos=qos,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+            max_packet=max_packet,
+        )
 
 
 def _str(s: str) -> bytes:
@@ -85,14 +105,18 @@ PINGREQ = b"\xc0\x00"
 DISCONNECT = b"\xe0\x00"
 
 
-Packet = tuple[int, int, bytes, bytes, int]
+Packet = tuple[int, int, bytes, bytes | None, int]
 
 
-def parse(buf: bytearray) -> tuple[list[Packet], int]:
-    """Every complete packet at the start of `buf`, and the number of bytes they took.
+def parse(buf: bytearray, limit: int = MAX_PACKET) -> tuple[list[Packet], int, int]:
+    """Every complete packet at the start of `buf`, the bytes they took, and the bytes still to skip.
 
     A PUBLISH is (3, flags, topic, payload, packet id or 0); any other packet (type, flags, body, b"", 0).
-    Raises `MqttSubError` on a malformed or oversized packet (the connection cannot be trusted after it).
+    A PUBLISH longer than `limit` is not buffered: once its topic and packet id are in, it comes out with
+    payload None and what `buf` holds of it counts as taken; if more of it is still to come, parsing stops
+    there and the third value says how many bytes (to be dropped as they arrive).
+    Raises `MqttSubError` on a malformed packet or an oversized one of another type (the connection cannot
+    be trusted after it).
     """
     out: list[Packet] = []
     pos, end = 0, len(buf)
@@ -102,7 +126,7 @@ def parse(buf: bytearray) -> tuple[list[Packet], int]:
         mult, length, i = 1, 0, pos + 1
         while True:
             if i >= end:
-                return out, pos
+                return out, pos, 0
             byte = buf[i]
             length += (byte & 0x7F) * mult
             i += 1
@@ -111,30 +135,42 @@ def parse(buf: bytearray) -> tuple[list[Packet], int]:
             mult *= 128
             if mult > 128**3:
                 raise MqttSubError("malformed remaining length")
-        if length > MAX_PACKET:
-            raise MqttSubError(f"packet of {length} bytes exceeds {MAX_PACKET}")
-        if end - i < length:
-            return out, pos
         kind, flags = first >> 4, first & 0x0F
-        if kind == 3:
-            if length < 2:
-                raise MqttSubError("malformed PUBLISH")
-            tlen = (buf[i] << 8) | buf[i + 1]
-            t0 = i + 2
-            p0 = t0 + tlen
-            pid = 0
-            if (flags >> 1) & 3:  # QoS 1 or 2: a packet identifier follows the topic
-                if p0 + 2 > i + length:
-                    raise MqttSubError("malformed PUBLISH")
-                pid = (buf[p0] << 8) | buf[p0 + 1]
-                p0 += 2
-            if p0 > i + length:
-                raise MqttSubError("malformed PUBLISH")
-            out.append((3, flags, bytes(buf[t0:t0 + tlen]), bytes(buf[p0:i + length]), pid))
-        else:
+        oversized = length > limit
+        if oversized and kind != 3:
+            raise MqttSubError(f"packet of {length} bytes exceeds {limit}")
+        if kind != 3:
+            if end - i < length:
+                return out, pos, 0
             out.append((kind, flags, bytes(buf[i:i + length]), b"", 0))
+            pos = i + length
+            continue
+        if length < 2:
+            raise MqttSubError("malformed PUBLISH")
+        if end - i < (length if not oversized else 2):
+            return out, pos, 0
+        tlen = (buf[i] << 8) | buf[i + 1]
+        t0 = i + 2
+        p0 = t0 + tlen
+        qos = (flags >> 1) & 3
+        if p0 + (2 if qos else 0) > i + length:
+            raise MqttSubError("malformed PUBLISH")
+        if oversized and end < p0 + (2 if qos else 0):
+            return out, pos, 0  # its topic (and packet id) first
+        pid = 0
+        if qos:  # QoS 1 or 2: a packet identifier follows the topic
+            pid = (buf[p0] << 8) | buf[p0 + 1]
+            p0 += 2
+        topic = bytes(buf[t0:t0 + tlen])
+        if oversized:
+            out.append((3, flags, topic, None, pid))
+            if end < i + length:
+                return out, end, i + length - end  # the rest of it is still on the way
+            pos = i + length
+            continue
+        out.append((3, flags, topic, bytes(buf[p0:i + length]), pid))
         pos = i + length
-    return out, pos
+    return out, pos, 0
 
 
 class Subscriber:
@@ -195,7 +231,9 @@ class Subscriber:
     async def _expect(self, kinds: set[int]) -> bytes:
         """Read until a packet of one of `kinds` arrives (before the subscription: nothing else matters)."""
         while True:
-            packets, used = parse(self._buf)
+            packets, used, skip = parse(self._buf, self.opts.max_packet)
+            if skip:
+                raise MqttSubError("oversized PUBLISH before the subscription was acknowledged")
             del self._buf[:used]
             for kind, _flags, body, _payload, _pid in packets:
                 if kind in kinds:
@@ -213,28 +251,32 @@ class Subscriber:
             if self._writer is not None and not self._writer.is_closing():
                 self._writer.write(PINGREQ)
 
-    async def batches(self) -> AsyncIterator[list[tuple[str, bytes]]]:
-        """Every PUBLISH as (topic, payload), in arrival order, a socket read's worth at a time."""
+    async def batches(self) -> AsyncGenerator[list[tuple[str, bytes | None]], None]:
+        """Every PUBLISH as (topic, payload), in arrival order, a socket read's worth at a time; the payload
+        is None for a message longer than `max_packet`, dropped as it arrived (the caller reports it)."""
         assert self._reader is not None
         assert self._writer is not None
         reader, writer = self._reader, self._writer
         silent = self.opts.keepalive * 1.5
+        limit = self.opts.max_packet
         buf = self._buf
+        skip = 0  # bytes of an oversized PUBLISH still to drop
         sock = writer.get_extra_info("socket")
         while True:
-            packets, used = parse(buf)
-            if used:
-                del buf[:used]
-            if packets:
-                msgs: list[tuple[str, bytes]] = []
-                for kind, _flags, topic, payload, pid in packets:
-                    if kind != 3:
-                        continue  # PINGRESP, a late SUBACK: nothing to do
-                    if pid:
-                        writer.write(struct.pack("!BBH", 0x40, 2, pid))  # PUBACK (we subscribe at QoS <= 1)
-                    msgs.append((topic.decode("utf-8", "replace"), payload))
-                if msgs:
-                    yield msgs
+            if not skip:
+                packets, used, skip = parse(buf, limit)
+                if used:
+                    del buf[:used]
+                if packets:
+                    msgs: list[tuple[str, bytes | None]] = []
+                    for kind, _flags, topic, payload, pid in packets:
+                        if kind != 3:
+                            continue  # PINGRESP, a late SUBACK: nothing to do
+                        if pid:
+                            writer.write(struct.pack("!BBH", 0x40, 2, pid))  # PUBACK (we subscribe at QoS <= 1)
+                        msgs.append((topic.decode("utf-8", "replace"), payload))
+                    if msgs:
+                        yield msgs
             try:
                 chunk = await asyncio.wait_for(reader.read(65536), silent)
             except TimeoutError:
@@ -244,4 +286,8 @@ class Subscriber:
             if not chunk:
                 raise MqttSubError("connection closed by the broker")
             quick_ack(sock)  # the broker's next PUBLISH leaves without waiting for our delayed ACK (edge/tcp.py)
+            if skip:
+                dropped = min(skip, len(chunk))
+                skip -= dropped
+                chunk = chunk[dropped:]
             buf += chunk

@@ -2,8 +2,9 @@
 
 Serial: the `$CNT,<in>,<out>*HH` line protocol of docs/door-protocol.md through pyserial-asyncio-fast
 (the port may be a device path or any pyserial URL). MQTT: `{"in": n, "out": m}` JSON on `topic` at the
-store-local broker (aiomqtt). Silence longer than `read_timeout_s` (devices send a heartbeat every few
-seconds), a closed port or a lost broker raise `DeviceError` so the supervisor restarts with backoff.
+store-local broker or `broker_url` (edge.mqtt_sub, QoS 1). Silence longer than `read_timeout_s` (devices send
+a heartbeat every few seconds), a closed port or a lost broker raise `DeviceError` so the supervisor restarts
+with backoff.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
-import aiomqtt
 import serial
 import serial_asyncio_fast
 
@@ -22,6 +21,7 @@ from drivers.door.config import DoorCounterConfig
 from drivers.door.protocol import Counts, Hello, parse_json, parse_line
 from drivers.door.reads import DoorCounts, DoorRebooted
 from edge.errors import DeviceError, FrameError
+from edge.mqtt_sub import MqttSubError, SubOptions, Subscriber
 
 MAX_LINE = 256
 
@@ -33,10 +33,7 @@ class DoorCounterDriver:
         self.config = config
         self.device_id = config.id
         self._clock = ctx.clock
-        broker = ctx.local_broker_url
-        if broker is None and ctx.manifest.local_broker is not None:
-            broker = ctx.manifest.local_broker.url
-        self._broker = broker
+        self._ctx = ctx
 
     def _reading(self, frame: Counts | Hello) -> Reading:
         now = self._clock.now()
@@ -88,26 +85,26 @@ class DoorCounterDriver:
 
     async def _mqtt(self) -> AsyncIterator[Reading]:
         cfg = self.config
-        if not self._broker:
-            raise DeviceError(self.device_id, "transport: mqtt needs local_broker: url in the manifest")
-        url = urlsplit(self._broker)
-        host, port = url.hostname or "127.0.0.1", url.port or 1883
         assert cfg.topic is not None  # checked by the config model
+        opts = SubOptions.from_url(self._ctx.broker_url(self.device_id, cfg.broker_url),
+                                   client_id=f"edge-door-{self.device_id}", topic=cfg.topic, qos=1)
         try:
-            async with aiomqtt.Client(host, port, identifier=f"edge-door-{self.device_id}") as client:
-                await client.subscribe(cfg.topic, qos=1)
+            async with Subscriber(opts) as sub, contextlib.aclosing(sub.batches()) as batches:
                 yield DeviceOnline(device_id=self.device_id, time=self._clock.now(), detail=cfg.topic)
-                messages = aiter(client.messages)
                 while True:
                     try:
-                        msg = await asyncio.wait_for(anext(messages), cfg.read_timeout_s)
+                        batch = await asyncio.wait_for(anext(batches), cfg.read_timeout_s)
                     except TimeoutError as exc:
                         raise DeviceError(self.device_id, f"no message for {cfg.read_timeout_s:g} s") from exc
-                    payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
-                    try:
-                        yield self._reading(parse_json(payload, cfg.counter_bits))
-                    except FrameError as exc:
-                        yield Malformed(device_id=self.device_id, time=self._clock.now(), reason=exc.reason,
-                                        raw=payload[:MAX_LINE])
-        except aiomqtt.MqttError as exc:
-            raise DeviceError(self.device_id, f"local broker {host}:{port}: {exc}") from exc
+                    for _topic, payload in batch:
+                        if payload is None:
+                            yield Malformed(device_id=self.device_id, time=self._clock.now(),
+                                            reason=f"message larger than {opts.max_packet} bytes, dropped")
+                            continue
+                        try:
+                            yield self._reading(parse_json(payload, cfg.counter_bits))
+                        except FrameError as exc:
+                            yield Malformed(device_id=self.device_id, time=self._clock.now(), reason=exc.reason,
+                                            raw=payload[:MAX_LINE])
+        except MqttSubError as exc:
+            raise DeviceError(self.device_id, f"local broker {opts.host}:{opts.port}: {exc}") from exc

@@ -104,7 +104,8 @@ class ZebraIotcConfig(RfidConfigBase):
     """A Zebra FX reader through the IoT Connector, publishing tag data to the store-local MQTT broker."""
 
     type: Literal["zebra_iotc"] = "zebra_iotc"
-    broker_url: str | None = Field(default=None, description="mqtt://host:port; default: the local_broker url")
+    broker_url: str | None = Field(default=None, description="mqtt(s)://[user:password@]host:port; default: the "
+                                   "local_broker url")
     topic: str = Field(description="the reader's tag data topic, e.g. zebra/fx9600-1/data")
 
     @field_validator("topic")

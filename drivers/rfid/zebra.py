@@ -1,4 +1,4 @@
-"""Zebra IoT Connector driver (`type: zebra_iotc`, FX7500/FX9600): tag data events over MQTT (aiomqtt).
+"""Zebra IoT Connector driver (`type: zebra_iotc`, FX7500/FX9600): tag data events over MQTT (edge.mqtt_sub).
 
 The reader's IoT Connector publishes JSON tag events to the store-local broker (zebradevs.github.io/
 rfid-ziotc-docs, "data interface"): `{"type":"SIMPLE","timestamp":"2026-01-05T08:00:00.123+0000",
@@ -9,22 +9,20 @@ Objects of other types are counted and ignored; a broker failure raises `DeviceE
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
-
-import aiomqtt
 
 from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.rfid.config import ZebraIotcConfig
 from drivers.rfid.reads import TagRead, parse_timestamp, to_us
 from edge.errors import DeviceError, FrameError
+from edge.mqtt_sub import MqttSubError, SubOptions, Subscriber
 
 _DECODER = json.JSONDecoder()
 MAX_PAYLOAD = 1024 * 1024
+MAX_PACKET = MAX_PAYLOAD + 2 + 65535  # the PUBLISH around the largest payload: topic length, topic
 
 ZebraTag = tuple[str, int, float | None, int | None, int]
 """(EPC hex upper, antenna, peak RSSI dBm, reader time µs, reads)."""
@@ -93,36 +91,28 @@ class ZebraIotcDriver:
         self.device_id = config.id
         self.counters = {"messages": 0, "tags": 0, "ignored": 0, "malformed": 0}
 
-    def _broker(self) -> tuple[str, int]:
-        url = self.config.broker_url or self.ctx.local_broker_url
-        if not url and self.ctx.manifest.local_broker is not None:
-            url = self.ctx.manifest.local_broker.url
-        if not url:
-            raise DeviceError(self.device_id, "no broker: set broker_url or the manifest's local_broker.url")
-        parts = urlsplit(url)
-        return parts.hostname or "127.0.0.1", parts.port or 1883
-
     async def stream(self) -> AsyncIterator[Reading]:
         """Subscribe and yield tag reads; raise when the broker connection is lost."""
-        host, port = self._broker()
         clock = self.ctx.clock
         cfg = self.config
+        # a payload over MAX_PAYLOAD is dropped as it arrives (never buffered) and reported as malformed
+        opts = SubOptions.from_url(self.ctx.broker_url(self.device_id, cfg.broker_url),
+                                   client_id=f"edge-{self.device_id}", topic=cfg.topic, max_packet=MAX_PACKET)
         try:
-            async with aiomqtt.Client(host, port, identifier=f"edge-{self.device_id}") as client:
-                await client.subscribe(cfg.topic, qos=0)
-                yield DeviceOnline(device_id=self.device_id, time=clock.now(), detail=f"{host}:{port} {cfg.topic}")
-                async for message in client.messages:
-                    now = clock.now()
-                    self.counters["messages"] += 1
-                    payload = message.payload
-                    raw = payload if isinstance(payload, bytes) else str(payload).encode()
-                    for reading in self._decode(raw, now):
-                        yield reading
-        except aiomqtt.MqttError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError from None  # a cancel interrupted by aiomqtt's disconnect stays a cancel
-            raise DeviceError(self.device_id, f"local broker {host}:{port}: {exc}") from exc
+            async with Subscriber(opts) as sub:
+                yield DeviceOnline(device_id=self.device_id, time=clock.now(),
+                                   detail=f"{opts.host}:{opts.port} {cfg.topic}")
+                async for batch in sub.batches():
+                    now = clock.now()  # one socket read: received at the same moment
+                    for _topic, raw in batch:
+                        self.counters["messages"] += 1
+                        if raw is None:
+                            yield self._malformed("payload larger than 1 MiB", b"", now)
+                            continue
+                        for reading in self._decode(raw, now):
+                            yield reading
+        except MqttSubError as exc:
+            raise DeviceError(self.device_id, f"local broker {opts.host}:{opts.port}: {exc}") from exc
 
     def _decode(self, raw: bytes, now: datetime) -> list[Reading]:
         if len(raw) > MAX_PAYLOAD:

@@ -13,10 +13,8 @@ from __future__ import annotations
 import math
 import re
 import secrets
-import ssl
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 import orjson
 
@@ -84,26 +82,10 @@ class ShelfMqttDriver:
         self._lanes: dict[str, LaneMap] = config.lane_by_channel()
         self._where: dict[tuple[str, str], tuple[str, str] | None] = {}
 
-    def _url(self) -> str:
-        url = self.config.broker_url or self._ctx.local_broker_url
-        if url is None and self._ctx.manifest.local_broker is not None:
-            url = self._ctx.manifest.local_broker.url
-        if not url:
-            raise DeviceError(self.device_id, "no broker: set broker_url or the manifest's local_broker.url")
-        return url
-
     def _options(self) -> SubOptions:
-        parts = urlsplit(self._url())
-        tls = ssl.create_default_context() if parts.scheme in {"mqtts", "ssl"} else None
-        return SubOptions(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or (8883 if tls else 1883),
-            client_id=self.config.client_id or f"edge-{self.device_id}-{secrets.token_hex(4)}",
-            topic=self.config.topic,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=tls,
-        )
+        client_id = self.config.client_id or f"edge-{self.device_id}-{secrets.token_hex(4)}"
+        url = self._ctx.broker_url(self.device_id, self.config.broker_url)
+        return SubOptions.from_url(url, client_id=client_id, topic=self.config.topic)
 
     def _lane(self, msg: ShelfMessage) -> tuple[str, str] | None:
         key = (msg.shelf, msg.lane)
@@ -134,6 +116,10 @@ class ShelfMqttDriver:
                 async for batch in sub.batches():
                     now = clock.now()  # one socket read: received at the same moment
                     for _topic, raw in batch:
+                        if raw is None:
+                            yield Malformed(device_id=dev, time=now, reason="message larger than "
+                                            f"{opts.max_packet} bytes, dropped")
+                            continue
                         try:
                             msg = decode_payload(raw)
                         except FrameError as err:

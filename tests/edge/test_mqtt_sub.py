@@ -39,7 +39,8 @@ def test_parse_any_chunking(chunk: int) -> None:
     buf, got = bytearray(), []
     for i in range(0, len(stream), chunk):
         buf += stream[i:i + chunk]
-        packets, used = parse(buf)
+        packets, used, skip = parse(buf)
+        assert skip == 0
         del buf[:used]
         got += packets
     assert not buf
@@ -53,17 +54,43 @@ def test_parse_never_fails_otherwise(data: bytes) -> None:
     """Any byte stream: complete packets, a clean 'need more', or MqttSubError; nothing else."""
     buf = bytearray(data)
     try:
-        packets, used = parse(buf)
+        packets, used, skip = parse(buf, limit=100)
     except MqttSubError:
         return
-    assert 0 <= used <= len(buf)
+    assert 0 <= used <= len(buf) and skip >= 0
     for kind, _flags, topic, payload, pid in packets:
-        assert 0 <= kind <= 15 and isinstance(topic, bytes) and isinstance(payload, bytes) and 0 <= pid <= 0xFFFF
+        assert 0 <= kind <= 15 and isinstance(topic, bytes) and 0 <= pid <= 0xFFFF
+        assert isinstance(payload, bytes) or (kind == 3 and payload is None)
 
 
-def test_oversized_packet_is_refused() -> None:
+def test_oversized_other_packet_is_refused() -> None:
     with pytest.raises(MqttSubError, match="exceeds"):
-        parse(bytearray(b"\x30\xff\xff\xff\x7f"))
+        parse(bytearray(b"\x90\xff\xff\xff\x7f"))  # a SUBACK of 256 MiB
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 100, 4096, 1 << 20])
+@pytest.mark.parametrize("qos", [0, 1])
+def test_oversized_publish_is_skipped_not_buffered(chunk: int, qos: int) -> None:
+    """A PUBLISH over the limit comes out with payload None (and its packet id, to acknowledge); its bytes
+    are dropped as they arrive, never held; the messages around it come through intact."""
+    big = publish(b"big/one", b"x" * 5000, qos, 9 if qos else 0)
+    stream = publish(b"a", b"1") + big + publish(b"b", b"2", 1, 3)
+    buf, got, skip, held = bytearray(), [], 0, 0
+    for i in range(0, len(stream), chunk):
+        data = stream[i:i + chunk]
+        if skip:
+            n = min(skip, len(data))
+            skip, data = skip - n, data[n:]
+        buf += data
+        held = max(held, len(buf))
+        if not skip:
+            packets, used, skip = parse(buf, limit=1000)
+            del buf[:used]
+            got += packets
+    assert not buf and not skip
+    assert [(t, p, pid) for _k, _f, t, p, pid in got] == [(b"a", b"1", 0), (b"big/one", None, 9 if qos else 0),
+                                                        (b"b", b"2", 3)]
+    assert held <= max(chunk, 1000) + 20
 
 
 def _pub(port: int, topic: str, lines: list[str], qos: int = 0) -> None:
@@ -71,8 +98,8 @@ def _pub(port: int, topic: str, lines: list[str], qos: int = 0) -> None:
                    input="".join(f"{x}\n" for x in lines).encode(), check=True, timeout=20)
 
 
-async def _collect(sub: Subscriber, n: int) -> list[tuple[str, bytes]]:
-    got: list[tuple[str, bytes]] = []
+async def _collect(sub: Subscriber, n: int) -> list[tuple[str, bytes | None]]:
+    got: list[tuple[str, bytes | None]] = []
     async for batch in sub.batches():
         got += batch
         if len(got) >= n:
@@ -104,6 +131,24 @@ async def test_qos1_messages_are_acknowledged(tmp_path: object) -> None:
         assert [p for _t, p in got] == [str(i).encode() for i in range(50)]
     finally:
         broker.stop()
+
+
+async def test_oversized_message_is_reported_and_the_connection_stays(mosquitto: Mosquitto) -> None:
+    opts = SubOptions("127.0.0.1", mosquitto.port, "t-big", "big/#", qos=1, max_packet=10_000)
+    async with Subscriber(opts) as sub:
+        for payload in (b"before", b"y" * 300_000, b"after"):
+            await asyncio.to_thread(subprocess.run, ["mosquitto_pub", "-p", str(mosquitto.port), "-t", "big/x",
+                                                     "-q", "1", "-s"], input=payload, check=True, timeout=20)
+        got = await asyncio.wait_for(_collect(sub, 3), 20)
+    assert got == [("big/x", b"before"), ("big/x", None), ("big/x", b"after")]
+
+
+def test_options_from_url() -> None:
+    o = SubOptions.from_url("mqtts://door%40store:p%3Ass@broker.local", client_id="c", topic="t", qos=1)
+    assert (o.host, o.port, o.username, o.password, o.qos, o.tls is not None) == ("broker.local", 8883,
+                                                                                  "door@store", "p:ss", 1, True)
+    o = SubOptions.from_url("mqtt://127.0.0.1:1999", client_id="c", topic="t")
+    assert (o.port, o.username, o.password, o.tls) == (1999, None, None, None)
 
 
 async def test_broker_gone_raises(mosquitto: Mosquitto) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -104,3 +106,35 @@ async def test_mqtt_json_counts(mosquitto: Mosquitto, demo_manifest: Manifest, t
     assert isinstance(readings[0], DeviceOnline)
     assert isinstance(readings[2], Malformed)
     assert [(r.total_in, r.total_out) for r in readings if isinstance(r, DoorCounts)] == [(10, 4), (12, 5)]
+
+
+@pytest.fixture
+def locked_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A local broker that wants a username and password (mosquitto_passwd), as a store's often does."""
+    (tmp_path / "mq").mkdir()
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(tmp_path / "mq" / "passwd"), "door@front", "s3:cret"],
+                   check=True)
+    broker = Mosquitto(workdir=tmp_path / "mq", anonymous=False, extra=f"password_file {tmp_path / 'mq' / 'passwd'}\n")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+async def test_mqtt_credentials_and_oversized_payload(locked_broker: Mosquitto, demo_manifest: Manifest,
+                                                     tmp_path: Path) -> None:
+    url = f"mqtt://door%40front:s3%3Acret@127.0.0.1:{locked_broker.port}"
+    cfg = DoorCounterConfig(id="door-m", type="door_counter", transport="mqtt", topic="door/front", broker_url=url)
+    ctx = DriverContext(manifest=demo_manifest, clock=SystemClock(), data_dir=tmp_path)
+    task = asyncio.create_task(collect(DoorCounterDriver(cfg, ctx), 4))
+    await asyncio.sleep(0.3)  # let the driver subscribe
+    for payload in (b'{"in": 3, "out": 1}', b"x" * 300_000, b'{"in": 4, "out": 1}'):
+        await asyncio.to_thread(subprocess.run, ["mosquitto_pub", "-p", str(locked_broker.port), "-t", "door/front",
+                                                 "-u", "door@front", "-P", "s3:cret", "-q", "1", "-s"],
+                                input=payload, check=True, timeout=20)
+    readings = await task
+    assert isinstance(readings[0], DeviceOnline)
+    assert isinstance(readings[2], Malformed) and "larger than" in readings[2].reason
+    assert [(r.total_in, r.total_out) for r in readings if isinstance(r, DoorCounts)] == [(3, 1), (4, 1)]
+    wrong = cfg.model_copy(update={"broker_url": url.replace("s3%3Acret", "nope")})
+    with pytest.raises(DeviceError, match="refused"):
+        await collect(DoorCounterDriver(wrong, ctx), 1)
