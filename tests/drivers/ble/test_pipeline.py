@@ -11,7 +11,7 @@ import bisect
 import contextlib
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -23,7 +23,7 @@ from drivers.ble.events import BeaconBatteryLow, BeaconRecovered, BeaconSilent
 from drivers.ble.reads import Advert
 from drivers.traffic.events import TrafficInterval
 from drivers.traffic.processor import TrafficProcessor
-from edge.clock import SystemClock
+from edge.clock import ManualClock, SystemClock
 from edge.config import Manifest, parse_manifest
 from edge.events import Event
 from firmware_sim.ble import BleStore, PrivateBluez, SimBeacon
@@ -104,9 +104,11 @@ async def test_pipeline_presence_beacons_and_privacy(bluez: PrivateBluez, tmp_pa
     assert {a.address for a in adverts} >= addresses  # the scanners really saw the rotating phones
 
     # replay through the processor at simulated time: each advert at the simulated second of the step that
-    # sent it (the steps ran faster than real time; how fast depends on the machine's load, the sim time not)
-    proc = TrafficProcessor(m, SystemClock())
-    t0 = marks[0][0]
+    # sent it (the steps ran faster than real time; how fast depends on the machine's load, the sim time not).
+    # The simulated day starts at a fixed mid-morning, not at the wall clock: the hour of silence below must
+    # not cross the store's midnight, which would start a new day with nobody seen yet.
+    t0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    proc = TrafficProcessor(m, ManualClock(t0))
     starts = [real for real, _ in marks]
     events: list[Event] = []
     for i, a in enumerate(adverts):
