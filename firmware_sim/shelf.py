@@ -322,7 +322,8 @@ class MqttShelfSim:
         await publish_forever(*broker_address(self.broker_url), cycle, stopping=lambda: self._stopping)
 
     def start(self) -> None:
-        """Start publishing in the background."""
+        """Start publishing in the background (again after `stop`)."""
+        self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self.run(), name="mqtt shelf sim")
 
     async def stop(self) -> None:

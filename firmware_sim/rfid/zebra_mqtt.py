@@ -45,7 +45,8 @@ class ZebraMqttSim:
         return ["".join(objs[i : i + self.batch]).encode() for i in range(0, len(objs), self.batch)]
 
     async def start(self) -> None:
-        """Start publishing in the background."""
+        """Start publishing in the background (again after `stop`)."""
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"zebra-sim {self.topic}")
 
     async def stop(self) -> None:

@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import aiomqtt
 
 from edge.brokers import Mosquitto
+from edge.clock import SystemClock
+from edge.config import Manifest
 from firmware_sim.mqtt_pub import publish_forever
+from firmware_sim.rfid.population import Population
+from firmware_sim.rfid.zebra_mqtt import ZebraMqttSim
+from firmware_sim.shelf import MqttShelfSim, lanes_for
+from firmware_sim.world import World
 
 
 async def test_cancel_reported_as_mqtt_error_still_stops(mosquitto: Mosquitto) -> None:
@@ -80,3 +87,21 @@ async def test_reconnects_when_the_broker_comes_back(mosquitto: Mosquitto) -> No
     finally:
         task.cancel()
         await asyncio.wait({task}, timeout=3)
+
+
+async def test_simulated_devices_publish_again_after_stop(demo_manifest: Manifest, mosquitto: Mosquitto) -> None:
+    """A test unplugs a networked device (stop) and plugs it back (start): it must publish again."""
+    world = World(demo_manifest, SystemClock())
+    shelf = next(iter(world.lanes.values())).shelf
+    zebra = ZebraMqttSim(Population(world, {1: "aisle-1"}), mosquitto.url, "sim/zebra", cycle_s=0.05)
+    mqtt_shelf = MqttShelfSim(world, mosquitto.url, lanes_for(world, shelf), hz=20)
+    for _ in range(2):
+        zebra_before, shelf_before = zebra.published, mqtt_shelf.sent
+        await zebra.start()
+        mqtt_shelf.start()
+        deadline = time.monotonic() + 5
+        while (zebra.published == zebra_before or mqtt_shelf.sent == shelf_before) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await zebra.stop()
+        await mqtt_shelf.stop()
+        assert zebra.published > zebra_before and mqtt_shelf.sent > shelf_before
