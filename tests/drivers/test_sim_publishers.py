@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 
 import aiomqtt
 
@@ -20,46 +21,44 @@ from firmware_sim.shelf import MqttShelfSim, lanes_for
 from firmware_sim.world import World
 
 
-async def test_cancel_reported_as_mqtt_error_still_stops(mosquitto: Mosquitto) -> None:
+async def cancel_after_three_cycles(port: int, pause: Callable[[], Awaitable[None]]) -> None:
+    """Run the loop with cycles that publish and then await `pause()`; cancel it after 3 cycles: it must end."""
     cycles = 0
 
     async def cycle(client: aiomqtt.Client) -> None:
         nonlocal cycles
         await client.publish("sim/x", b"1")
         cycles += 1
+        await pause()
+
+    task = asyncio.create_task(publish_forever("127.0.0.1", port, cycle))
+    while cycles < 3:
+        await asyncio.sleep(0.02)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=3)
+    assert done, "the publishing loop did not stop when cancelled"
+    assert task.cancelled()
+
+
+async def test_cancel_reported_as_mqtt_error_still_stops(mosquitto: Mosquitto) -> None:
+    async def pause() -> None:
         try:
             await asyncio.sleep(0.05)
         except asyncio.CancelledError:
             raise aiomqtt.MqttError("Disconnected during message iteration") from None  # what aiomqtt may do
 
-    task = asyncio.create_task(publish_forever("127.0.0.1", mosquitto.port, cycle))
-    while cycles < 3:
-        await asyncio.sleep(0.02)
-    task.cancel()
-    done, _ = await asyncio.wait({task}, timeout=3)
-    assert done, "the publishing loop did not stop when cancelled"
-    assert task.cancelled()
+    await cancel_after_three_cycles(mosquitto.port, pause)
 
 
 async def test_cancel_swallowed_by_a_library_still_stops(mosquitto: Mosquitto) -> None:
     """Python 3.11's `asyncio.wait_for` (inside aiomqtt's publish) drops a cancel that arrives together with
     the result; the loop must still end, at the end of that cycle."""
-    cycles = 0
 
-    async def cycle(client: aiomqtt.Client) -> None:
-        nonlocal cycles
-        await client.publish("sim/x", b"1")
-        cycles += 1
+    async def pause() -> None:
         with contextlib.suppress(asyncio.CancelledError):  # what the race does: the cancel is gone
             await asyncio.sleep(0.05)
 
-    task = asyncio.create_task(publish_forever("127.0.0.1", mosquitto.port, cycle))
-    while cycles < 3:
-        await asyncio.sleep(0.02)
-    task.cancel()
-    done, _ = await asyncio.wait({task}, timeout=3)
-    assert done, "the publishing loop did not stop when cancelled"
-    assert task.cancelled()
+    await cancel_after_three_cycles(mosquitto.port, pause)
 
 
 async def test_reconnects_when_the_broker_comes_back(mosquitto: Mosquitto) -> None:
