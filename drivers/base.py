@@ -38,6 +38,14 @@ class DeviceOnline(Reading):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceOffline(Reading):
+    """Sent by the supervisor (never by a driver) when a device's stream failed: processors that list it
+    in `reading_types` learn that the device cannot see anything now (e.g. freeze its tags' presence)."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Malformed(Reading):
     """A frame or payload that could not be decoded; counted per device, logged rate-limited, skipped."""
 

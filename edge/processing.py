@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from drivers.base import Reading
 from edge.events import Event
@@ -39,7 +39,26 @@ class StockUpdate:
             raise ValueError("stock count cannot be negative")
 
 
-Output = Event | StockUpdate
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StockFlag:
+    """A source's word on how far one shelf x SKU cell's count can be trusted right now.
+
+    `flag="stale"`: the source that owns the count cannot see the cell (reader offline or not inventorying,
+    load cell stuck or unplugged, unknown object on the lane); the last count is kept but must be served as
+    stale since `time`. `flag="conflict"`: fused sources disagree beyond tolerance. `on=False` clears it.
+    """
+
+    shelf: str
+    sku: str
+    time: datetime
+    origin: str  # "weight" | "rfid" | ...
+    source: str  # device id or component
+    flag: Literal["stale", "conflict"]
+    on: bool
+    reason: str = ""
+
+
+Output = Event | StockUpdate | StockFlag
 
 
 class Processor(Protocol):

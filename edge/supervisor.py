@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from drivers.base import DeviceOnline, Driver, Malformed, Reading
+from drivers.base import DeviceOffline, DeviceOnline, Driver, Malformed, Reading
 from edge.clock import Clock
 from edge.metrics import Metrics
 from edge.ratelimit import LogLimiter
@@ -118,6 +118,7 @@ class Supervisor:
         try_put = self.try_put or (lambda _r: False)
         while True:
             started = time.monotonic()
+            delivered_before = readings[dev]
             try:
                 async for reading in driver.stream():
                     # the common case inline: an online device's ordinary reading into a queue with room
@@ -140,7 +141,10 @@ class Supervisor:
                     log.debug("device %s failure detail", dev, exc_info=failure)
             self._set(dev, state="offline", error=reason)
             self.metrics.inc("edge_device_restarts_total", device=dev)
-            if time.monotonic() - started > self.backoff.stable_after:
+            await self.sink(DeviceOffline(device_id=dev, time=self.clock.now(), reason=reason))
+            # a connection that delivered a reading was healthy: the device is back soon (a reader's
+            # ConnectionCloseEvent, a reboot), so the first retry comes within `initial`, not after a long wait
+            if readings[dev] > delivered_before or time.monotonic() - started > self.backoff.stable_after:
                 attempt = 0
             attempt += 1
             self._set(dev, restarts=self._status[dev].restarts + 1)

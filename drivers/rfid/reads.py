@@ -25,6 +25,30 @@ class TagRead(Reading):
     count: int = 1
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReaderStatus(Reading):
+    """Whether the reader is inventorying, as its own protocol says (LLRP ROSpecEvent / ROSpec state,
+    Impinj `inventoryStatus`, Zebra heartbeat radio activity).
+
+    A driver yields one whenever the state changes and may repeat it as a liveness beat (LLRP: a keepalive
+    or an end-of-AISpec report while the ROSpec runs). `inventorying=False` means the reader is connected
+    but not reading: the absence of its tags then says nothing about the shelf (reader-aware presence).
+    """
+
+    inventorying: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AntennaStatus(Reading):
+    """An antenna port connected or disconnected (LLRP AntennaEvent, Impinj antennaConnected/Disconnected,
+    Zebra per-antenna status); `read_point` is the zone the manifest maps it to, if any."""
+
+    antenna: int
+    connected: bool
+    read_point: str | None = None
+
+
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|z|[+-]\d\d:?\d\d)$"
 )

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from drivers.base import DeviceOnline, Reading
+from drivers.base import DeviceOffline, DeviceOnline, Reading
 from edge.clock import SystemClock
 from edge.metrics import Metrics
 from edge.runtime import DeviceStatus
@@ -165,3 +165,57 @@ async def test_stop_leaves_a_task_that_never_stops_behind_and_says_so(caplog: py
     stuck.cancel()
     await asyncio.gather(stuck, return_exceptions=True)
     assert drv.closed
+
+
+class RecordingBackoff(Backoff):
+    """Backoff that records which attempt number each restart asked for (no real waiting)."""
+
+    def delay(self, attempt: int) -> float:
+        """Record the attempt; a tiny delay keeps the test fast."""
+        ATTEMPTS.append(attempt)
+        return 0.001
+
+
+ATTEMPTS: list[int] = []
+
+
+class SilentFailDriver:
+    """Connects (DeviceOnline) and fails at once, delivering nothing: an unhealthy connection."""
+
+    def __init__(self, device_id: str) -> None:
+        self.device_id = device_id
+        self.opened = 0
+
+    async def stream(self) -> AsyncIterator[Reading]:
+        """Online, then broken."""
+        self.opened += 1
+        yield DeviceOnline(device_id=self.device_id, time=SystemClock().now())
+        raise ConnectionRefusedError("rospec failed")
+
+
+@pytest.mark.parametrize(("make", "expected"), [
+    # a connection that delivered readings was healthy: every retry is a first retry (reader closed, is back)
+    (lambda: FlakyDriver("reader-ok", sessions=4), [1, 1, 1, 1]),
+    # a connection that delivered nothing grows the backoff
+    (lambda: SilentFailDriver("reader-bad"), [1, 2, 3, 4]),
+])
+async def test_backoff_resets_once_a_connection_delivered_a_reading(make: object, expected: list[int]) -> None:
+    ATTEMPTS.clear()
+    got: list[Reading] = []
+
+    async def sink(r: Reading) -> None:
+        got.append(r)
+
+    drv = make()  # type: ignore[operator]
+    sup = Supervisor([(drv, "flaky")], sink=sink, on_status=lambda *_: None, clock=SystemClock(),
+                     metrics=Metrics(), backoff=RecordingBackoff(initial=0.5, maximum=30.0))
+    sup.start()
+    for _ in range(200):
+        if len(ATTEMPTS) >= 4:
+            break
+        await asyncio.sleep(0.01)
+    await sup.stop()
+    assert ATTEMPTS[:4] == expected
+    # every failure reached the processors as DeviceOffline, naming the cause
+    offline = [r for r in got if isinstance(r, DeviceOffline)]
+    assert len(offline) >= 4 and all(r.reason for r in offline)
