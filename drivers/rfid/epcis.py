@@ -7,25 +7,33 @@ Choices:
   last seen): we observed that it is no longer there, not that it was decommissioned (DELETE) or sold;
 - SGTINs are listed as their pure-identity URN; other EPCs as the TDS raw URI `urn:epc:raw:<bits>.x<HEX>`.
 
-The `eventID` follows the CBV 2.0 event hash (§8.9) in a simplified form, documented here so any consumer
-can recompute it: the pre-hash string is the concatenation, without separators, of
+The `eventID` is the "EPCIS and CBV 2.0 event hash" (CBV 2.0 §8.9; GS1's reference implementation is
+`epcis-event-hash-generator`, against which tests/drivers/rfid/test_epcis_hash.py checks every event we emit).
+Its pre-hash string is the concatenation, without separators, of
   `eventType=ObjectEvent` `eventTime=<UTC, millisecond precision, Z>` `eventTimeZoneOffset=+00:00`
-  `epcList` then `epc=<GS1 Digital Link URI or raw URI>` for each EPC in lexical order
+  `epcList` then `epc=<canonical GS1 Digital Link URI or raw URI>` for each EPC in lexical order
   `action=<action>` `bizStep=https://ref.gs1.org/cbv/BizStep-<step>`
-  `disposition=https://ref.gs1.org/cbv/Disp-<disp>` `readPoint` `id=<sgln>` `bizLocation` `id=<sgln>`
-(absent fields are left out); eventID = `ni:///sha-256;<lower-case hex SHA-256 of the UTF-8 string>?ver=CBV2.0`.
-Not covered (we never emit them): quantities, sensor data, ILMD, extensions, sgln -> Digital Link conversion.
+  `disposition=https://ref.gs1.org/cbv/Disp-<disp>` `readPoint` `id=<DL of the SGLN>`
+  `bizLocation` `id=<DL of the SGLN>`
+(absent fields left out). Every `urn:epc:id:...` URI is converted to its canonical GS1 Digital Link URI
+first: an SGTIN to `https://id.gs1.org/01/<GTIN-14>/21/<serial>`, an SGLN
+`urn:epc:id:sgln:<prefix>.<location ref>.<ext>` to `https://id.gs1.org/414/<GLN-13>` plus `/254/<ext>` unless the
+extension is `0`, with `! ( ) * + , :` percent-encoded (GS1 Digital Link table 7-1) in serials and extensions.
+eventID = `ni:///sha-256;<lower-case hex SHA-256 of the UTF-8 string>?ver=CBV2.0`.
+Not covered (we never emit them): quantities, sensor data, ILMD, extensions.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import Any
 
-from drivers.rfid.epc import Epc, decode_epc, digital_link
+from drivers.rfid.epc import Epc, decode_epc
 
-CONTEXT = "https://ref.gs1.org/standards/epcis/epcis-context.jsonld"
+# the versioned context GS1 publishes for EPCIS 2.0.0 (the standard's own examples use it)
+CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
 CBV_BIZSTEP = "https://ref.gs1.org/cbv/BizStep-"
 CBV_DISP = "https://ref.gs1.org/cbv/Disp-"
 
@@ -37,8 +45,29 @@ def epc_uri(epc: Epc) -> str:
     return f"urn:epc:raw:{len(epc.hex) * 4}.x{epc.hex}"
 
 
+_DL_ESCAPES = str.maketrans({"!": "%21", "(": "%28", ")": "%29", "*": "%2A", "+": "%2B", ",": "%2C", ":": "%3A"})
+_SGLN = re.compile(r"^urn:epc:id:sgln:(\d{6,12})\.(\d{0,6})\.(.{1,20})$")
+
+
+def _check_digit(body: str) -> int:
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
+    return (10 - total % 10) % 10
+
+
+def sgln_digital_link(urn: str) -> str:
+    """Canonical GS1 Digital Link URI of an SGLN EPC URI (the form the event hash uses); other URIs as given."""
+    m = _SGLN.match(urn)
+    if m is None or len(m[1]) + len(m[2]) != 12:
+        return urn
+    gln = m[1] + m[2]
+    dl = f"https://id.gs1.org/414/{gln}{_check_digit(gln)}"
+    return dl if m[3] == "0" else f"{dl}/254/{m[3].translate(_DL_ESCAPES)}"
+
+
 def _hash_epc(epc: Epc) -> str:
-    return digital_link(epc) if epc.scheme == "sgtin-96" else epc_uri(epc)
+    if epc.scheme == "sgtin-96" and epc.gtin is not None and epc.serial is not None:
+        return f"https://id.gs1.org/01/{epc.gtin}/21/{str(epc.serial).translate(_DL_ESCAPES)}"
+    return epc_uri(epc)
 
 
 def event_time(t: datetime) -> str:
@@ -58,7 +87,7 @@ def canonical_string(doc: dict[str, Any], epcs: list[Epc]) -> str:
         parts.append(f"disposition={CBV_DISP}{doc['disposition']}")
     for key in ("readPoint", "bizLocation"):
         if key in doc:
-            parts += [key, f"id={doc[key]['id']}"]
+            parts += [key, f"id={sgln_digital_link(doc[key]['id'])}"]
     return "".join(parts)
 
 
