@@ -75,11 +75,26 @@ class LlrpConfig(RfidConfigBase):
     host: str = Field(description="reader address, e.g. 192.0.2.10")
     port: int = Field(default=5084, ge=1, le=65535, description="LLRP port (5084; 5085 for TLS is not supported)")
     rospec_id: int = Field(default=1234, ge=1, le=2**32 - 1, description="id of the ROSpec we install")
-    cycle_ms: int = Field(default=1000, ge=50, le=60_000, description="inventory cycle; one report per cycle")
+    cycle_ms: int = Field(default=1000, ge=50, le=60_000, description="inventory cycle (the ROSpec's period); "
+                          "one report per cycle")
     keepalive_s: float = Field(default=5.0, gt=0, le=300, description="reader keepalive period")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="TCP connect + hello timeout")
     reply_timeout_s: float = Field(default=5.0, gt=0, description="timeout of every request/response")
     reset_to_factory: bool = Field(default=False, description="reset the reader's config before ours")
+    inventory_timeout_s: float = Field(
+        default=5.0, gt=0, le=600,
+        description="no ROSpec start and no report for this long (at least 3 cycles) -> the reader is not "
+        "inventorying: say so and reinstall the ROSpec",
+    )
+    rospec_restarts: int = Field(
+        default=3, ge=0, le=100,
+        description="reinstalls of a ROSpec that stopped running before the connection is dropped as faulty",
+    )
+    frame_timeout_s: float = Field(
+        default=5.0, gt=0, le=60,
+        description="a frame whose header arrived but whose body did not within this long is a protocol "
+        "error: reconnect",
+    )
 
 
 class ImpinjIotConfig(RfidConfigBase):

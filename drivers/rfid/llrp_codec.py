@@ -1,7 +1,8 @@
 """Binary codec for the subset of LLRP (EPCglobal Low Level Reader Protocol 1.0.1 / 1.1) that we speak.
 
-Spec: EPCglobal LLRP 1.1, sections 15 (messages) and 16/17 (parameters); type numbers and TV lengths were
-checked against the spec tables (and sllurp's `llrp_proto.py`/`llrp_decoder.py`, read, never imported).
+Spec: EPCglobal LLRP 1.0.1 (messages §13-§16 of 1.0.1, §15-§17 of 1.1: the section numbers below name
+1.1 where they say so); type numbers and TV lengths were checked against the spec tables (and sllurp's
+`llrp_proto.py`/`llrp_decoder.py`, read, never imported).
 
 Wire layout (all big-endian):
 - message header: u16 = 3 reserved bits | 3-bit version | 10-bit type, u32 length (header included),
@@ -9,11 +10,26 @@ Wire layout (all big-endian):
 - TV parameter: u8 = 1 | 7-bit type, then a body whose length is fixed per type (`TV_LENGTHS`);
 - TLV parameter: u16 = 6 reserved bits | 10-bit type, u16 length (header included), body.
 
+The ROSpec we install (`rospec`, LLRP 1.0.1 §10.2.1, reader operation §10.1): a Periodic start trigger
+(Offset 0, Period = the cycle) with a Duration ROSpec stop trigger a little shorter than the period, one
+AISpec with a Null stop trigger (it runs until its ROSpec is done) and ROReportTrigger 2 with N = 0 (one
+report at the end of every ROSpec run). By the spec's state machine the ROSpec goes Inactive -> Active on
+every period and back to Inactive after the Duration, so a spec-following reader inventories for ever
+without a START_ROSPEC, and every cycle is visible as a ROSpecEvent start/end pair. (A Null start trigger
+with a Duration AISpec, our old ROSpec, is done after ONE AISpec: the reader goes quiet.)
+
+Efficient reporting: a reader may leave out an enabled optional TagReportData field (AntennaID, PeakRSSI,
+timestamps, TagSeenCount) whose value is unchanged since the last one of that type it sent on this
+connection; the client must use the previous value. `decode_ro_access_report(body, carry)` does that with
+a per-connection `carry` list.
+
 Resync policy of the streaming `FrameDecoder`: LLRP has no frame marker, so a message header with an
-impossible length or version means the byte stream can no longer be trusted: `feed` raises
-`LlrpStreamError` and the driver turns it into a `DeviceError` (the supervisor reconnects). A well-framed
-message with a bad parameter inside (bad TLV length, truncated TV) is skipped as one `FrameError`
-(counted as `Malformed`), and decoding continues with the next message.
+impossible length (below 10 or above `MAX_MESSAGE_LEN`, 1 MiB) or version means the byte stream can no
+longer be trusted: `feed` raises `LlrpStreamError` and the driver turns it into a `DeviceError` (the
+supervisor reconnects). A frame whose header arrived but whose body does not complete within a bounded
+time is the driver's to detect (`FrameDecoder.announced` says how long the pending frame claims to be). A
+well-framed message with a bad parameter inside (bad TLV length, truncated TV) is skipped as one
+`FrameError` (counted as `Malformed`), and decoding continues with the next message.
 """
 
 from __future__ import annotations
@@ -29,7 +45,9 @@ LLRP_PORT = 5084
 VERSION = 1  # LLRP 1.0.1; 1.1 readers announce 2, we accept both
 HEADER = struct.Struct("!HII")
 HEADER_LEN = HEADER.size  # 10
-MAX_MESSAGE_LEN = 4 * 1024 * 1024  # no sane reader sends a bigger report; bigger means we lost sync
+MAX_MESSAGE_LEN = 1024 * 1024
+"""Largest message we accept: 1 MiB holds ~24,000 TagReportData of our 43-byte layout, over ten times the
+tags one fixed reader sees in a store cycle; a header announcing more means the stream lost sync."""
 
 
 class Msg(IntEnum):
@@ -46,11 +64,14 @@ class Msg(IntEnum):
     START_ROSPEC = 22
     STOP_ROSPEC = 23
     ENABLE_ROSPEC = 24
+    DISABLE_ROSPEC = 25
     ADD_ROSPEC_RESPONSE = 30
     DELETE_ROSPEC_RESPONSE = 31
     START_ROSPEC_RESPONSE = 32
     STOP_ROSPEC_RESPONSE = 33
     ENABLE_ROSPEC_RESPONSE = 34
+    DISABLE_ROSPEC_RESPONSE = 35
+    GET_REPORT = 60
     RO_ACCESS_REPORT = 61
     KEEPALIVE = 62
     READER_EVENT_NOTIFICATION = 63
@@ -68,6 +89,7 @@ RESPONSE_OF = {
     Msg.START_ROSPEC: Msg.START_ROSPEC_RESPONSE,
     Msg.STOP_ROSPEC: Msg.STOP_ROSPEC_RESPONSE,
     Msg.ENABLE_ROSPEC: Msg.ENABLE_ROSPEC_RESPONSE,
+    Msg.DISABLE_ROSPEC: Msg.DISABLE_ROSPEC_RESPONSE,
 }
 """Request type -> response type."""
 
@@ -97,9 +119,11 @@ class P(IntEnum):
     ROSPEC = 177
     RO_BOUNDARY_SPEC = 178
     ROSPEC_START_TRIGGER = 179
+    PERIODIC_TRIGGER_VALUE = 180
     ROSPEC_STOP_TRIGGER = 182
     AISPEC = 183
     AISPEC_STOP_TRIGGER = 184
+    TAG_OBSERVATION_TRIGGER = 185
     INVENTORY_PARAMETER_SPEC = 186
     KEEPALIVE_SPEC = 220
     EVENTS_AND_REPORTS = 226
@@ -110,6 +134,9 @@ class P(IntEnum):
     READER_EVENT_NOTIFICATION_SPEC = 244
     EVENT_NOTIFICATION_STATE = 245
     READER_EVENT_NOTIFICATION_DATA = 246
+    ROSPEC_EVENT = 249
+    READER_EXCEPTION_EVENT = 252
+    ANTENNA_EVENT = 255
     CONNECTION_ATTEMPT_EVENT = 256
     CONNECTION_CLOSE_EVENT = 257
     LLRP_STATUS = 287
@@ -142,6 +169,15 @@ SEL_LAST_SEEN = 1 << 8
 SEL_TAG_SEEN_COUNT = 1 << 7
 SEL_ACCESS_SPEC_ID = 1 << 6
 SELECTOR_WE_USE = SEL_ANTENNA_ID | SEL_PEAK_RSSI | SEL_FIRST_SEEN | SEL_LAST_SEEN | SEL_TAG_SEEN_COUNT
+
+
+# EventNotificationState event types (LLRP 1.0.1 §13.2.5.1 / 1.1 §17.2.7.5.1)
+EVENT_ROSPEC = 2
+EVENT_READER_EXCEPTION = 4
+EVENT_ANTENNA = 8
+
+# ROSpecEvent EventType (LLRP 1.1 §17.2.7.6.4)
+ROSPEC_STARTED, ROSPEC_ENDED, ROSPEC_PREEMPTED = 0, 1, 2
 
 
 class LlrpStreamError(EdgeError):
@@ -200,27 +236,35 @@ def rospec(
     antennas: tuple[int, ...] = (0,),
     cycle_ms: int = 1000,
     selector: int = SELECTOR_WE_USE,
-    immediate_start: bool = False,
 ) -> bytes:
-    """A continuous-inventory ROSpec: AISpec of `cycle_ms` looping forever, one report per AISpec end."""
-    start = tlv(P.ROSPEC_START_TRIGGER, bytes((1 if immediate_start else 0,)))
-    stop = tlv(P.ROSPEC_STOP_TRIGGER, struct.pack("!BI", 0, 0))
+    """Our continuous-inventory ROSpec (see the module docstring): starts every `cycle_ms` (Periodic start
+    trigger, LLRP 1.1 §17.2.4.1.1.1), runs `on_air_ms(cycle_ms)` (Duration ROSpec stop trigger), one AISpec
+    on `antennas` (0 = all) with a Null stop trigger, one report per run (ROReportTrigger 2, N = 0)."""
+    periodic = tlv(P.PERIODIC_TRIGGER_VALUE, struct.pack("!II", 0, cycle_ms))  # Offset 0, Period
+    start = tlv(P.ROSPEC_START_TRIGGER, bytes((2,)) + periodic)  # 2 = Periodic
+    stop = tlv(P.ROSPEC_STOP_TRIGGER, struct.pack("!BI", 1, on_air_ms(cycle_ms)))  # 1 = Duration
     boundary = tlv(P.RO_BOUNDARY_SPEC, start + stop)
-    ai_stop = tlv(P.AISPEC_STOP_TRIGGER, struct.pack("!BI", 1, cycle_ms))  # 1 = Duration
+    ai_stop = tlv(P.AISPEC_STOP_TRIGGER, struct.pack("!BI", 0, 0))  # 0 = Null: until the ROSpec is done
     inv = tlv(P.INVENTORY_PARAMETER_SPEC, struct.pack("!HB", 1, 1))  # id 1, EPCGlobalClass1Gen2
     aispec = tlv(P.AISPEC, struct.pack("!H", len(antennas)) + b"".join(struct.pack("!H", a) for a in antennas)
                  + ai_stop + inv)  # fmt: skip
-    # ROReportTrigger 1 = Upon_N_Tags_Or_End_Of_AISpec with N=0: one report at the end of every AISpec
-    report = tlv(P.RO_REPORT_SPEC, struct.pack("!BH", 1, 0) + tlv(P.TAG_REPORT_CONTENT_SELECTOR,
+    # ROReportTrigger 2 = Upon_N_Tags_Or_End_Of_ROSpec with N = 0: one report at the end of every run
+    report = tlv(P.RO_REPORT_SPEC, struct.pack("!BH", 2, 0) + tlv(P.TAG_REPORT_CONTENT_SELECTOR,
                                                                   struct.pack("!H", selector)))
     return tlv(P.ROSPEC, struct.pack("!IBB", rospec_id, 0, 0) + boundary + aispec + report)
 
 
+def on_air_ms(cycle_ms: int) -> int:
+    """How long each periodic ROSpec run inventories: the period minus a 10 % gap (at least 5 ms), so a run
+    is done before the next period starts the ROSpec again (a period that finds it Active is lost)."""
+    return max(1, cycle_ms - max(5, cycle_ms // 10))
+
+
 def set_reader_config(keepalive_ms: int, reset: bool = False) -> bytes:
-    """SET_READER_CONFIG body: event notifications (ROSpec, reader exception), periodic keepalives."""
-    events = tlv(P.READER_EVENT_NOTIFICATION_SPEC,
-                 tlv(P.EVENT_NOTIFICATION_STATE, struct.pack("!HB", 2, 0x80))  # ROSpecEvent on
-                 + tlv(P.EVENT_NOTIFICATION_STATE, struct.pack("!HB", 4, 0x80)))  # ReaderExceptionEvent on
+    """SET_READER_CONFIG body: event notifications (ROSpec, reader exception, antenna), periodic keepalives."""
+    events = tlv(P.READER_EVENT_NOTIFICATION_SPEC, b"".join(
+        tlv(P.EVENT_NOTIFICATION_STATE, struct.pack("!HB", kind, 0x80))
+        for kind in (EVENT_ROSPEC, EVENT_READER_EXCEPTION, EVENT_ANTENNA)))  # fmt: skip
     keepalive = tlv(P.KEEPALIVE_SPEC, struct.pack("!BI", 1 if keepalive_ms else 0, keepalive_ms))
     hold = tlv(P.EVENTS_AND_REPORTS, bytes((0,)))  # do not hold reports across reconnects
     return bytes((0x80 if reset else 0,)) + events + keepalive + hold
@@ -276,6 +320,13 @@ class FrameDecoder:
     def pending(self) -> int:
         """Bytes buffered that do not yet form a whole message."""
         return len(self._buf)
+
+    @property
+    def announced(self) -> int | None:
+        """The length the pending (incomplete) frame's header announces, None if no header is buffered."""
+        if len(self._buf) < HEADER_LEN:
+            return None
+        return int(HEADER.unpack_from(self._buf)[1])
 
     def feed(self, data: bytes) -> list[Message]:
         """Add bytes; return every complete message. Raises `LlrpStreamError` when framing is lost."""
@@ -364,11 +415,14 @@ def decode_status(body: bytes) -> Status:
 
 @dataclass(frozen=True, slots=True)
 class ReaderEvent:
-    """What a READER_EVENT_NOTIFICATION said that we care about."""
+    """What a READER_EVENT_NOTIFICATION said that we care about (LLRP 1.1 §17.2.7.6)."""
 
     utc_us: int | None = None
     connection_status: int | None = None
     connection_closed: bool = False
+    rospec: tuple[tuple[int, int], ...] = ()  # ROSpecEvent (event type, ROSpec id)
+    antenna: tuple[tuple[int, bool], ...] = ()  # AntennaEvent (antenna id, connected)
+    exception: str | None = None  # ReaderExceptionEvent message
 
 
 def decode_reader_event(body: bytes) -> ReaderEvent:
@@ -379,6 +433,9 @@ def decode_reader_event(body: bytes) -> ReaderEvent:
     utc: int | None = None
     status: int | None = None
     closed = False
+    ros: list[tuple[int, int]] = []
+    ants: list[tuple[int, bool]] = []
+    exc: str | None = None
     for t, s, e in iter_params(body, *where):
         if t == P.UTC_TIMESTAMP and e - s >= 8:
             utc = struct.unpack_from("!Q", body, s)[0]
@@ -388,7 +445,24 @@ def decode_reader_event(body: bytes) -> ReaderEvent:
             status = struct.unpack_from("!H", body, s)[0]
         elif t == P.CONNECTION_CLOSE_EVENT:
             closed = True
-    return ReaderEvent(utc, status, closed)
+        elif t == P.ROSPEC_EVENT:
+            if e - s < 9:
+                raise FrameError("ROSpecEvent too short", body)
+            kind, rid = struct.unpack_from("!BI", body, s)
+            ros.append((kind, rid))
+        elif t == P.ANTENNA_EVENT:
+            if e - s < 3:
+                raise FrameError("AntennaEvent too short", body)
+            kind, ant = struct.unpack_from("!BH", body, s)
+            ants.append((ant, kind == 1))
+        elif t == P.READER_EXCEPTION_EVENT:
+            if e - s < 2:
+                raise FrameError("ReaderExceptionEvent too short", body)
+            n = struct.unpack_from("!H", body, s)[0]
+            if s + 2 + n > e:
+                raise FrameError("ReaderExceptionEvent message overruns its parameter", body)
+            exc = body[s + 2 : s + 2 + n].decode("utf-8", "replace")
+    return ReaderEvent(utc, status, closed, tuple(ros), tuple(ants), exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,29 +490,42 @@ def decode_capabilities(body: bytes) -> DeviceInfo | None:
 RawTag = tuple[str, int, int | None, int | None, int | None, int]
 """(EPC hex upper, antenna (0 = unknown), peak RSSI dBm, first seen µs, last seen µs, seen count)."""
 
+Carry = list[int | None]
+"""Per connection: the last AntennaID, PeakRSSI, FirstSeen, LastSeen, TagSeenCount received (efficient
+reporting); start each connection with `new_carry()`."""
+
+
+def new_carry() -> Carry:
+    """An empty efficient-reporting memory for a new connection."""
+    return [None, None, None, None, None]
+
 # Fast path: the exact layout our own ROSpec asks for, in the spec's field order.
 _FAST = struct.Struct("!HHB12sBHBbBQBQBH")
 _FAST_LEN = _FAST.size  # 43 = 4 + 13 + 3 + 2 + 9 + 9 + 3
 _TV = 0x80
 
 
-def decode_ro_access_report(body: bytes) -> list[RawTag]:
+def decode_ro_access_report(body: bytes, carry: Carry | None = None) -> list[RawTag]:
     """Decode every TagReportData of an RO_ACCESS_REPORT body; FrameError if any parameter is bad.
 
     Unknown parameters (at both levels) are skipped by length; a TagReportData without an EPC is
-    a FrameError (a report that names no tag is not a read).
+    a FrameError (a report that names no tag is not a read). With `carry` (the connection's memory), an
+    optional field a TagReportData leaves out takes the last value received on the connection, and the
+    values received update it; without it, an absent antenna is 0 and an absent count 1.
     """
     out: list[RawTag] = []
     append = out.append
     n = len(body)
     pos = 0
     fast = _FAST.unpack_from
+    last_fast: RawTag | None = None  # the memory is updated from the last fast-path tag lazily
     while pos < n:
         if (n - pos >= _FAST_LEN and body[pos] == 0 and body[pos + 1] == 240 and body[pos + 2] == 0
                 and body[pos + 3] == _FAST_LEN and body[pos + 4] == 0x8D):  # fmt: skip
             (_, _, _, epc, t1, ant, t6, rssi, t2, first, t4, last, t8, cnt) = fast(body, pos)
             if t1 == 0x81 and t6 == 0x86 and t2 == 0x82 and t4 == 0x84 and t8 == 0x88:
-                append((epc.hex().upper(), ant, rssi, first, last, cnt))
+                last_fast = (epc.hex().upper(), ant, rssi, first, last, cnt)
+                append(last_fast)
                 pos += _FAST_LEN
                 continue
         if body[pos] & 0x80:
@@ -456,18 +543,23 @@ def decode_ro_access_report(body: bytes) -> list[RawTag]:
         if length < 4 or pos + length > n:
             raise FrameError(f"parameter {ptype} has bad length {length} in RO_ACCESS_REPORT", body)
         if ptype == P.TAG_REPORT_DATA:
-            append(_decode_tag_report_data(body, pos + 4, pos + length))
+            if carry is not None and last_fast is not None:
+                carry[:] = last_fast[1:]
+                last_fast = None
+            append(_decode_tag_report_data(body, pos + 4, pos + length, carry))
         pos += length
+    if carry is not None and last_fast is not None:
+        carry[:] = last_fast[1:]
     return out
 
 
-def _decode_tag_report_data(body: bytes, start: int, end: int) -> RawTag:
+def _decode_tag_report_data(body: bytes, start: int, end: int, carry: Carry | None) -> RawTag:
     epc: str | None = None
-    ant = 0
+    ant: int | None = None
     rssi: int | None = None
     first: int | None = None
     last: int | None = None
-    count = 1
+    count: int | None = None
     for t, s, e in iter_params(body, start, end):
         if t == P.EPC_96:
             epc = body[s:e].hex().upper()
@@ -491,4 +583,12 @@ def _decode_tag_report_data(body: bytes, start: int, end: int) -> RawTag:
             count = struct.unpack_from("!H", body, s)[0]
     if epc is None:
         raise FrameError("TagReportData without an EPC", body)
-    return (epc, ant, rssi, first, last, count)
+    if carry is not None:
+        got = [ant, rssi, first, last, count]
+        for i, v in enumerate(got):
+            if v is None:
+                got[i] = carry[i]
+            else:
+                carry[i] = v
+        ant, rssi, first, last, count = got
+    return (epc, 0 if ant is None else ant, rssi, first, last, 1 if count is None else count)

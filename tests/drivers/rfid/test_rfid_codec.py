@@ -90,10 +90,31 @@ def test_sllurp_decodes_our_rospec_and_config() -> None:
     enabled = {k for k, v in sel.items() if v}
     assert enabled == {"EnableAntennaID", "EnablePeakRSSI", "EnableTagSeenCount", "EnableFirstSeenTimestamp",
                        "EnableLastSeenTimestamp"}
-    assert spec["AISpec"][0]["AISpecStopTrigger"]["DurationTriggerValue"] == 500
+    # continuous inventory (LLRP 1.0.1 §10.2.1): Periodic start, Duration stop, Null AISpec stop, one report
+    # per ROSpec run
+    bounds = spec["ROBoundarySpec"]
+    assert bounds["ROSpecStartTrigger"]["ROSpecStartTriggerType"] == 2
+    # sllurp 2.x files PeriodicTriggerValue (type 180) under the name GPITriggerValue (whose type is 181,
+    # see Wireshark's packet-llrp.c LLRP_TLV_PER_TRIGGER_VAL / LLRP_TLV_GPI_TRIGGER_VAL), so it reads our
+    # Offset 0 / Period 500 through the GPI layout: port 0, event bit 0, "timeout" = bytes 3..6 = 1
+    assert bounds["ROSpecStartTrigger"]["GPITriggerValue"] == {"GPIPortNum": 0, "GPIEvent": False, "Timeout": 1}
+    raw = c.rospec(77, cycle_ms=500)
+    where = c.find_param(raw, c.P.ROSPEC)
+    assert where is not None
+    boundary = c.find_param(raw, c.P.RO_BOUNDARY_SPEC, where[0] + 6, where[1])
+    assert boundary is not None
+    start = c.find_param(raw, c.P.ROSPEC_START_TRIGGER, *boundary)
+    assert start is not None
+    periodic = c.find_param(raw, c.P.PERIODIC_TRIGGER_VALUE, start[0] + 1, start[1])
+    assert periodic is not None
+    assert struct.unpack_from("!II", raw, periodic[0]) == (0, 500)  # Offset, Period
+    assert bounds["ROSpecStopTrigger"] == {"ROSpecStopTriggerType": "Duration", "DurationTriggerValue": 450}
+    assert spec["AISpec"][0]["AISpecStopTrigger"]["AISpecStopTriggerType"] == 0
+    assert (spec["ROReportSpec"]["ROReportTrigger"], spec["ROReportSpec"]["N"]) == ("Upon_N_Tags_Or_End_Of_ROSpec", 0)
     name, events, _ = decode_param(c.set_reader_config(5000)[1:])
     assert name == "ReaderEventNotificationSpec"
-    assert [e["EventType"] for e in events["EventNotificationState"]] == ["ROSpecEvent", "ReaderExceptionEvent"]
+    assert [e["EventType"] for e in events["EventNotificationState"]] == ["ROSpecEvent", "ReaderExceptionEvent",
+                                                                          "AntennaEvent"]
 
 
 def test_multi_tag_report_with_unknown_parameters_skipped() -> None:
