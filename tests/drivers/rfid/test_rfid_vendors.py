@@ -1,8 +1,8 @@
-"""Impinj IoT interface and Zebra IoT Connector drivers against their emulators (real HTTP, real mosquitto)."""
+"""Zebra IoT Connector driver against its emulator through a real mosquitto; the vendor timestamp parser.
+(The Impinj IoT interface driver: test_impinj_iot.py.)"""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -14,15 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
-from drivers.rfid.config import ImpinjIotConfig, ZebraIotcConfig
-from drivers.rfid.impinj import ImpinjIotDriver, parse_event
+from drivers.rfid.config import ZebraIotcConfig
 from drivers.rfid.reads import TagRead, parse_timestamp
 from drivers.rfid.zebra import ZebraIotcDriver, parse_tag, split_objects
 from edge.brokers import Mosquitto
 from edge.clock import SystemClock
 from edge.config import Manifest
 from edge.errors import DeviceError, FrameError
-from firmware_sim.rfid.impinj_http import ImpinjHttpSim
 from firmware_sim.rfid.population import Population
 from firmware_sim.rfid.zebra_mqtt import ZebraMqttSim
 from firmware_sim.world import World
@@ -54,18 +52,6 @@ def test_timestamps(text: str, iso: str) -> None:
     assert parse_timestamp(text).isoformat() == iso
 
 
-def test_impinj_event_lines() -> None:
-    line = json.dumps({"eventType": "tagInventory", "tagInventoryEvent": {
-        "epc": base64.b64encode(bytes.fromhex(EPC)).decode(), "antennaPort": 2, "peakRssiCdbm": -6550,
-        "lastSeenTime": "2026-01-05T08:00:00.000001Z"}})  # fmt: skip
-    assert parse_event(line) == (EPC, 2, -65.5, 1767600000000001)
-    assert parse_event('{"eventType":"antennaConnected","antennaConnectedEvent":{}}') is None
-    for bad in ("{", "[]", '{"eventType":"tagInventory"}', '{"eventType":"tagInventory","tagInventoryEvent":'
-                '{"epc":"***"}}', '{"eventType":"tagInventory","tagInventoryEvent":{"epcHex":"30","antennaPort":"x"}}'):
-        with pytest.raises(FrameError):
-            parse_event(bad)
-
-
 def test_zebra_back_to_back_objects() -> None:
     one = {"type": "SIMPLE", "timestamp": "2026-01-05T08:00:00.000+0000",
            "data": {"idHex": EPC.lower(), "antenna": 3, "peakRssi": -61, "reads": 4, "eventNum": 1}}  # fmt: skip
@@ -82,8 +68,6 @@ def test_zebra_back_to_back_objects() -> None:
 @settings(max_examples=FUZZ, deadline=None)
 @given(st.text(max_size=300))
 def test_fuzz_vendor_parsers(text: str) -> None:
-    with contextlib.suppress(FrameError):
-        parse_event(text)
     objs, _ = split_objects(text)
     for o in objs:
         with contextlib.suppress(FrameError):
@@ -103,67 +87,6 @@ def test_fuzz_vendor_json_shapes(data: object, ts: object, port: object) -> None
                 {"type": "SIMPLE", "timestamp": ts, "data": {"idHex": EPC, "antenna": port, "peakRssi": data}}):
         with contextlib.suppress(FrameError):
             parse_tag(obj)
-    for ev in ({"eventType": "tagInventory", "tagInventoryEvent": data},
-               {"eventType": "tagInventory", "tagInventoryEvent": {"epcHex": EPC, "antennaPort": port,
-                                                                    "peakRssiCdbm": data, "lastSeenTime": ts}}):
-        with contextlib.suppress(FrameError):
-            parse_event(json.dumps(ev))
-
-
-# ---- Impinj against its emulator -------------------------------------------------------------------
-
-
-def impinj(manifest: Manifest, sim: ImpinjHttpSim, tmp_path: Path, **kw: str) -> ImpinjIotDriver:
-    cfg = ImpinjIotConfig(id="r700", base_url=sim.base_url, antennas={1: "apparel", 2: "entrance"},
-                          idle_timeout_s=2, **kw)
-    return ImpinjIotDriver(cfg, DriverContext(manifest=manifest, clock=SystemClock(), data_dir=tmp_path))
-
-
-async def test_impinj_stream_auth_keepalives_unknown_events_and_reconnect(demo_manifest: Manifest,
-                                                                          tmp_path: Path) -> None:  # fmt: skip
-    world = World(demo_manifest, SystemClock())
-    sim = ImpinjHttpSim(Population(world, {1: "apparel", 2: "entrance"}), cycle_s=0.05, username="root",
-                        password="impinj")  # fmt: skip
-    await sim.start()
-    try:
-        with pytest.raises(DeviceError, match="401"):
-            await collect(impinj(demo_manifest, sim, tmp_path, username="root", password="wrong").stream(),
-                          lambda rs: False)  # fmt: skip
-        drv = impinj(demo_manifest, sim, tmp_path, username="root", password="impinj")
-        await sim.extra_lines.put(b'{"eventType":"tagInventory","tagInventoryEvent":{"epc":"%%%"}}\n')
-        got = await collect(drv.stream(), lambda rs: ntags(rs) > 200 and drv.counters["ignored"] >= 2)
-        assert isinstance(got[0], DeviceOnline)
-        reads = [r for r in got if isinstance(r, TagRead)]
-        epcs = world.sku_of_epc()
-        assert all(r.epc in epcs and r.read_point in {"apparel", "entrance"} for r in reads)
-        assert all(r.rssi_dbm is not None and -100 < r.rssi_dbm < 0 and r.seen_us for r in reads)
-        assert [r.reason for r in got if isinstance(r, Malformed)] == ["epc is not base64"]
-        assert drv.counters["keepalives"] >= 2
-
-        stream = drv.stream()
-        assert isinstance(await anext(stream), DeviceOnline)
-        sim.drop_clients()
-        with pytest.raises(DeviceError):
-            await collect(stream, lambda rs: False)
-        assert ntags(await collect(drv.stream(), lambda rs: ntags(rs) > 0)) > 0
-        assert sim.clients == 3
-    finally:
-        await sim.stop()
-
-
-async def test_impinj_wrong_path_and_nothing_listening(demo_manifest: Manifest, tmp_path: Path) -> None:
-    world = World(demo_manifest, SystemClock())
-    sim = ImpinjHttpSim(Population(world, {1: "apparel"}), cycle_s=0.05)
-    await sim.start()
-    try:
-        drv = impinj(demo_manifest, sim, tmp_path)
-        drv.config = drv.config.model_copy(update={"base_url": sim.base_url + "/nope"})
-        with pytest.raises(DeviceError, match="HTTP 404"):
-            await collect(drv.stream(), lambda rs: False)
-    finally:
-        await sim.stop()
-    with pytest.raises(DeviceError, match="ConnectError"):
-        await collect(impinj(demo_manifest, sim, tmp_path).stream(), lambda rs: False)
 
 
 # ---- Zebra through a real mosquitto ------------------------------------------------------------------
