@@ -88,3 +88,18 @@ class EpcisObjectEvent(Event):
     def data(self) -> dict[str, Any]:
         """The EPCIS ObjectEvent (with its @context), ready for an EPCIS repository."""
         return self.document
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AntennaChanged(Event):
+    """A reader's antenna port was disconnected or connected again (LLRP AntennaEvent, Impinj/Zebra antenna
+    status, or a read through a port reported down). While a port is down, the tags of its read point do not
+    depart and their stock is flagged stale. `source` and `subject` are the reader."""
+
+    TYPE: ClassVar[str] = "retail.rfid.antenna.changed.v1"
+    CLASS: ClassVar[EventClass] = EventClass.CONTROL
+    TOPIC: ClassVar[str] = "events/device"
+
+    antenna: int
+    connected: bool
+    read_point: str | None

@@ -9,6 +9,26 @@ of that zone whose planogram holds a SKU whose catalog GTIN matches. When one zo
 with the same SKU, RFID cannot tell them apart: the whole zone count is claimed for the FIRST such shelf
 in manifest order and the others get no RFID claim (weight shelves or scans own them). Updates are
 coalesced per tick, so a warm-up of hundreds of arrivals gives one update per cell, not hundreds.
+
+Reader-aware presence (issue 14): a tag's absence counts only while the reader that last read it could see
+it. A reader is *blind* while it is offline (`DeviceOffline` from the supervisor), not inventorying
+(`ReaderStatus(inventorying=False)`), or silent (nothing at all, no read and no status beat, for its silence
+bound: `max(lost_timeout_s, 2 x keepalive_s)`); a read point is blind while an antenna mapped to it is
+disconnected (`AntennaStatus`). Blind tags never depart (no stock change, no alert); every cell of a blind
+reader's zones gets `StockFlag(stale, on)` dated from when it was last known to see (its last message); a
+configured reader not heard from by the first tick is blind from then (a count kept across a restart, or a
+stale flag persisted with it, is vouched for again only by the reader).
+A fresh read or `ReaderStatus(inventorying=True)` brings a reader back; `AntennaStatus(connected=True)` or a
+read through that antenna brings a read point back. Then its frozen tags' lost-timeout clocks restart at the
+resume time and the cells stay stale until one lost-timeout later (its first complete cycles: present tags
+re-read, gone ones departed), when `StockFlag(stale, off)` follows the reconciled count. Besides, a tag past
+its deadline departs only once its reader has been heard from after that deadline (see smoothing.py).
+
+Replays: a read whose own (offset-corrected) timestamp `seen_us` is older than the reader's lost-timeout
+(a Zebra reader's retained events after an outage) neither makes a tag present nor extends its presence;
+counted in `replayed`. A timestamp more than a day away is the reader's clock, not a replay, and is ignored.
+
+Antennas: every change of an antenna's state is an `AntennaChanged` device-health event (events/device).
 """
 
 from __future__ import annotations
@@ -16,16 +36,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from drivers.base import Reading
+from drivers.base import DeviceOffline, Reading
 from drivers.rfid.config import RfidConfigBase
 from drivers.rfid.epcis import object_event
-from drivers.rfid.events import EpcisObjectEvent, TagArrived, TagDeparted, TagMoved
-from drivers.rfid.reads import TagRead
+from drivers.rfid.events import AntennaChanged, EpcisObjectEvent, TagArrived, TagDeparted, TagMoved
+from drivers.rfid.reads import AntennaStatus, ReaderStatus, TagRead
 from drivers.rfid.smoothing import Change, Params, SmoothingEngine
 from edge.clock import Clock, utc
 from edge.config import Manifest
 from edge.events import Event
-from edge.processing import Output, StockUpdate
+from edge.processing import Output, StockFlag, StockUpdate
+
+MAX_SKEW_S = 86_400.0  # a reader timestamp further away than a day is its clock being wrong, not a replay
+BlindKey = str | tuple[str, str]  # a reader id, or (reader id, read point)
 
 
 def params_of(cfg: RfidConfigBase) -> Params:
@@ -38,18 +61,27 @@ def params_of(cfg: RfidConfigBase) -> Params:
 class RfidProcessor:
     """One instance for all RFID readers of the store (zones cross readers)."""
 
-    reading_types: tuple[type[Reading], ...] = (TagRead,)
+    reading_types: tuple[type[Reading], ...] = (TagRead, ReaderStatus, AntennaStatus, DeviceOffline)
 
     def __init__(self, manifest: Manifest, clock: Clock) -> None:
         self.engine = SmoothingEngine()
         self.default_params = Params()
         self.params: dict[str, Params] = {}
         self.epcis_readers: set[str] = set()
+        self.silence_s: dict[str, float] = {}  # reader -> nothing heard for longer than this: silent
+        self.covers: dict[str, set[str]] = {}  # reader -> read points (zones) it reads
         for dev in manifest.typed_devices():
             if isinstance(dev, RfidConfigBase):
                 self.params[dev.id] = params_of(dev)
                 if dev.epcis:
                     self.epcis_readers.add(dev.id)
+                keepalive = getattr(dev, "keepalive_s", None)
+                lost = dev.smoothing.lost_timeout_s
+                self.silence_s[dev.id] = max(lost, 2 * keepalive) if isinstance(keepalive, int | float) else lost
+                points = set(dev.antennas.values())
+                if dev.zone is not None:
+                    points.add(dev.zone)
+                self.covers[dev.id] = points
         self.sgln = {z.id: z.sgln for z in manifest.zones}
         gtin_skus: dict[str, list[str]] = {}
         for item in manifest.catalog:
@@ -68,21 +100,163 @@ class RfidProcessor:
         self.changed_at: dict[tuple[str, str], float] = {}
         self.cell_source: dict[tuple[str, str], str] = {}
         self.unmapped = 0  # reads from antennas mapped to no zone
+        self.replayed = 0  # reads older than the reader's lost-timeout by its own clock (retained, replayed)
+        self.zone_targets: dict[str, list[tuple[str, str]]] = {}
+        for (zone, _gtin), target in self.cells.items():
+            self.zone_targets.setdefault(zone, []).append(target)
+        # blind readers / read points: key -> (since, reason); reconciling after a resume: key -> until
+        self.blind: dict[BlindKey, tuple[float, str]] = {}
+        self.reconciling: dict[BlindKey, tuple[float, float, str]] = {}  # key -> (until, since, reason)
+        self.stale: dict[tuple[str, str], tuple[float, str]] = {}  # (shelf, sku) flagged -> (since, reason)
+        self.antennas_down: dict[tuple[str, int], str | None] = {}  # (reader, port) -> its read point
+        self.antenna_state: dict[tuple[str, int], bool] = {}
+        self._started = False
 
     def feed(self, reading: Reading, now: datetime) -> Sequence[Output]:
-        """Account one tag read."""
-        if not isinstance(reading, TagRead):
-            return ()
-        if reading.read_point is None:
-            self.unmapped += 1
-            return ()
+        """Account one tag read, reader status, antenna status or device-offline notice."""
+        if type(reading) is not TagRead:
+            return self._status(reading, now)
         dev = reading.device_id
-        changes = self.engine.observe(reading.epc, reading.read_point, reading.rssi_dbm, now.timestamp(), dev,
-                                      self.params.get(dev, self.default_params))  # fmt: skip
-        return self.outputs(changes, now) if changes else ()
+        p = self.params.get(dev, self.default_params)
+        t = now.timestamp()
+        seen = reading.seen_us
+        if seen is not None and p.lost_timeout_s < t - seen * 1e-6 < MAX_SKEW_S:
+            self.replayed += 1
+            return ()
+        self.engine.heard[dev] = t
+        rp = reading.read_point
+        flags: list[Output] | None = None
+        if (self.blind or self.antennas_down) and (dev in self.blind or (dev, reading.antenna) in self.antennas_down):
+            flags = self._back(dev, reading.antenna, now)
+        if rp is None:
+            self.unmapped += 1
+            return flags or ()
+        self.covers.setdefault(dev, set()).add(rp)
+        changes = self.engine.observe(reading.epc, rp, reading.rssi_dbm, t, dev, p)
+        if flags is None:
+            return self.outputs(changes, now) if changes else ()
+        return flags + self.outputs(changes, now) if changes else flags
+
+    def _status(self, reading: Reading, now: datetime) -> list[Output]:
+        """ReaderStatus, AntennaStatus, DeviceOffline: what the reader can see now."""
+        dev = reading.device_id
+        t = now.timestamp()
+        if isinstance(reading, DeviceOffline):
+            since = min(self.engine.heard.get(dev, t), t)
+            return self._go_blind(dev, since, f"reader {dev} offline: {reading.reason}".rstrip(": "), now)
+        if isinstance(reading, ReaderStatus):
+            self.engine.heard[dev] = t
+            if reading.inventorying:
+                return self._back(dev, None, now) if self.blind else []
+            reason = f"reader {dev} not inventorying: {reading.reason}".rstrip(": ")
+            return self._go_blind(dev, t, reason, now)
+        if isinstance(reading, AntennaStatus):
+            self.engine.heard[dev] = t
+            return self._antenna(reading, now)
+        return []
+
+    def _antenna(self, st: AntennaStatus, now: datetime) -> list[Output]:
+        out = self._antenna_state(st.device_id, st.antenna, st.connected, st.read_point, now)
+        return out + self._restale(now)
+
+    def _antenna_state(self, dev: str, port: int, connected: bool, rp: str | None, now: datetime) -> list[Output]:
+        """Record an antenna's state; its event when it changed. Stale flags are the caller's (`_restale`)."""
+        out: list[Output] = []
+        if self.antenna_state.get((dev, port), True) != connected:
+            out.append(AntennaChanged(source=dev, time=now, subject=dev, antenna=port, connected=connected,
+                                      read_point=rp))  # fmt: skip
+        self.antenna_state[(dev, port)] = connected
+        if not connected:
+            self.antennas_down[(dev, port)] = rp
+            if rp is not None:
+                self._blind((dev, rp), now.timestamp(), f"reader {dev} antenna {port} disconnected")
+            return out
+        rp = self.antennas_down.pop((dev, port), rp)
+        if rp is not None and not any(k[0] == dev and v == rp for k, v in self.antennas_down.items()):
+            self._resume((dev, rp), now)
+        return out
+
+    def _go_blind(self, key: BlindKey, since: float, reason: str, now: datetime) -> list[Output]:
+        self._blind(key, since, reason)
+        return self._restale(now)
+
+    def _blind(self, key: BlindKey, since: float, reason: str) -> None:
+        if key in self.blind:
+            self.blind[key] = (self.blind[key][0], reason)
+        else:
+            self.blind[key] = (since, reason)
+            self.engine.freeze(key, since)
+        self.reconciling.pop(key, None)
+
+    def _back(self, dev: str, antenna: int | None, now: datetime) -> list[Output]:
+        """A fresh read (through `antenna`) or an inventorying status from a blind reader."""
+        out: list[Output] = []
+        if antenna is not None and (dev, antenna) in self.antennas_down:
+            out += self._antenna_state(dev, antenna, True, self.antennas_down[(dev, antenna)], now)
+        self._resume(dev, now)
+        return out + self._restale(now)
+
+    def _resume(self, key: BlindKey, now: datetime) -> None:
+        entry = self.blind.pop(key, None)
+        if entry is None:
+            return
+        t = now.timestamp()
+        self.engine.resume(key, t)
+        dev = key if isinstance(key, str) else key[0]
+        lost = self.params.get(dev, self.default_params).lost_timeout_s
+        since, reason = entry
+        self.reconciling[key] = (t + lost, since, f"{reason}; reconciling since its return")
+
+    def _zones(self, key: BlindKey) -> set[str]:
+        return self.covers.get(key, set()) if isinstance(key, str) else {key[1]}
+
+    def _restale(self, now: datetime) -> list[Output]:
+        """StockFlag(stale) on/off for every cell whose blind/reconciling coverage changed."""
+        want: dict[tuple[str, str], tuple[float, str]] = {}
+        for key, (since, reason) in [*self.blind.items(), *((k, v[1:]) for k, v in self.reconciling.items())]:
+            for zone in self._zones(key):
+                for target in self.zone_targets.get(zone, ()):
+                    if target not in want or since < want[target][0]:
+                        want[target] = (since, reason)
+        out: list[Output] = []
+        for target, (since, reason) in want.items():
+            old = self.stale.get(target)
+            if old is None or old[1] != reason:
+                out.append(StockFlag(shelf=target[0], sku=target[1], time=utc(since), origin="rfid",
+                                     source=self._source(reason), flag="stale", on=True, reason=reason))  # fmt: skip
+        for target in self.stale.keys() - want.keys():
+            out.append(StockFlag(shelf=target[0], sku=target[1], time=now, origin="rfid", source="rfid",
+                                 flag="stale", on=False, reason="readers see the cell again"))  # fmt: skip
+        self.stale = want
+        return out
+
+    @staticmethod
+    def _source(reason: str) -> str:
+        parts = reason.split(" ", 2)
+        return parts[1] if len(parts) > 1 and parts[0] == "reader" else "rfid"
+
+    def _presence(self, now: datetime) -> list[Output]:
+        """Silent readers go blind; reconciliations that lasted a lost-timeout end."""
+        t = now.timestamp()
+        changed = False
+        if not self._started:  # a reader not heard from yet cannot vouch for the counts kept from before
+            self._started = True
+            for dev in self.params.keys() - self.engine.heard.keys():
+                self._blind(dev, t, f"reader {dev} not heard from since the gateway started")
+                changed = True
+        for dev, heard in self.engine.heard.items():
+            if dev not in self.blind and t - heard > self.silence_s.get(dev, self.default_params.lost_timeout_s):
+                self._blind(dev, heard, f"reader {dev} silent: nothing heard since its last message")
+                changed = True
+        if any(until <= t for until, _, _ in self.reconciling.values()):
+            self.reconciling = {k: v for k, v in self.reconciling.items() if v[0] > t}
+            changed = True
+        return self._restale(now) if changed else []
 
     def tick(self, now: datetime) -> Sequence[Output]:
-        """Departures after the lost-timeout, then one stock update per changed zone x GTIN cell."""
+        """Blind readers, departures after the lost-timeout, one stock update per changed zone x GTIN cell, then
+        stale flags that a reconciliation ended."""
+        presence = self._presence(now)
         changes = self.engine.expire(now.timestamp())
         out: list[Output] = self.outputs(changes, now) if changes else []
         for cell in sorted(self.engine.take_dirty()):
@@ -99,7 +273,17 @@ class RfidProcessor:
             out.append(StockUpdate(shelf=shelf, sku=sku, time=when, origin="rfid",
                                    source=self.cell_source.get(cell, "rfid"), count=n,
                                    reason=f"{n} tag(s) of GTIN {cell[1]} present in zone {cell[0]}"))  # fmt: skip
-        return out
+        return self._order(presence, out)
+
+    @staticmethod
+    def _order(flags: list[Output], out: list[Output]) -> list[Output]:
+        """New stale flags before the tick's updates, cleared ones after them (a cell is served as trusted only
+        once its reconciled count is in)."""
+        if not flags:
+            return out
+        on = [f for f in flags if isinstance(f, StockFlag) and f.on]
+        off = [f for f in flags if not (isinstance(f, StockFlag) and f.on)]
+        return [*on, *out, *off]
 
     def outputs(self, changes: list[Change], now: datetime) -> list[Output]:
         """Events for smoothed changes (and their EPCIS form for readers with `epcis: true`)."""

@@ -11,9 +11,19 @@ Rules, per tag (parameters per reader, from the reader that first saw the tag):
   the current read point has not read it for `zone_stale_s` (the tag really left that antenna's field);
   the candidate needs a few reads of its own first and the move is decided on one of its reads.
 
+Reader-aware presence (the caller, `RfidProcessor`, tells the engine what it knows of each reader): a tag's
+absence counts only while the reader that last read it could have read it.
+- `heard[reader]`: when the reader was last heard from (a read or a status beat). A tag past its deadline
+  departs only once its reader has been heard from at or after that deadline: a reader that fell silent
+  cannot report absences (readers the caller says nothing about keep the plain lost-timeout rule).
+- `frozen` (reader -> since) and `frozen_points` ((reader, read point) -> since): readers offline, silent
+  or not inventorying, and read points of a disconnected antenna. Their tags past the deadline are parked,
+  not departed, until `resume`, which restarts their lost-timeout clock at the resume time: a tag really
+  gone departs one lost-timeout after the reader came back, a present one is refreshed by its first cycles.
+
 Cost: one dict lookup and a few float operations per read on the common path (a tag seen by one read
 point); expiry pops a heap ordered by deadline (each tag has exactly one entry, re-pushed at most once
-per lost-timeout), so nothing ever scans all tags.
+per lost-timeout, or parked while its reader is frozen), so nothing ever scans all tags.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from drivers.rfid.epc import decode_epc
 
 DEFAULT_RSSI = -70.0  # a read without PeakRSSI (not enabled) competes as a mediocre read
 MIN_CANDIDATE_READS = 3.0  # a read point's EWMA starts at its first sample: let it settle before it competes
+RECHECK_S = 1.0  # a tag past its deadline whose reader was not heard from since is looked at again this much later
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +122,13 @@ class SmoothingEngine:
         self._heap: list[tuple[float, str]] = []
         self.weak = 0  # reads ignored as weaker than the reader's min_rssi_dbm
         self._intern: dict[str, str] = {}
+        # reader-aware presence (see the module docstring); maintained by the caller through the methods below
+        self.heard: dict[str, float] = {}
+        self.frozen: dict[str, float] = {}
+        self.frozen_points: dict[tuple[str, str], float] = {}
+        self.resumed: dict[str | tuple[str, str], float] = {}
+        self._parked: dict[str | tuple[str, str], list[str]] = {}
+        self.held = 0  # deadline checks that did not depart a tag because its reader could not see it
 
     def __len__(self) -> int:
         return len(self.tags)
@@ -135,6 +153,7 @@ class SmoothingEngine:
                 return self._arrive(tag, now)
             return []
         tag.last = now
+        tag.reader = reader
         r = DEFAULT_RSSI if rssi is None else rssi
         tp = tag.params
         if zone == tag.zone:
@@ -162,24 +181,72 @@ class SmoothingEngine:
         return []
 
     def expire(self, now: float) -> list[Change]:
-        """Depart tags not read for their lost-timeout; drop never-present ones silently."""
+        """Depart tags not read for their lost-timeout while their reader could see them; drop never-present
+        ones silently; park the tags of frozen readers / read points."""
         heap = self._heap
         tags = self.tags
+        heard = self.heard
         out: list[Change] = []
         while heap and heap[0][0] <= now:
             _, epc = heapq.heappop(heap)
             tag = tags.get(epc)
             if tag is None:
                 continue
-            deadline = tag.last + tag.params.lost_timeout_s
+            lost = tag.params.lost_timeout_s
+            deadline = tag.last + lost
             if deadline > now:
                 heapq.heappush(heap, (deadline, epc))
                 continue
+            r = tag.reader
+            if heard:
+                later = self._held(tag, r, deadline, now)
+                if later is not None:
+                    self.held += 1
+                    if later > 0:
+                        heapq.heappush(heap, (later, epc))
+                    continue
             del tags[epc]
             if tag.present:
                 self._count(tag, -1)
                 out.append(Change("departed", tag, tag.zone, now))
         return out
+
+    def _held(self, tag: Tag, r: str, deadline: float, now: float) -> float | None:
+        """None when the tag may depart now; else when to look again (0: parked until its reader resumes)."""
+        key: str | tuple[str, str] | None = None
+        if r in self.frozen:
+            key = r
+        elif self.frozen_points and (r, tag.zone) in self.frozen_points:
+            key = (r, tag.zone)
+        if key is not None:
+            self._parked.setdefault(key, []).append(tag.epc)
+            return 0.0
+        lost = tag.params.lost_timeout_s
+        res = max(self.resumed.get(r, 0.0), self.resumed.get((r, tag.zone), 0.0))
+        if res > tag.last and res + lost > now:
+            return res + lost  # blind before `res`: its clock restarted when the reader came back
+        h = self.heard.get(r)
+        if h is not None and h < deadline:
+            return now + RECHECK_S  # the reader has said nothing since the deadline: it may be what is silent
+        return None
+
+    def freeze(self, key: str | tuple[str, str], since: float) -> None:
+        """A reader (key: its id) or a read point of it (key: (reader, zone)) cannot see its tags from `since`."""
+        target = self.frozen if isinstance(key, str) else self.frozen_points
+        target.setdefault(key, since)  # type: ignore[arg-type]
+
+    def resume(self, key: str | tuple[str, str], now: float) -> None:
+        """The reader / read point sees again from `now`: parked tags get a full lost-timeout from `now`."""
+        if isinstance(key, str):
+            if self.frozen.pop(key, None) is None:
+                return
+        elif self.frozen_points.pop(key, None) is None:
+            return
+        self.resumed[key] = now
+        for epc in self._parked.pop(key, ()):
+            tag = self.tags.get(epc)
+            if tag is not None:
+                heapq.heappush(self._heap, (now + tag.params.lost_timeout_s, epc))
 
     def count(self, zone: str, gtin: str) -> int:
         """Present tags of `gtin` in `zone`."""

@@ -11,7 +11,7 @@ import pytest
 from drivers.rfid.config import LlrpConfig, SmoothingConfig
 from drivers.rfid.events import EpcisObjectEvent, TagArrived, TagDeparted, TagMoved
 from drivers.rfid.processor import RfidProcessor
-from drivers.rfid.reads import TagRead
+from drivers.rfid.reads import ReaderStatus, TagRead
 from drivers.rfid.smoothing import Change, Params, SmoothingEngine
 from edge.clock import ManualClock
 from edge.config import Manifest
@@ -143,6 +143,11 @@ def read(epc: str, ant: int, rssi: float, now: datetime, seen_us: int | None = N
                    read_point={1: "apparel", 2: "entrance"}.get(ant), rssi_dbm=rssi, seen_us=seen_us)  # fmt: skip
 
 
+def beat(proc: RfidProcessor, now: datetime) -> list[Output]:
+    """The reader's liveness beat (its ROSpec still runs): its tags' absences count again."""
+    return list(proc.feed(ReaderStatus(device_id="rfid-1", time=now, inventorying=True), now))
+
+
 def drive(proc: RfidProcessor, t0: datetime, seconds: int, epcs: list[str], reader_clock: list[int]) -> list[Output]:
     out: list[Output] = []
     for s in range(seconds):
@@ -161,6 +166,7 @@ def test_processor_events_stock_updates_and_clock_jumps(demo_manifest: Manifest)
     for reader_clock in ([1767600000000000 + s * 1_000_000 for s in range(40)], [0, 2**62, 5, 946684800000000]):
         proc = RfidProcessor(manifest_with(demo_manifest), ManualClock(t0))
         out = drive(proc, t0, 20, epcs, reader_clock)
+        out += beat(proc, t0 + timedelta(seconds=40))
         out += proc.tick(t0 + timedelta(seconds=40))
         results.append([(type(o).__name__, getattr(o, "epc", None), getattr(o, "count", None)) for o in out])
         arrived = [o for o in out if isinstance(o, TagArrived)]
@@ -197,6 +203,7 @@ def test_processor_epcis_events(demo_manifest: Manifest) -> None:
     t0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
     proc = RfidProcessor(manifest_with(demo_manifest, epcis=True), ManualClock(t0))
     out = drive(proc, t0, 3, [EPC], [0])
+    out += beat(proc, t0 + timedelta(seconds=30))
     out += proc.tick(t0 + timedelta(seconds=30))
     docs = [o for o in out if isinstance(o, EpcisObjectEvent)]
     assert [d.document["disposition"] for d in docs] == ["sellable_accessible", "unknown"]
@@ -226,6 +233,7 @@ def test_departure_stock_update_is_stamped_with_the_last_read(demo_manifest: Man
     epcs = [sgtin96_hex("0614141", "812345", s) for s in range(3)]
     proc = RfidProcessor(manifest_with(demo_manifest), ManualClock(t0))
     drive(proc, t0, 20, epcs, [0])
+    beat(proc, t0 + timedelta(seconds=40))
     out = proc.tick(t0 + timedelta(seconds=40))  # declared gone at 40 s, last read at 19 s
     (stock,) = [o for o in out if isinstance(o, StockUpdate)]
     assert stock.count == 0
