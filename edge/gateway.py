@@ -129,6 +129,10 @@ class Gateway:
         await self.db.open()
         await self.outbox.open()
         self.stock.load(await self.db.query("SELECT * FROM stock"))
+        for proc in self.pipeline.processors:  # processors that keep state rows get them back (shelf tares)
+            table, restore = getattr(proc, "state_table", None), getattr(proc, "restore_state", None)
+            if isinstance(table, str) and table.isidentifier() and restore is not None:
+                restore(await self.db.query(f"SELECT * FROM {table}"))  # noqa: S608 - an identifier
         self._tasks.append(asyncio.create_task(self.outbox.run(), name="outbox-committer"))
         self._tasks.append(asyncio.create_task(self.db.run_checkpoints(), name="checkpoints"))
         self._tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))

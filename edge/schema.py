@@ -126,4 +126,16 @@ MIGRATIONS: list[str] = [
     CREATE VIEW outbox_pending AS SELECT * FROM outbox
         WHERE seq > (SELECT CAST(value AS INTEGER) FROM kv WHERE key = 'outbox.acked_through');
     """,
+    # 5: weight shelves' tracked tares (zero tracking on empty lanes), so a restart does not lose them (issue 14)
+    """
+    CREATE TABLE shelf_tares (
+        device TEXT NOT NULL,
+        shelf TEXT NOT NULL,
+        lane TEXT NOT NULL,
+        tare_g REAL NOT NULL,                    -- the tracked tare
+        config_tare_g REAL NOT NULL,             -- the manifest's tare it was tracked from
+        updated TEXT NOT NULL,
+        PRIMARY KEY (device, shelf, lane)
+    );
+    """,
 ]

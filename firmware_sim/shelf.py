@@ -1,9 +1,12 @@
 """Simulated weight shelves reading the World: a serial shelf controller on a pseudo-terminal, a Modbus-RTU
 weight transmitter line (pymodbus server on a pty), and an MQTT shelf publisher.
 
-Grams of a lane = items really on it x unit weight + tare + a resting hand + HX711-like noise + slow drift.
-Faults on demand: NaN, stuck ADC, corrupted checksums / CRCs, garbage, silence, unplugging the port.
-The serial protocol is docs/shelf-protocol.md.
+Grams of a lane = items really on it x unit weight + tare + a resting hand, a foreign object or a lean (all
+World truth) + HX711-like noise + slow drift. Faults on demand: NaN, stuck ADC, corrupted checksums / CRCs,
+garbage, silence, unplugging the port; per load cell, on every sim, `stick_cell` (the cell repeats its last
+raw value), `unplug_cell` (the cell is gone, as the protocol says it: serial `NaN` samples, Modbus no answer
+from its transmitter (timeouts), MQTT `"grams": null`) and `heal_cell`. Foreign objects and leans are World
+actions (`World.place_object` / `remove_object`, `World.lean`). The serial protocol is docs/shelf-protocol.md.
 """
 
 from __future__ import annotations
@@ -44,16 +47,58 @@ class LaneSim:
     tare_g: float
     noise_g: float = 1.2
     drift_g_per_h: float = 2.0
-    fault: str | None = None  # "nan" | "stuck" | "crc" | "garbage" | "silent" | "adc"
+    fault: str | None = None  # "nan" | "stuck" | "crc" | "garbage" | "silent" | "adc" | "unplugged"
     stuck_value: float | None = None
+    last_g: float | None = None  # the last value the ADC gave (what a stuck cell repeats)
 
     def grams(self, world: World, hours: float, rng: random.Random) -> float:
         """What the ADC reads now."""
         truth = world.lanes[(self.shelf, self.lane)]
-        g = truth.count * truth.unit_weight_g + self.tare_g + truth.hand_g + self.drift_g_per_h * hours
+        g = (truth.count * truth.unit_weight_g + self.tare_g + truth.hand_g + truth.object_g + truth.lean_g
+             + self.drift_g_per_h * hours)
         if truth.hand_g:
             g += rng.gauss(0, 25.0)  # a hand trembles
+        if truth.lean_g:
+            g += rng.gauss(0, 1.0)  # a leaning arm is steadier than a hand, but not still
         return g + rng.gauss(0, self.noise_g)
+
+    def sample(self, world: World, hours: float, rng: random.Random) -> float:
+        """What the cell delivers now, faults applied: NaN when unplugged or NaN, the last value when stuck."""
+        if self.fault in ("nan", "unplugged"):
+            return math.nan
+        if self.fault == "stuck":
+            if self.stuck_value is None:
+                self.stuck_value = round(self.last_g if self.last_g is not None else self.grams(world, hours, rng), 1)
+            return self.stuck_value
+        g = self.grams(world, hours, rng)
+        self.last_g = g
+        return g
+
+
+class CellFaults:
+    """Per load cell fault injection shared by the three simulated shelves (`lanes` is theirs)."""
+
+    lanes: list[LaneSim]
+
+    def _cell(self, shelf: str, lane: str) -> LaneSim:
+        for ln in self.lanes:
+            if ln.shelf == shelf and ln.lane == lane:
+                return ln
+        raise KeyError(f"no simulated load cell under {shelf}/{lane}")
+
+    def stick_cell(self, shelf: str, lane: str) -> None:
+        """The lane's load cell gets stuck: it repeats its last raw value exactly (a frozen ADC)."""
+        ln = self._cell(shelf, lane)
+        ln.fault, ln.stuck_value = "stuck", None
+
+    def unplug_cell(self, shelf: str, lane: str) -> None:
+        """The lane's load cell is unplugged: no reading as the protocol says it (see the module docstring)."""
+        self._cell(shelf, lane).fault = "unplugged"
+
+    def heal_cell(self, shelf: str, lane: str) -> None:
+        """The lane's load cell works again."""
+        ln = self._cell(shelf, lane)
+        ln.fault, ln.stuck_value = None, None
 
 
 class PtyPort:
@@ -108,7 +153,7 @@ class PtyPort:
             return b""
 
 
-class SerialShelfSim:
+class SerialShelfSim(CellFaults):
     """A shelf controller streaming `W` lines for its lanes at `hz` on a pty."""
 
     def __init__(self, world: World, link: Path, lanes: list[LaneSim], hz: float = 10.0, seed: int = 11) -> None:
@@ -138,13 +183,7 @@ class SerialShelfSim:
             if ln.fault == "garbage":
                 out += bytes(self.rng.randrange(256) for _ in range(20)) + b"\r\n"
                 continue
-            g = ln.grams(self.world, hours, self.rng)
-            if ln.fault == "nan":
-                g = math.nan
-            elif ln.fault == "stuck":
-                if ln.stuck_value is None:
-                    ln.stuck_value = round(g, 1)
-                g = ln.stuck_value
+            g = ln.sample(self.world, hours, self.rng)
             line = encode_weight(self._seq, ln.channel, g, stable=self.world.lanes[(ln.shelf, ln.lane)].hand_g == 0)
             if ln.fault == "crc":
                 line = line[:-4] + (b"00" if line[-4:-2] != b"00" else b"11") + b"\r\n"
@@ -180,7 +219,7 @@ class SerialShelfSim:
         self.port.unplug()
 
 
-class ModbusShelfSim:
+class ModbusShelfSim(CellFaults):
     """A line of Modbus-RTU weight transmitters (unit id per lane) served by pymodbus on a pty.
 
     Two ptys are bridged: the pymodbus server opens one, the driver opens the other (`port.link`), and the
@@ -191,13 +230,14 @@ class ModbusShelfSim:
 
     def __init__(self, world: World, link: Path, lanes: list[LaneSim], word_order: str = "big", seed: int = 13) -> None:
         self.world = world
-        self.lanes = {int(ln.channel): ln for ln in lanes}
+        self.lanes = list(lanes)
+        self.units = {int(ln.channel): ln for ln in lanes}
         self.word_order = word_order
         self.port = PtyPort(link)  # the driver's side
         self._server_port = PtyPort(link.with_name(link.name + ".server"))
         self.rng = random.Random(seed)
         self.fault: str | None = None
-        self.device_tare: dict[int, float] = dict.fromkeys(self.lanes, 0.0)
+        self.device_tare: dict[int, float] = dict.fromkeys(self.units, 0.0)
         self.tare_commands = 0
         self._t0 = world.clock.monotonic()
         self._server: Any = None
@@ -206,14 +246,16 @@ class ModbusShelfSim:
     async def _action(  # noqa: PLR0917 - the signature is pymodbus' SimAction
         self, unit: int, fc: int, start: int, address: int, count: int, regs: list[int], values: Any
     ) -> None:
-        ln = self.lanes[unit]
+        ln = self.units[unit]
         if fc in (5, 6, 15, 16) and values:  # tare: coil 0 or holding register 10
             if (fc in (5, 15) and address == 0 and values[0]) or (fc in (6, 16) and address == 10):
                 self.tare_commands += 1
                 self.device_tare[unit] = ln.grams(self.world, 0.0, self.rng)
             return
         hours = (self.world.clock.monotonic() - self._t0) / 3600.0
-        gross = ln.grams(self.world, hours, self.rng)
+        gross = ln.sample(self.world, hours, self.rng)
+        if not math.isfinite(gross):  # a transmitter has no NaN register value: it freezes at the last one
+            gross = ln.last_g if ln.last_g is not None else 0.0
         net = gross - self.device_tare[unit]
         block = regs_of(gross, self.word_order, 0.1) + regs_of(net, self.word_order, 0.1)
         stable = self.world.lanes[(ln.shelf, ln.lane)].hand_g == 0
@@ -235,7 +277,7 @@ class ModbusShelfSim:
                 ),
                 action=functools.partial(self._action, unit),
             )
-            for unit in self.lanes
+            for unit in self.units
         ]
         self._server = ModbusSerialServer(
             devices, framer=FramerType.RTU, port=str(self._server_port.link), baudrate=115200
@@ -250,6 +292,9 @@ class ModbusShelfSim:
             if request:
                 self._server_port.write(request)
             response = self._server_port.read()
+            unit = response[0] if response else 0
+            if unit in self.units and self.units[unit].fault == "unplugged":
+                response = b""  # that transmitter is gone from the bus: the driver's request times out
             if response and self.fault != "silent":
                 if self.fault == "crc":
                     response = response[:-1] + bytes([response[-1] ^ 0x5A])
@@ -268,7 +313,7 @@ class ModbusShelfSim:
         self._server_port.unplug()
 
 
-class MqttShelfSim:
+class MqttShelfSim(CellFaults):
     """A networked shelf publishing JSON weight readings of its lanes to the store-local broker."""
 
     def __init__(
@@ -299,11 +344,11 @@ class MqttShelfSim:
         for ln in self.lanes:
             if ln.fault == "silent":
                 continue
-            g = ln.grams(self.world, hours, self.rng)
+            g = ln.sample(self.world, hours, self.rng)
             body: dict[str, Any] = {
                 "shelf": ln.shelf,
                 "lane": ln.lane,
-                "grams": None if ln.fault == "nan" else round(g, 1),
+                "grams": None if math.isnan(g) else round(g, 1),
                 "stable": self.world.lanes[(ln.shelf, ln.lane)].hand_g == 0,
                 "ts": self.world.clock.now().isoformat().replace("+00:00", "Z"),
             }

@@ -44,7 +44,9 @@ class LaneTruth:
     capacity: int
     unit_weight_g: float
     epcs: list[str] = field(default_factory=list)
-    hand_g: float = 0.0  # a hand or a foreign object resting on the lane
+    hand_g: float = 0.0  # a hand resting on the lane (moving: the shelf does not see it as stable)
+    object_g: float = 0.0  # a foreign object left on the lane (a bag, a tool): a steady load
+    lean_g: float = 0.0  # someone leaning on the lane: a steady load for a few seconds
 
     @property
     def count(self) -> int:
@@ -57,7 +59,8 @@ class WorldChange:
     """Something happened to the truth (for simulators that push rather than poll)."""
 
     time: datetime
-    kind: str  # "pick" | "return" | "restock" | "hand_on" | "hand_off" | "move"
+    kind: str  # "pick" | "return" | "restock" | "hand_on" | "hand_off" | "move" | "object_on" | "object_off"
+    #            | "lean_on" | "lean_off"
     shelf: str
     lane: str
     n: int = 0
@@ -147,6 +150,21 @@ class World:
         """A hand (or bag) rests on the lane with `grams`; 0 lifts it."""
         self.lanes[(shelf, lane)].hand_g = grams
         self._changed("hand_on" if grams else "hand_off", shelf, lane)
+
+    def place_object(self, shelf: str, lane: str, grams: float) -> None:
+        """A foreign object (a shopper's bag, a tool) of `grams` is left on the lane: a steady load, no stock."""
+        self.lanes[(shelf, lane)].object_g = grams
+        self._changed("object_on", shelf, lane)
+
+    def remove_object(self, shelf: str, lane: str) -> None:
+        """The foreign object is taken off the lane."""
+        self.lanes[(shelf, lane)].object_g = 0.0
+        self._changed("object_off", shelf, lane)
+
+    def lean(self, shelf: str, lane: str, grams: float) -> None:
+        """Someone leans on the lane with `grams` (steady, unlike a resting hand); 0 ends the lean."""
+        self.lanes[(shelf, lane)].lean_g = grams
+        self._changed("lean_on" if grams else "lean_off", shelf, lane)
 
     def step(self, pick_rate: float = 0.3) -> None:
         """One random second of store life: picks, occasional returns and checkouts, restocks when low."""

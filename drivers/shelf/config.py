@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edge.configbase import DeviceConfigBase, Ident, StrictModel
+from edge.configbase import DeviceConfigBase, Ident, Ref, StrictModel
 
 
 class CountingConfig(StrictModel):
@@ -25,9 +25,26 @@ class CountingConfig(StrictModel):
     unknown_after_s: float = Field(
         default=3.0, ge=0, description="residual out of tolerance for this long -> shelf.unknown_object"
     )
-    drift_tau_s: float = Field(default=120.0, gt=0, description="time constant of tare tracking (slow re-zero)")
+    max_rise_units: int = Field(
+        default=4,
+        ge=0,
+        description="a settled rise of more units than this at once is an unknown object unless it fills the "
+        "lane (shoppers put back a few items; staff restocking fill the lane)",
+    )
+    restock_free_units: int = Field(
+        default=3, ge=0, description="a big rise counts as a restock when it leaves at most this many places free"
+    )
+    drift_tau_s: float = Field(
+        default=120.0, gt=0, description="time constant of tare tracking (zero tracking, empty lane only)"
+    )
     drift_max_units: float = Field(
         default=0.15, ge=0, lt=0.5, description="only residuals below this (in units) are treated as drift"
+    )
+    drift_max_g_per_h: float = Field(
+        default=15.0, ge=0, description="fastest tare change zero tracking follows (temperature drift is slower)"
+    )
+    tare_report_g: float = Field(
+        default=1.0, gt=0, description="a tracked tare that moved this far is saved (it survives a restart)"
     )
     stuck_after_s: float = Field(
         default=5.0, gt=0, description="identical raw samples for this long -> stuck fault (0 noise is not real)"
@@ -68,6 +85,13 @@ class ShelfConfigBase(DeviceConfigBase):
     def lane_by_channel(self) -> dict[str, LaneMap]:
         """channel -> lane mapping."""
         return {m.channel: m for m in self.lanes}
+
+    def references(self) -> list[Ref]:
+        """The device's zone and, per channel, the planogram shelf and lane it weighs."""
+        refs = super().references()
+        for i, m in enumerate(self.lanes):
+            refs += [Ref(("lanes", i, "shelf"), "shelf", m.shelf), Ref(("lanes", i, "lane"), "lane", m.lane, m.shelf)]
+        return refs
 
 
 class ShelfSerialConfig(ShelfConfigBase):

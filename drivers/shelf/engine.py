@@ -1,12 +1,23 @@
 """Weight -> exact item count for one lane: a pure, clock-free state machine driven by sample times.
 
 count = round((grams - tare) / unit_weight), taken only from a stable window (standard deviation below
-`stable_std_g` over `settle_s`) and only when the residual is within `tolerance_units` of a whole number;
-otherwise the count holds and, after `unknown_after_s`, an unknown object is reported once. A hand resting
-on the lane or several picks in a row never produce intermediate counts: only the settled weight counts.
-Slow drift (temperature) is tracked by moving the tare towards the residual, only while stable and only for
-small residuals. NaN, stuck values, failed samples (CRC, timeouts) and silence hold the count and report a
-fault; the first good sample afterwards clears it.
+`stable_std_g` over `settle_s`) and only when the load is *plausible*: the residual is within
+`tolerance_units` of a whole number, the count is not negative, not above the lane's capacity (planogram),
+and not a rise of more than `max_rise_units` at once unless that rise fills the lane (a restock). Anything
+else is an unknown object (a bag, a lean, a tool): the count holds and, after `unknown_after_s`, an unknown
+object is reported once; the lane is untrusted until it settles at a plausible load again (`SETTLED`, or a
+`COUNT` with `resolved=True`). A hand resting on the lane or several picks in a row never produce
+intermediate counts: only the settled weight counts.
+
+Tare tracking (zero tracking, as a weighing indicator's zero-tracking device in OIML R76 does it) runs only
+while the lane is empty (settled, plausible count 0), stable, and only slowly: the tare moves towards the
+empty reading with time constant `drift_tau_s`, by at most `drift_max_g_per_h`, so temperature drift is
+followed and a light object put on an empty lane is not swallowed. A moved tare is reported (`TARE`) every
+`tare_report_g` so the processor can persist it.
+
+NaN, stuck values, failed samples (CRC, timeouts), silence and an offline device hold the count and report
+a fault; the first good sample afterwards clears the fault, and the next plausible settle trusts the lane
+again.
 
 Built for 100 lanes x 80 Hz on one core: a sample costs O(1) (ring window with running sums, shifted by a
 reference value so the float sums stay exact enough; re-summed every few thousand samples).
@@ -25,18 +36,27 @@ COUNT = "count"
 UNKNOWN = "unknown_object"
 FAULT = "fault"
 FAULT_CLEARED = "fault_cleared"
+SETTLED = "settled"  # a plausible settle at the held count that ends an untrusted period (fault, unknown)
+TARE = "tare"  # zero tracking moved the tare by `tare_report_g` since it was last reported
+
+# why a settled load is not stock
+NEGATIVE = "negative"
+RESIDUAL = "residual"
+CAPACITY = "capacity"
+RISE = "rise"
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Something the lane has to say: a new count, an unknown object, a fault or its end."""
+    """Something the lane has to say: a new count, an unknown object, a fault or its end, a moved tare."""
 
     kind: str
     count: int | None = None
-    grams: float = 0.0  # settled net grams (count, unknown) or last good gross grams (fault)
+    grams: float = 0.0  # settled net grams (count, unknown), last good gross grams (fault), tare (TARE)
     residual_units: float = 0.0
-    code: str = ""  # fault code: "nan" | "stuck" | "timeout" | "crc" | device codes
-    since: float | None = None  # a new count: when the weight reached it (start of the stable window)
+    code: str = ""  # fault code ("nan" | "stuck" | "timeout" | "crc" | "offline" | device codes); unknown: why
+    since: float | None = None  # count: when the weight reached it; fault/unknown: when it began
+    resolved: bool = False  # COUNT/SETTLED: this settle ends an untrusted period (after a fault or unknown)
 
 
 class LaneEngine:
@@ -44,10 +64,12 @@ class LaneEngine:
 
     __slots__ = (
         "_fail_run",
+        "_fail_since",
         "_last_raw",
         "_last_t",
         "_n",
         "_ref",
+        "_reported_tare",
         "_s1",
         "_s2",
         "_since_pops",
@@ -58,21 +80,36 @@ class LaneEngine:
         "_unknown_since",
         "_unstable_t",
         "_w",
+        "capacity",
         "count",
         "fault",
+        "fault_since",
         "p",
+        "suspect",
         "tare",
         "unit",
     )
 
-    def __init__(self, unit_weight_g: float, tare_g: float = 0.0, params: CountingConfig | None = None) -> None:
+    def __init__(
+        self,
+        unit_weight_g: float,
+        tare_g: float = 0.0,
+        params: CountingConfig | None = None,
+        capacity: int | None = None,
+    ) -> None:
         if not unit_weight_g > 0:
             raise ValueError("unit weight must be positive")
+        if capacity is not None and capacity < 1:
+            raise ValueError("capacity must be at least 1")
         self.p = params or CountingConfig()
         self.unit = unit_weight_g
         self.tare = tare_g
+        self.capacity = capacity  # planogram capacity: more is never stock (None: not checked)
         self.count: int | None = None  # last good count (None until the first stable window)
         self.fault: str | None = None  # active fault code
+        self.fault_since: float | None = None
+        self.suspect = False  # a fault or an unknown object since the last plausible settle: count not trusted
+        self._reported_tare = tare_g
         self._t: deque[float] = deque()
         self._w: deque[float] = deque()  # grams - _ref
         self._n = 0
@@ -86,8 +123,14 @@ class LaneEngine:
         self._last_raw = math.nan
         self._stuck_since = 0.0
         self._fail_run = 0
+        self._fail_since = 0.0
         self._unknown_since: float | None = None
         self._unknown_reported = False
+
+    @property
+    def unknown(self) -> bool:
+        """An unknown object has been reported and the lane has not settled at a plausible load since."""
+        return self._unknown_reported
 
     # ---- window ------------------------------------------------------------------------------
 
@@ -116,13 +159,13 @@ class LaneEngine:
         p = self.p
         if not math.isfinite(grams):  # NaN/inf: a broken ADC reading
             self._last_t = t
-            return self._set_fault("nan")
+            return self._set_fault("nan", t)
         cleared: Decision | None = None
         # stuck: a live load cell always has some noise, so a long run of identical values is a fault
         if grams == self._last_raw and p.expect_noise:
             if t - self._stuck_since >= p.stuck_after_s:
                 self._last_t = t
-                return self._set_fault("stuck")
+                return self._set_fault("stuck", self._stuck_since)
         else:
             self._last_raw = grams
             self._stuck_since = t
@@ -130,8 +173,9 @@ class LaneEngine:
         self._last_t = t
         self._fail_run = 0
         if self.fault is not None:
-            cleared = Decision(FAULT_CLEARED, self.count, grams, code=self.fault)
+            cleared = Decision(FAULT_CLEARED, self.count, grams, code=self.fault, since=self.fault_since)
             self.fault = None
+            self.fault_since = None
             self._reset_window()
 
         if self._stream_start is None:
@@ -171,11 +215,18 @@ class LaneEngine:
 
     def fail(self, t: float, code: str) -> Decision | None:
         """A failed sample (CRC error, request timeout, ADC fault line); fault after `fault_after` in a row."""
+        if self._fail_run == 0:
+            self._fail_since = t
         self._fail_run += 1
         self._last_t = t
         if self._fail_run >= self.p.fault_after:
-            return self._set_fault(code)
+            return self._set_fault(code, self._fail_since)
         return None
+
+    def offline(self, t: float) -> Decision | None:
+        """The device carrying this lane is offline (its stream failed): a fault until samples come back."""
+        self._last_t = t
+        return self._set_fault("offline", t)
 
     def tick(self, t: float) -> Decision | None:
         """Silence detection: no sample for `timeout_s` -> timeout fault."""
@@ -183,18 +234,38 @@ class LaneEngine:
             self._last_t = t  # the lane has never spoken: start its timer now
             return None
         if t - self._last_t >= self.p.timeout_s:
-            return self._set_fault("timeout")
+            return self._set_fault("timeout", self._last_t)
         return None
 
     # ---- decisions ------------------------------------------------------------------------------
 
-    def _set_fault(self, code: str) -> Decision | None:
+    def _set_fault(self, code: str, since: float) -> Decision | None:
         self._reset_window()
-        self._unknown_since = None
+        self._unknown_since = None  # an unknown object reported before stays reported: it may still be there
         if self.fault is not None:
             return None
         self.fault = code
-        return Decision(FAULT, self.count, self._last_raw if math.isfinite(self._last_raw) else 0.0, code=code)
+        self.fault_since = since
+        self.suspect = True
+        gross = self._last_raw if math.isfinite(self._last_raw) else 0.0
+        return Decision(FAULT, self.count, gross, code=code, since=since)
+
+    def implausible(self, n: int, residual: float) -> str | None:
+        """Why a settled load of `n` units (+ `residual`) is not stock, or None when it is."""
+        p = self.p
+        if n < 0:
+            return NEGATIVE
+        # hysteresis: once an unknown object was reported, only a clearly whole load ends it (no flapping)
+        if abs(residual) > (p.tolerance_units / 2 if self._unknown_reported else p.tolerance_units):
+            return RESIDUAL
+        cap = self.capacity
+        if cap is not None:
+            if n > cap:
+                return CAPACITY
+            # shoppers put back a few items at once; a bigger rise is a restock only when it fills the lane
+            if self.count is not None and n - self.count > p.max_rise_units and n < cap - p.restock_free_units:
+                return RISE
+        return None
 
     def _settled(self, t: float, dt: float, gross: float) -> Decision | None:
         p = self.p
@@ -202,19 +273,30 @@ class LaneEngine:
         units = net / self.unit
         n = round(units)
         residual = units - n
-        if n < 0 or abs(residual) > p.tolerance_units:
+        why = self.implausible(n, residual)
+        if why is not None:
             if self._unknown_since is None:
-                self._unknown_since = t
+                self._unknown_since = self._t[0]
             if not self._unknown_reported and t - self._unknown_since >= p.unknown_after_s:
                 self._unknown_reported = True
-                return Decision(UNKNOWN, self.count, net, residual)
+                self.suspect = True
+                return Decision(UNKNOWN, self.count, net, residual, code=why, since=self._unknown_since)
             return None
         self._unknown_since = None
         self._unknown_reported = False
+        resolved = self.suspect
+        self.suspect = False
         if n != self.count:
             self.count = n
-            return Decision(COUNT, n, net, residual, since=self._t[0])
-        # same count, quiet shelf: a small residual is drift, fold it slowly into the tare
-        if abs(residual) <= p.drift_max_units and dt > 0:
-            self.tare += residual * self.unit * min(1.0, dt / p.drift_tau_s)
+            return Decision(COUNT, n, net, residual, since=self._t[0], resolved=resolved)
+        if resolved:
+            return Decision(SETTLED, n, net, residual, resolved=True)
+        # empty, stable, plausible: zero tracking, slowly (a light object on an empty lane is not swallowed)
+        if n == 0 and abs(residual) <= p.drift_max_units and dt > 0:
+            step = residual * self.unit * min(1.0, dt / p.drift_tau_s)
+            cap_g = p.drift_max_g_per_h * dt / 3600.0
+            self.tare += max(-cap_g, min(cap_g, step))
+            if abs(self.tare - self._reported_tare) >= p.tare_report_g:
+                self._reported_tare = self.tare
+                return Decision(TARE, n, self.tare)
         return None

@@ -105,7 +105,7 @@ async def test_reads_gross_weight(demo_manifest: Manifest, tmp_path: Path, kw: d
     samples = [r for r in got if isinstance(r, WeightSample)]
     assert len(samples) == 4
     for s in samples:
-        lane = next(ln for ln in sim.lanes.values() if ln.lane == s.lane)
+        lane = next(ln for ln in sim.lanes if ln.lane == s.lane)
         truth = world.lanes[("shelf-b1", s.lane)]
         assert s.grams == pytest.approx(truth.count * truth.unit_weight_g + lane.tare_g, abs=8)
         assert s.stable
