@@ -8,24 +8,52 @@ file, field path and line, into one `ConfigError`.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import os
 import re
+import types
 from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from drivers.ble.config import BeaconConfig
 from drivers.door.config import TrafficConfig
-from edge.configbase import AnyDeviceConfig, DeviceConfigBase, Ident, Seconds, StrictModel
+from edge.configbase import (
+    COUNT_MAX,
+    AnyDeviceConfig,
+    DeviceConfigBase,
+    DuplicateKeyError,
+    Gln,
+    Ident,
+    Megabytes,
+    PositiveCount,
+    Ref,
+    Seconds,
+    Sgln,
+    StrictModel,
+    check_mqtt_url,
+    gs1_check_digit,
+    load_yaml,
+)
 from edge.errors import ConfigError, ConfigIssue
 from rules.config import OffersConfig, RulesConfig, WebhookConfig
 
 # ---- sections -------------------------------------------------------------------------------
+
+_HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
+# cities people write that are no IANA zone names (the zone is named after another city of the same zone)
+_TZ_ALIASES = {"Asia/Beijing": "Asia/Shanghai", "Asia/Peking": "Asia/Shanghai", "Asia/Mumbai": "Asia/Kolkata",
+               "Asia/New_Delhi": "Asia/Kolkata", "Asia/Delhi": "Asia/Kolkata", "Europe/Frankfurt": "Europe/Berlin",
+               "Europe/Munich": "Europe/Berlin", "Europe/Barcelona": "Europe/Madrid", "Europe/Milan": "Europe/Rome",
+               "America/San_Francisco": "America/Los_Angeles", "America/Washington": "America/New_York",
+               "Australia/Canberra": "Australia/Sydney", "Europe/Geneva": "Europe/Zurich"}
+WEIGHT_MAX_G = 1_000_000.0  # one tonne: the largest unit weight a lane or catalog item may have
 
 
 class StoreInfo(StrictModel):
@@ -33,9 +61,23 @@ class StoreInfo(StrictModel):
 
     id: Ident
     name: str = ""
-    timezone: str = "UTC"
-    opening_time: str = Field(default="08:00", pattern=r"^\d\d:\d\d$")
-    closing_time: str = Field(default="21:00", pattern=r"^\d\d:\d\d$")
+    timezone: str = Field(default="UTC", description="IANA time zone of the store, e.g. Europe/Amsterdam")
+    opening_time: str = Field(default="08:00", pattern=_HHMM, description="store-local HH:MM")
+    closing_time: str = Field(default="21:00", pattern=_HHMM, description="store-local HH:MM")
+    gln: Gln | None = Field(default=None, description="the store's GLN, 13 digits with its check digit")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            close = [_TZ_ALIASES[v]] if v in _TZ_ALIASES else difflib.get_close_matches(
+                v, sorted(available_timezones()), n=2, cutoff=0.8)
+            hint = f"did you mean {' or '.join(map(repr, close))}?" if close else "write one like Europe/Amsterdam"
+            raise ValueError(f"{v!r} is not a known IANA time zone: {hint} (see `timedatectl "
+                             "list-timezones`)") from None
+        return v
 
 
 class TlsConfig(StrictModel):
@@ -58,7 +100,7 @@ class BatchConfig(StrictModel):
 
     enabled: bool = False
     max_events: int = Field(default=100, ge=1, le=10_000)
-    max_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024, description="at most 64 MiB")
 
 
 class HubConfig(StrictModel):
@@ -79,10 +121,7 @@ class HubConfig(StrictModel):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in {"mqtt", "mqtts", "tcp", "ssl"} or not parts.hostname:
-            raise ValueError("use mqtt://host[:port] or mqtts://host[:port]")
-        return v
+        return check_mqtt_url(v)
 
     @field_validator("topic_prefix")
     @classmethod
@@ -95,7 +134,7 @@ class HubConfig(StrictModel):
 class BudgetConfig(StrictModel):
     """Disk budget of the droppable telemetry class; ledger, alert and control events are never dropped."""
 
-    telemetry_mb: float = Field(default=256, gt=0)
+    telemetry_mb: Megabytes = Field(default=256, description="MiB, at most 1 TiB")
 
 
 class StorageConfig(StrictModel):
@@ -103,7 +142,7 @@ class StorageConfig(StrictModel):
 
     data_dir: Path = Path("./var")
     budgets: BudgetConfig = BudgetConfig()
-    journal_retention_days: float = Field(default=7, ge=0)
+    journal_retention_days: float = Field(default=7, ge=0, le=3660, description="at most 10 years")
     commit_interval_ms: float = Field(
         default=5, ge=0, le=1000,
         description="group commit: while a commit is running, a small batch waits for it to finish, at most "
@@ -142,7 +181,7 @@ class ApiConfig(StrictModel):
     enabled: bool = True
     listen: str = "127.0.0.1:8080"
     tokens: list[TokenConfig] = []
-    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024, description="at most 64 MiB")
 
     @field_validator("listen")
     @classmethod
@@ -158,13 +197,21 @@ class LocalBrokerConfig(StrictModel):
 
     url: str = "mqtt://127.0.0.1:1883"
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_mqtt_url(v)
+
 
 class Zone(StrictModel):
     """An area of the store (aisle, end cap, entrance); `sgln` is its EPCIS read point / location."""
 
     id: Ident
     name: str = ""
-    sgln: str | None = Field(default=None, pattern=r"^urn:epc:id:sgln:[0-9]+\.[0-9]*\.[A-Za-z0-9_.-]+$")
+    sgln: Sgln | None = Field(
+        default=None, description="urn:epc:id:sgln:CompanyPrefix.LocationRef.Extension (prefix + location "
+        "reference = 12 digits; extension up to 20 GS1 characters, 0 = none)",
+    )
 
 
 class CatalogItem(StrictModel):
@@ -173,8 +220,8 @@ class CatalogItem(StrictModel):
     sku: Ident
     name: str = ""
     gtin: str | None = Field(default=None, pattern=r"^[0-9]{8}$|^[0-9]{12,14}$")
-    unit_weight_g: float | None = Field(default=None, gt=0)
-    case_pack: int = Field(default=1, ge=1)
+    unit_weight_g: float | None = Field(default=None, gt=0, le=WEIGHT_MAX_G)
+    case_pack: PositiveCount = 1
     category: str = ""
 
     @field_validator("gtin")
@@ -182,11 +229,9 @@ class CatalogItem(StrictModel):
     def _check_digit(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        digits = [int(c) for c in v]
-        body, check = digits[:-1], digits[-1]
-        total = sum(d * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
-        if (10 - total % 10) % 10 != check:
-            raise ValueError(f"GTIN check digit is wrong (expected {(10 - total % 10) % 10})")
+        expected = gs1_check_digit(v[:-1])
+        if int(v[-1]) != expected:
+            raise ValueError(f"GTIN check digit is wrong (expected {expected})")
         return v.zfill(14)
 
 
@@ -195,8 +240,8 @@ class Lane(StrictModel):
 
     id: Ident
     sku: Ident
-    capacity: int = Field(ge=1)
-    unit_weight_g: float | None = Field(default=None, gt=0, description="defaults to the catalog's")
+    capacity: PositiveCount = Field(description=f"units the lane holds, at most {COUNT_MAX:,}")
+    unit_weight_g: float | None = Field(default=None, gt=0, le=WEIGHT_MAX_G, description="defaults to the catalog's")
 
 
 class Shelf(StrictModel):
@@ -234,35 +279,8 @@ class Manifest(StrictModel):
     offers: OffersConfig = OffersConfig()  # shopper offers (rules/config.py)
     webhooks: list[WebhookConfig] = []  # alert webhooks (rules/config.py)
 
-    @model_validator(mode="after")
-    def _references(self) -> Manifest:
-        problems: list[str] = []
-        for kind, ids in (
-            ("zone", [z.id for z in self.zones]),
-            ("sku", [c.sku for c in self.catalog]),
-            ("shelf", [s.id for s in self.shelves]),
-            ("device", [d.id for d in self.devices]),
-        ):
-            dupes = sorted({i for i in ids if ids.count(i) > 1})
-            if dupes:
-                problems.append(f"duplicate {kind} id(s) {dupes}: every {kind} id must be unique")
-        zones = {z.id for z in self.zones}
-        skus = {c.sku for c in self.catalog}
-        for shelf in self.shelves:
-            if shelf.zone not in zones:
-                problems.append(f"shelf {shelf.id!r} is in zone {shelf.zone!r}, which is not under zones:; add it")
-            for lane in shelf.lanes:
-                if lane.sku not in skus:
-                    problems.append(
-                        f"shelf {shelf.id!r} lane {lane.id!r} holds sku {lane.sku!r}, "
-                        "which is not in catalog:; add it there"
-                    )
-        for dev in self.devices:
-            if dev.zone is not None and dev.zone not in zones:
-                problems.append(f"device {dev.id!r} is in zone {dev.zone!r}, which is not under zones:; add it")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+    # references between sections (zone, sku, shelf, lane ids) are checked by `parse_manifest`, which
+    # reports each at the line of the field that names the missing id
 
     # convenient lookups (cheap: manifests are small)
     def sku(self, sku: str) -> CatalogItem | None:
@@ -281,11 +299,13 @@ class Manifest(StrictModel):
 # ---- loading --------------------------------------------------------------------------------
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+MAX_FILE_BYTES = 4 * 1024 * 1024  # a manifest or rules file larger than this is refused (a store's is ~10 KB)
 
 _HINTS = {
     "missing": "this field is required: add it",
     "extra_forbidden": "unknown field: remove it or check its spelling",
     "string_pattern_mismatch": "the value does not have the required form",
+    "finite_number": "write a finite number: .inf, .nan and 1e999 are not allowed",
 }
 
 Loc = tuple[str | int, ...]
@@ -296,7 +316,7 @@ def _line_map(text: str) -> dict[Loc, int]:
     lines: dict[Loc, int] = {}
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return lines
 
     def walk(node: yaml.Node, path: Loc) -> None:
@@ -306,12 +326,15 @@ def _line_map(text: str) -> dict[Loc, int]:
                 kpath = (*path, str(key.value))
                 walk(value, kpath)
                 lines[kpath] = key.start_mark.line + 1
+                if key.tag == "tag:yaml.org,2002:int" and str(key.value).isdigit():  # antenna ports ...
+                    lines[(*path, int(key.value))] = lines[kpath]
         elif isinstance(node, yaml.SequenceNode):
             for i, value in enumerate(node.value):
                 walk(value, (*path, i))
 
     if root is not None:
-        walk(root, ())
+        with contextlib.suppress(RecursionError):
+            walk(root, ())
     return lines
 
 
@@ -327,6 +350,49 @@ def _render_path(loc: Loc) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def _did_you_mean(word: object, choices: list[str], sep: str = ": ") -> str:
+    """`sep` + "did you mean 'x'?" for the closest of `choices`, or ''."""
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    return f"{sep}did you mean {close[0]!r}?" if close else ""
+
+
+def _unwrap(tp: Any) -> Any:
+    """The model (or container) type behind Annotated / Optional / a union holding a model."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            if len(args) == 1:
+                tp = args[0]
+            elif models:
+                return models[0]
+            else:
+                return tp
+        else:
+            return tp
+
+
+def _fields_at(model: type[BaseModel], loc: Loc) -> list[str]:
+    """Field names of the model found at `loc` below `model` (for "did you mean"), or []."""
+    tp: Any = model
+    for part in loc:
+        tp = _unwrap(tp)
+        origin = get_origin(tp)
+        if origin is dict:
+            tp = get_args(tp)[1]
+        elif origin is list and isinstance(part, int):
+            tp = get_args(tp)[0]
+        elif isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str) and part in tp.model_fields:
+            tp = tp.model_fields[part].annotation
+        else:
+            return []
+    tp = _unwrap(tp)
+    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
 
 
 def _substitute_env(value: Any, path: Loc, env: Mapping[str, str], missing: list[tuple[Loc, str]]) -> Any:
@@ -349,41 +415,183 @@ def _substitute_env(value: Any, path: Loc, env: Mapping[str, str], missing: list
     return value
 
 
-def _issues_from(err: ValidationError, file: str, lines: Mapping[Loc, int], prefix: Loc = ()) -> list[ConfigIssue]:
+def _issues_from(err: ValidationError, file: str, lines: Mapping[Loc, int], model: type[BaseModel],
+                 prefix: Loc = ()) -> list[ConfigIssue]:
+    """ConfigIssues of a validation error of `model` (found at `prefix` in the file)."""
     out = []
     for e in err.errors(include_url=False):
-        loc: Loc = (*prefix, *(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))))
+        rel: Loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc: Loc = (*prefix, *rel)
         msg = str(e["msg"]).removeprefix("Value error, ")
         hint = _HINTS.get(str(e["type"]))
+        ctx = e.get("ctx") or {}
         if e["type"] == "string_pattern_mismatch":
-            ctx = e.get("ctx") or {}
             hint = f"the value must match {ctx.get('pattern')!s}"
+        if e["type"] == "extra_forbidden" and rel:
+            hint = f"{hint}{_did_you_mean(rel[-1], _fields_at(model, rel[:-1]), '; ')}"
+        if e["type"] == "literal_error":
+            hint = _did_you_mean(e.get("input"), re.findall(r"'([^']*)'", str(ctx.get("expected", ""))), "")
+        if e["type"] in ("less_than_equal", "less_than") and rel and isinstance(rel[-1], str):
+            hint = "lower it: every number in the manifest has a documented maximum"
         if hint and hint not in msg:
             msg = f"{msg} ({hint})"
         out.append(ConfigIssue(file=file, path=_render_path(loc), message=msg, line=_line_for(lines, loc)))
     return out
 
 
-def parse_manifest(text: str, file: str = "<manifest>", env: Mapping[str, str] | None = None) -> Manifest:
-    """Validate manifest text; raise `ConfigError` listing every problem."""
-    from drivers.registry import FAMILIES  # the registry imports family modules; keep it out of import time
-
-    env = os.environ if env is None else env
-    lines = _line_map(text)
+def decode_text(data: bytes, file: str) -> str:
+    """The UTF-8 text of a manifest or rules file (a BOM is skipped); `ConfigError` at the first bad byte."""
+    data = data.removeprefix(b"\xef\xbb\xbf")
     try:
-        raw = yaml.safe_load(text)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([ConfigIssue(
+            file, "", f"not UTF-8 text (byte 0x{data[exc.start]:02x} on this line): save the file as UTF-8, "
+            "e.g. `iconv -f latin1 -t utf-8`", line)]) from None
+
+
+def read_config_file(path: str | Path) -> str:
+    """Read a manifest or rules file as UTF-8 text; `ConfigError` for a missing, huge or non-UTF-8 file."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(str(p), "", f"cannot read the file: {exc.strerror}; check the path")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError([ConfigIssue(str(p), "", f"the file is larger than {MAX_FILE_BYTES // 1024 // 1024} MiB: "
+                                                   "is it the right file?")])
+    return decode_text(data, str(p))
+
+
+def parse_yaml(text: str, file: str, lines: Mapping[Loc, int] | None = None) -> tuple[Any, list[ConfigIssue]]:
+    """YAML text -> (data, duplicate-key issues); `ConfigError` when it is no YAML at all.
+
+    A key written twice is an error (YAML keeps the last one silently); the data is still returned (with
+    the last one) so that the rest of the file can be checked in the same run.
+    """
+    try:
+        return load_yaml(text), []
+    except DuplicateKeyError as exc:
+        lines = _line_map(text) if lines is None else lines
+        issues = []
+        for d in exc.duplicates:
+            where = next((loc for loc, n in lines.items() if n == d.line and loc and loc[-1] == d.key), (d.key,))
+            issues.append(ConfigIssue(file, _render_path(where), f"duplicate key {d.key!r}, first at line "
+                                      f"{d.first_line}: YAML keeps only the last one; remove one of them", d.line))
+        return exc.data, issues
+    except RecursionError:
+        raise ConfigError([ConfigIssue(file, "", "the YAML is nested too deeply: is it the right file?")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(
             [ConfigIssue(file, "", f"not valid YAML: {getattr(exc, 'problem', exc)}; fix the syntax", line)]
         ) from None
+
+
+_WHERE = {"zone": "zones:", "sku": "catalog:", "shelf": "shelves:", "category": "any catalog item's category:"}
+
+
+def _reference_problems(m: Manifest, devices: list[tuple[int, DeviceConfigBase]]) -> list[tuple[Loc, str]]:
+    """Duplicate ids and references to ids that do not exist, each at the path of the offending field."""
+    out: list[tuple[Loc, str]] = []
+    sections: list[tuple[str, str, str, list[str]]] = [
+        ("zones", "id", "zone", [z.id for z in m.zones]),
+        ("catalog", "sku", "sku", [c.sku for c in m.catalog]),
+        ("shelves", "id", "shelf", [s.id for s in m.shelves]),
+        ("beacons", "id", "beacon", [b.id for b in m.beacons]),
+        ("webhooks", "id", "webhook", [w.id for w in m.webhooks]),
+    ]
+    for section, key, kind, ids in sections:
+        out += _duplicates((section,), key, kind, ids)
+    out += _duplicates(("devices",), "id", "device", [d.id for _, d in devices], [i for i, _ in devices])
+    for i, shelf in enumerate(m.shelves):
+        out += _duplicates(("shelves", i, "lanes"), "id", f"lane of shelf {shelf.id!r}", [ln.id for ln in shelf.lanes])
+
+    known: dict[str, list[str]] = {
+        "zone": [z.id for z in m.zones],
+        "sku": [c.sku for c in m.catalog],
+        "shelf": [s.id for s in m.shelves],
+        "category": sorted({c.category for c in m.catalog if c.category}),
+    }
+    lanes = {s.id: [ln.id for ln in s.lanes] for s in m.shelves}
+    cells = {s.id: sorted({ln.sku for ln in s.lanes}) for s in m.shelves}
+    refs: list[tuple[Loc, Ref]] = []
+    for i, shelf in enumerate(m.shelves):
+        refs.append((("shelves", i), Ref(("zone",), "zone", shelf.zone)))
+        refs += [(("shelves", i), Ref(("lanes", j, "sku"), "sku", ln.sku)) for j, ln in enumerate(shelf.lanes)]
+    for i, dev in devices:
+        refs += [(("devices", i), r) for r in dev.references()]
+    refs += [(("beacons", i), Ref(("zone",), "zone", b.zone)) for i, b in enumerate(m.beacons)]
+    if "entrance_zones" in m.traffic.model_fields_set:
+        refs += [(("traffic",), Ref(("entrance_zones", j), "zone", z)) for j, z in enumerate(m.traffic.entrance_zones)]
+    refs += [(("rules",), r) for r in m.rules.references()]
+    refs += [(("offers",), r) for r in m.offers.references()]
+    for prefix, ref in refs:
+        problem = _unresolved(ref, known, lanes, cells)
+        if problem:
+            out.append(((*prefix, *ref.loc), problem))
+    return out
+
+
+def _duplicates(
+    section: Loc, key: str, kind: str, ids: list[str], index: list[int] | None = None
+) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    first: dict[str, int] = {}
+    for n, ident in enumerate(ids):
+        i = index[n] if index is not None else n
+        if ident in first:
+            also = _render_path((*section, first[ident]))
+            out.append(((*section, i, key), f"duplicate {kind} id {ident!r} (also at {also}): give every "
+                                             f"{kind.split(maxsplit=1)[0]} its own id"))
+        else:
+            first[ident] = i
+    return out
+
+
+def _unresolved(
+    ref: Ref, known: dict[str, list[str]], lanes: dict[str, list[str]], cells: dict[str, list[str]]
+) -> str | None:
+    """What is wrong with `ref`, or None when it names something that exists."""
+    if ref.kind in ("lane", "cell"):
+        shelf = ref.shelf or ""
+        if shelf not in lanes:
+            return None  # the shelf itself is a reference of its own, reported there
+        pool = lanes[shelf] if ref.kind == "lane" else cells[shelf]
+        if ref.id in pool:
+            return None
+        if ref.kind == "cell" and ref.id not in known["sku"]:
+            return None  # an unknown sku is reported as such
+        what = f"shelf {shelf!r} has no lane {ref.id!r}" if ref.kind == "lane" else \
+            f"shelf {shelf!r} holds no lane of sku {ref.id!r}"
+        return f"{what}{_did_you_mean(ref.id, pool)}; use one of {pool} or add it to the shelf's lanes:"
+    pool = known.get(ref.kind, [])
+    if ref.id in pool:
+        return None
+    where = _WHERE.get(ref.kind, f"{ref.kind}s:")
+    close = difflib.get_close_matches(ref.id, pool, n=1, cutoff=0.6)
+    if close:
+        return f"{ref.kind} {ref.id!r} is not defined under {where} did you mean {close[0]!r}? (or add it there)"
+    listed = f"; defined: {pool[:10]}" if pool else ""
+    return f"{ref.kind} {ref.id!r} is not defined under {where} add it there or fix the id{listed}"
+
+
+def parse_manifest(text: str, file: str = "<manifest>", env: Mapping[str, str] | None = None) -> Manifest:
+    """Validate manifest text; raise `ConfigError` listing every problem (one per cause, with its line)."""
+    from drivers.registry import FAMILIES  # the registry imports family modules; keep it out of import time
+
+    env = os.environ if env is None else env
+    lines = _line_map(text)
+    raw, duplicates = parse_yaml(text, file, lines)
     if not isinstance(raw, dict):
         raise ConfigError([ConfigIssue(file, "", "the manifest must be a YAML mapping with a store: section", 1)])
 
     missing: list[tuple[Loc, str]] = []
     raw = _substitute_env(raw, (), env, missing)
-    issues = [
+    issues = duplicates + [
         ConfigIssue(
             file,
             _render_path(loc),
@@ -392,13 +600,15 @@ def parse_manifest(text: str, file: str = "<manifest>", env: Mapping[str, str] |
         )
         for loc, name in missing
     ]
+    unset = {_render_path(loc) for loc, _ in missing}
+    found: list[ConfigIssue] = []
     manifest: Manifest | None = None
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as err:
-        issues += _issues_from(err, file, lines)
+        found += _issues_from(err, file, lines, Manifest)
 
-    typed: list[DeviceConfigBase] = []
+    typed: list[tuple[int, DeviceConfigBase]] = []
     raw_devices = raw.get("devices") or []
     if isinstance(raw_devices, list):
         for i, dev in enumerate(raw_devices):
@@ -406,30 +616,37 @@ def parse_manifest(text: str, file: str = "<manifest>", env: Mapping[str, str] |
                 continue
             family = FAMILIES.get(str(dev.get("type")))
             if family is None:
-                known = ", ".join(sorted(FAMILIES)) or "none registered"
-                issues.append(
-                    ConfigIssue(
-                        file,
-                        _render_path(("devices", i, "type")),
-                        f"unknown device type {dev.get('type')!r}: use one of {known}",
-                        _line_for(lines, ("devices", i, "type")),
-                    )
-                )
+                loc: Loc = ("devices", i, "type")
+                known = sorted(FAMILIES)
+                found.append(ConfigIssue(
+                    file, _render_path(loc),
+                    f"unknown device type {dev.get('type')!r}{_did_you_mean(dev.get('type'), known, '; ')} Types: "
+                    f"{', '.join(known) or 'none registered'}",
+                    _line_for(lines, loc),
+                ))
                 continue
             try:
-                typed.append(family.config_model.model_validate(dev))
+                typed.append((i, family.config_model.model_validate(dev)))
             except ValidationError as err:
-                issues += _issues_from(err, file, lines, ("devices", i))
+                found += _issues_from(err, file, lines, family.config_model, ("devices", i))
+    if manifest is not None:
+        found += [ConfigIssue(file, _render_path(loc), msg, _line_for(lines, loc))
+                  for loc, msg in _reference_problems(manifest, typed)]
+    seen: set[tuple[str, str]] = set()
+    for issue in found:
+        # one error per cause: a field whose ${VAR} is unset is reported once, as unset; the common device
+        # fields are checked by the first pass and again by the family's model
+        key = (issue.path, issue.message)
+        if key in seen or any(issue.path == u or issue.path.startswith((u + ".", u + "[")) for u in unset):
+            continue
+        seen.add(key)
+        issues.append(issue)
     if issues or manifest is None:
         raise ConfigError(issues)
-    return manifest.model_copy(update={"devices": typed})
+    return manifest.model_copy(update={"devices": [d for _, d in typed]})
 
 
 def load_manifest(path: str | Path, env: Mapping[str, str] | None = None) -> Manifest:
-    """Read and validate a manifest file."""
+    """Read and validate a manifest file (UTF-8)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([ConfigIssue(str(p), "", f"cannot read the file: {exc.strerror}; check the path")]) from None
-    return parse_manifest(text, str(p), env)
+    return parse_manifest(read_config_file(p), str(p), env)

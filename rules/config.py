@@ -7,13 +7,23 @@ rules are compiled (`rules.restock.compile_rules`, `rules.offers.compile_offers`
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edge.configbase import Ident, Seconds, StrictModel
+from edge.configbase import (
+    Count,
+    Ident,
+    LongSeconds,
+    PositiveCount,
+    PositiveSeconds,
+    Ref,
+    Seconds,
+    StrictModel,
+)
 
 _HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
@@ -22,13 +32,13 @@ _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 class RestockRule(StrictModel):
     """One level of restock settings; a field left unset is inherited from the level above."""
 
-    min: int | None = Field(default=None, ge=0, description="low when the count stays at or below this")
-    max: int | None = Field(default=None, ge=1, description="par level restocked to; never above capacity")
+    min: Count | None = Field(default=None, description="low when the count stays at or below this")
+    max: PositiveCount | None = Field(default=None, description="par level restocked to; never above capacity")
     min_days_of_cover: float | None = Field(
-        default=None, ge=0, description="also low when stock / daily sales falls below this many days"
+        default=None, ge=0, le=366, description="also low when stock / daily sales falls below this many days"
     )
     debounce_s: Seconds | None = Field(default=None, description="stay low this long before alerting")
-    clear_margin: int | None = Field(default=None, ge=1, description="clear only at min + this margin")
+    clear_margin: PositiveCount | None = Field(default=None, description="clear only at min + this margin")
     cooldown_s: Seconds | None = Field(default=None, description="no new alert for a cell sooner than this")
     escalate_after_s: Seconds | None = Field(default=None, description="escalate when not acknowledged")
     enabled: bool | None = Field(default=None, description="false turns restock alerts off at this level")
@@ -43,9 +53,9 @@ class RestockRule(StrictModel):
 class RestockDefaults(RestockRule):
     """Store-wide defaults: the top of the chain defaults -> category -> shelf -> sku -> shelf x sku."""
 
-    min: int | None = Field(default=2, ge=0)
+    min: Count | None = 2
     debounce_s: Seconds | None = 30.0
-    clear_margin: int | None = Field(default=1, ge=1)
+    clear_margin: PositiveCount | None = 1
     cooldown_s: Seconds | None = 600.0
     escalate_after_s: Seconds | None = 900.0
     enabled: bool | None = True
@@ -66,16 +76,22 @@ class RulesBody(StrictModel):
     shelves: dict[str, RestockRule] = Field(default_factory=dict, description="by shelf (every SKU on it)")
     skus: dict[str, RestockRule] = Field(default_factory=dict, description="by SKU")
     cells: list[ShelfSkuRule] = Field(default_factory=list, description="by shelf x SKU")
-    backroom: dict[str, int] = Field(
+    backroom: dict[str, Count] = Field(
         default_factory=dict, description="known backroom quantity per SKU (caps the restock quantity)"
     )
     quiet_hours: list[str] = Field(
-        default_factory=list, description="'HH:MM-HH:MM' store-local windows with no new alerts"
+        default_factory=list, max_length=48, description="'HH:MM-HH:MM' store-local windows with no new alerts"
     )
     device_fault_grace_s: Seconds = Field(default=60.0, description="offline/fault this long -> alert")
-    mute_max_s: Seconds = Field(default=1800.0, description="a restock mute ends after this at the latest")
+    lane_fault_hold_s: Seconds = Field(
+        default=60.0, description="a weight-shelf lane fault or unknown object held this long -> staff alert"
+    )
+    mute_max_s: PositiveSeconds = Field(
+        default=1800.0, description="a restock mute ends after this at the latest (a mute asking for longer is "
+        "refused); at most one week"
+    )
     expire_after_s: Seconds = Field(default=8 * 3600.0, description="an unresolved alert expires after this")
-    velocity_window_s: float = Field(default=7 * 86400.0, gt=0, description="sales velocity look-back")
+    velocity_window_s: LongSeconds = Field(default=7 * 86400.0, description="sales velocity look-back, <= 1 year")
 
     @field_validator("quiet_hours")
     @classmethod
@@ -85,20 +101,39 @@ class RulesBody(StrictModel):
                 raise ValueError(f"quiet hours window {w!r}: write 'HH:MM-HH:MM', e.g. '12:00-13:00'")
         return v
 
-    @field_validator("backroom")
-    @classmethod
-    def _backroom(cls, v: dict[str, int]) -> dict[str, int]:
-        for sku, n in v.items():
-            if n < 0:
-                raise ValueError(f"backroom quantity of {sku!r} is negative: use 0 or more")
-        return v
+    def mute_duration(self, requested: float | None) -> float:
+        """Seconds a restock mute lasts: `requested` (finite, above 0, at most `mute_max_s`) or `mute_max_s`.
+
+        Raises ValueError saying what to send instead (the command channel and the API answer it as a 400).
+        """
+        if requested is None:
+            return self.mute_max_s
+        if isinstance(requested, bool) or not isinstance(requested, int | float) or not math.isfinite(requested) \
+                or requested <= 0:
+            raise ValueError(f"duration_s must be a finite number of seconds above 0, at most mute_max_s "
+                             f"({self.mute_max_s:g}); leave it out for {self.mute_max_s:g}")
+        if requested > self.mute_max_s:
+            raise ValueError(f"duration_s {requested:g} is above mute_max_s ({self.mute_max_s:g} s): ask for at most "
+                             f"{self.mute_max_s:g}, or raise mute_max_s in the rules")
+        return float(requested)
+
+    def references(self) -> list[Ref]:
+        """Ids these rules name (categories, shelves, SKUs, shelf x SKU cells), checked against the manifest."""
+        refs = [Ref(("categories", c), "category", c) for c in self.categories]
+        refs += [Ref(("shelves", s), "shelf", s) for s in self.shelves]
+        refs += [Ref(("skus", s), "sku", s) for s in self.skus]
+        refs += [Ref(("backroom", s), "sku", s) for s in self.backroom]
+        for i, c in enumerate(self.cells):
+            refs += [Ref(("cells", i, "shelf"), "shelf", c.shelf), Ref(("cells", i, "sku"), "sku", c.sku),
+                     Ref(("cells", i, "sku"), "cell", c.sku, shelf=c.shelf)]
+        return refs
 
 
 class RulesConfig(RulesBody):
     """`rules:` in the manifest: inline rules, or `file:` naming a YAML file with the same fields."""
 
     file: Path | None = Field(default=None, description="YAML file with the rules; reloaded when it changes")
-    watch_interval_s: float = Field(default=2.0, gt=0, description="how often the rules file is checked")
+    watch_interval_s: float = Field(default=2.0, gt=0, le=3600, description="how often the rules file is checked")
 
 
 def parse_window(window: str) -> tuple[int, int]:
@@ -153,16 +188,16 @@ class OfferRule(StrictModel):
     min_dwell_s: Seconds = Field(default=20.0, description="dwell in the zone before the offer fires")
     schedule: Schedule = Schedule()
     audience: list[str] = Field(default_factory=list, description="tags required (any of); empty = everyone")
-    per_shopper_max: int = Field(default=1, ge=1, description="times one shopper sees it (within retention)")
+    per_shopper_max: PositiveCount = Field(default=1, description="times one shopper sees it (within retention)")
     per_shopper_cooldown_s: Seconds = 600.0
-    global_max_per_hour: int = Field(default=100, ge=1)
+    global_max_per_hour: PositiveCount = 100
     global_cooldown_s: Seconds = 0.0
 
 
 class OffersConfig(StrictModel):
     """`offers:` in the manifest: beacons, offer rules and the privacy retention."""
 
-    retention_s: float = Field(default=900.0, gt=0, description="shopper tokens and sightings are forgotten after")
+    retention_s: PositiveSeconds = Field(default=900.0, description="shopper tokens and sightings are forgotten after")
     max_gap_s: Seconds = Field(default=60.0, description="sightings further apart restart the dwell")
     max_clock_skew_s: Seconds = Field(default=120.0, description="a sighting's time may be this far off now")
     beacons: list[BeaconConfig] = Field(default_factory=list)
@@ -176,6 +211,13 @@ class OffersConfig(StrictModel):
                 raise ValueError(f"duplicate {kind} id(s) {dupes}: every {kind} id must be unique")
         return self
 
+    def references(self) -> list[Ref]:
+        """Zones and SKUs the beacons and offers name, checked against the manifest."""
+        refs = [Ref(("beacons", i, "zone"), "zone", b.zone) for i, b in enumerate(self.beacons)]
+        for i, o in enumerate(self.offers):
+            refs += [Ref(("offers", i, "zone"), "zone", o.zone), Ref(("offers", i, "sku"), "sku", o.sku)]
+        return refs
+
 
 class WebhookConfig(StrictModel):
     """An HTTP endpoint that receives alert transitions as signed JSON POSTs."""
@@ -188,6 +230,6 @@ class WebhookConfig(StrictModel):
         description="alert transitions to send",
     )
     max_attempts: int = Field(default=8, ge=1, le=100)
-    backoff_s: float = Field(default=2.0, gt=0, description="first retry delay; doubles per attempt")
-    backoff_max_s: float = Field(default=600.0, gt=0)
-    timeout_s: float = Field(default=5.0, gt=0)
+    backoff_s: PositiveSeconds = Field(default=2.0, description="first retry delay; doubles per attempt")
+    backoff_max_s: PositiveSeconds = 600.0
+    timeout_s: float = Field(default=5.0, gt=0, le=300, description="at most 300 s")

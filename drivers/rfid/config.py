@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edge.configbase import DeviceConfigBase, Ident, StrictModel
+from edge.configbase import DeviceConfigBase, Host, Ident, Ref, StrictModel
 
 
 class SmoothingConfig(StrictModel):
@@ -67,12 +67,16 @@ class RfidConfigBase(DeviceConfigBase):
         """The zone an antenna port reads, or None when unmapped and the reader has no zone."""
         return self.antennas.get(antenna, self.zone)
 
+    def references(self) -> list[Ref]:
+        """The reader's zone and the zone of every mapped antenna (checked against the manifest's zones)."""
+        return [*super().references(), *(Ref(("antennas", p), "zone", z) for p, z in self.antennas.items())]
+
 
 class LlrpConfig(RfidConfigBase):
     """An LLRP reader (Impinj Speedway/R700 in LLRP mode, Zebra FX in LLRP mode, ...) over TCP."""
 
     type: Literal["llrp"] = "llrp"
-    host: str = Field(description="reader address, e.g. 192.0.2.10")
+    host: Host = Field(description="reader address without the port (that is `port:`), e.g. 192.0.2.10")
     port: int = Field(default=5084, ge=1, le=65535, description="LLRP port (5084; 5085 for TLS is not supported)")
     rospec_id: int = Field(default=1234, ge=1, le=2**32 - 1, description="id of the ROSpec we install")
     cycle_ms: int = Field(default=1000, ge=50, le=60_000, description="inventory cycle (the ROSpec's period); "

@@ -259,6 +259,11 @@ class LlrpReaderSim:
         self.disconnected_antennas.discard(n)
         self._event(EV_ANTENNA, c.tlv(ANTENNA_EVENT, struct.pack("!BH", 1, n)))
 
+    def disable_rospecs(self) -> None:
+        """Every ROSpec Disabled behind the client's back (another client, the reader's web UI)."""
+        for rs in self.rospecs.values():
+            self._rospec_op(DISABLE_ROSPEC, rs.rospec_id)
+
     def reader_exception(self, message: str, *, stop_inventory: bool = False) -> None:
         """A ReaderExceptionEvent (when enabled); with `stop_inventory` every Active ROSpec also ends."""
         text = message.encode()
