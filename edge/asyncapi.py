@@ -230,7 +230,14 @@ def build(root: Path | None = None) -> dict[str, Any]:
     cell = {"type": "object", "required": ["shelf", "sku", "count", "version"], "properties": {
         "shelf": {"type": "string"}, "sku": {"type": "string"}, "zone": {"type": "string"},
         "count": {"type": "integer", "minimum": 0}, "version": {"type": "integer", "minimum": 0},
-        "origin": {"type": "string"}, "updated": {"type": ["string", "null"]}, "capacity": {"type": "integer"}}}
+        "origin": {"type": "string"}, "updated": {"type": ["string", "null"]}, "capacity": {"type": "integer"},
+        # trust (issue 14): a source cannot see the cell (stale) or fused sources disagree (conflict), since when
+        "stale": {"type": "boolean"}, "stale_since": {"type": ["string", "null"]},
+        "stale_reason": {"type": ["string", "null"]}, "conflict": {"type": "boolean"},
+        "conflict_since": {"type": ["string", "null"], "description": "while set, the lower count is served"},
+        "conflict_reason": {"type": ["string", "null"]},
+        "sources": {"type": "object", "additionalProperties": {"type": "integer"},
+                    "description": "a fused cell's (stock_source any) last count per origin"}}}
     schemas["StockCell"] = cell
     messages["shelf_stock"] = {"name": "shelf_stock", "contentType": "application/json", "payload": {
         "type": "object", "required": ["shelf", "version", "items"],

@@ -30,7 +30,7 @@ from edge.outbox import Outbox, OutRow
 from edge.pipeline import Pipeline
 from edge.processing import Reactor
 from edge.runtime import CommandHandler, DeviceStatus, StateWrite, Upsert
-from edge.state import StockState
+from edge.state import TRUST_KEY, StockState
 from edge.supervisor import Backoff, Supervisor
 from edge.uplink import Uplink
 
@@ -129,6 +129,8 @@ class Gateway:
         await self.db.open()
         await self.outbox.open()
         self.stock.load(await self.db.query("SELECT * FROM stock"))
+        self.stock.load_trust(await self.db.query("SELECT key, value FROM kv WHERE key >= ? AND key < ?",
+                                                  (TRUST_KEY, TRUST_KEY[:-1] + "/")))  # fmt: skip
         for proc in self.pipeline.processors:  # processors that keep state rows get them back (shelf tares)
             table, restore = getattr(proc, "state_table", None), getattr(proc, "restore_state", None)
             if isinstance(table, str) and table.isidentifier() and restore is not None:

@@ -21,7 +21,7 @@ from edge.envelope import dumps
 from edge.events import Event
 from edge.metrics import Metrics
 from edge.outbox import Outbox
-from edge.processing import Processor, Reactor, StockUpdate
+from edge.processing import Processor, Reactor, StockFlag, StockUpdate
 from edge.ratelimit import LogLimiter
 from edge.runtime import Delete, StateWrite, Upsert
 from edge.state import StockState
@@ -200,7 +200,8 @@ class Pipeline:
                 self.metrics.inc("edge_processor_errors_total", processor=type(owner).__name__)
                 self._limiter.log(log, logging.ERROR, type(owner).__name__, "%s tick failed",
                                   type(owner).__name__, exc_info=True)
-        if outputs:
+        outputs.extend(self.stock.tick(now))  # fused cells that disagreed for their settle time
+        if outputs or self.stock.touched:
             self.route(outputs, now)
 
     def route(self, outputs: Iterable[object], now: datetime, depth: int = 0) -> None:
@@ -220,19 +221,22 @@ class Pipeline:
         for out in outputs:
             if isinstance(out, StockUpdate):
                 change = self.stock.apply(out)
-                if change is None:
-                    continue
-                cell = self.stock.get(change.shelf, change.sku)
-                if cell is not None:
-                    writes.append(Upsert("stock", self.stock.row(cell)))
-                shelves.add(change.shelf)
-                events.append(change)
+                if change is not None:
+                    events.append(change)
             elif isinstance(out, Event):
                 events.append(out)
             elif isinstance(out, Upsert | Delete):
                 writes.append(out)
+            elif isinstance(out, StockFlag):
+                self.stock.flag(out)
             else:
                 self.metrics.inc("edge_processor_errors_total", processor="unknown-output")
+        # cells whose count or stale/conflict flags changed: their rows and their shelves' snapshots
+        for cell in self.stock.take_touched():
+            writes.append(Upsert("stock", self.stock.row(cell)))
+            if cell.trust_version:
+                writes.append(Upsert("kv", self.stock.trust_row(cell)))
+            shelves.add(cell.shelf)
         retained = {
             self.outbox.topic(f"state/stock/{shelf}"): (
                 dumps(snap := self.stock.shelf_snapshot(shelf)),

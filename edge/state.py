@@ -4,10 +4,23 @@
 `StockChanged` event when the count really changes, and says which retained shelf snapshot is now due.
 The pipeline commits the event, the cell row and the snapshot in one transaction, so the database, the
 journal and what HQ sees never disagree, also after kill -9.
+
+Trust (issue 14). `StockState.flag(StockFlag)` records a source's word that a cell's count cannot be seen
+right now (`stale`: reader blind, load cell stuck, object on the lane) or that sources disagree
+(`conflict`); flags of an origin the shelf does not count from are ignored, like its claims. A cell is stale
+while any accepted origin flags it (since the earliest, reasons joined). Fused cells (`stock_source: any`)
+keep each origin's last count (weight, rfid); when they differ by more than `conflict_tolerance` units for
+`conflict_settle_s` (long enough for RFID's lost-timeout to catch up with a pick the scale saw at once), the
+cell is flagged `conflict` and serves the LOWER of the two counts until they agree again (then the count of
+the claim that settled it): what is certain is on the shelf, and a possible shortage reaches staff instead of
+flip-flopping with every report. Every trust change bumps the cell's `trust_version`, so the retained shelf
+snapshot (version = sum of count and trust versions) is published again; the flags persist in the `kv`
+table (`stock.trust.<shelf>.<sku>`), next to the `stock` row, in the same transaction.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -15,12 +28,19 @@ from typing import Any
 
 from edge.config import Manifest
 from edge.events import StockChanged
-from edge.processing import StockUpdate
+from edge.processing import StockFlag, StockUpdate
+
+TRUST_KEY = "stock.trust."  # kv key prefix of a cell's persisted flags: stock.trust.<shelf>.<sku>
+FUSED_ORIGINS = ("weight", "rfid")  # the sources whose counts a fused cell compares
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat().replace("+00:00", "Z") if t else None
 
 
 @dataclass(frozen=True, slots=True)
 class StockCell:
-    """Current stock of one SKU on one shelf."""
+    """Current stock of one SKU on one shelf, with how far it can be trusted."""
 
     shelf: str
     sku: str
@@ -30,19 +50,34 @@ class StockCell:
     origin: str
     updated: datetime | None
     capacity: int
+    stale_since: datetime | None = None  # a source that owns the count cannot see the cell since then
+    stale_reason: str = ""
+    conflict_since: datetime | None = None  # fused sources disagree since then (the lower count is served)
+    conflict_reason: str = ""
+    trust_version: int = 0  # +1 per change of the flags (the retained snapshot's version counts it)
+    sources: tuple[tuple[str, int], ...] = ()  # a fused cell's last count per origin
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, shared by the API, `cmd/stock.get` and the retained topics."""
-        return {
+        d: dict[str, Any] = {
             "shelf": self.shelf,
             "sku": self.sku,
             "zone": self.zone,
             "count": self.count,
             "version": self.version,
             "origin": self.origin,
-            "updated": self.updated.isoformat().replace("+00:00", "Z") if self.updated else None,
+            "updated": _iso(self.updated),
             "capacity": self.capacity,
+            "stale": self.stale_since is not None,
+            "stale_since": _iso(self.stale_since),
+            "stale_reason": self.stale_reason or None,
+            "conflict": self.conflict_since is not None,
+            "conflict_since": _iso(self.conflict_since),
+            "conflict_reason": self.conflict_reason or None,
         }
+        if self.sources:
+            d["sources"] = dict(self.sources)
+        return d
 
 
 # Origins a shelf accepts, by its manifest `stock_source`; "manual" (staff correction via API) always counts.
@@ -57,10 +92,18 @@ ACCEPTED_ORIGINS: dict[str, frozenset[str] | None] = {
 class StockState:
     """All planogram cells of the store, in memory, loaded from and persisted to the `stock` table."""
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, *, conflict_tolerance: int = 0, conflict_settle_s: float = 30.0) -> None:
         self._cells: dict[tuple[str, str], StockCell] = {}
         self._accepts = {s.id: ACCEPTED_ORIGINS[s.stock_source] for s in manifest.shelves}
+        self._fused = {s.id for s in manifest.shelves if s.stock_source == "any"}
         self.ignored = 0  # claims from a source that is not this shelf's truth
+        self.conflict_tolerance = conflict_tolerance
+        self.conflict_settle_s = conflict_settle_s
+        # cell -> (flag, origin) -> (since, reason): every source's word on the cell
+        self._flags: dict[tuple[str, str], dict[tuple[str, str], tuple[datetime, str]]] = {}
+        self._claims: dict[tuple[str, str], dict[str, int]] = {}  # fused cells: origin -> its last count
+        self._disagree: dict[tuple[str, str], datetime] = {}  # fused cells disagreeing since
+        self._touched: set[tuple[str, str]] = set()  # cells whose row / snapshot is due (count or trust changed)
         for shelf in manifest.shelves:
             for lane in shelf.lanes:
                 key = (shelf.id, lane.sku)
@@ -80,6 +123,24 @@ class StockState:
                 cell, count=int(r["count"]), version=int(r["version"]), origin=str(r["origin"]), updated=updated
             )
 
+    def load_trust(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Restore the flags persisted in `kv` (rows with `key` = TRUST_KEY + shelf.sku, `value` JSON); an
+        unreadable one is dropped (the sources say it again)."""
+        by_name = {f"{TRUST_KEY}{shelf}.{sku}": (shelf, sku) for shelf, sku in self._cells}
+        for r in rows:
+            key = by_name.get(str(r.get("key")))
+            if key is None:
+                continue
+            try:
+                doc = json.loads(str(r["value"]))
+                flags = {(str(f), str(o)): (datetime.fromisoformat(str(t)), str(why))
+                         for f, o, t, why in doc.get("flags", [])}  # fmt: skip
+                version = int(doc.get("v", 0))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue
+            self._flags[key] = flags
+            self._cells[key] = self._with_flags(replace(self._cells[key], trust_version=version), flags)
+
     def apply(self, update: StockUpdate) -> StockChanged | None:
         """Apply a claim; return the change event, or None when nothing changed or the cell is unknown."""
         key = (update.shelf, update.sku)
@@ -91,23 +152,124 @@ class StockState:
             self.ignored += 1
             return None
         new = update.count if update.count is not None else max(0, cell.count + (update.delta or 0))
+        if update.shelf in self._fused:
+            new = self._fuse(key, update.origin, new, update.time)
+            cell = self._cells[key]
+        return self._set_count(key, cell, new, origin=update.origin, time=update.time, source=update.source,
+                               reason=update.reason)  # fmt: skip
+
+    def _set_count(self, key: tuple[str, str], cell: StockCell, new: int, *, origin: str, time: datetime,
+                   source: str, reason: str) -> StockChanged | None:  # fmt: skip
         if new == cell.count and cell.version > 0:
             return None
-        changed = replace(cell, count=new, version=cell.version + 1, origin=update.origin, updated=update.time)
+        changed = replace(cell, count=new, version=cell.version + 1, origin=origin, updated=time)
         self._cells[key] = changed
+        self._touched.add(key)
         return StockChanged(
-            source=update.source,
-            time=update.time,
-            subject=update.shelf,
-            shelf=update.shelf,
-            sku=update.sku,
+            source=source,
+            time=time,
+            subject=cell.shelf,
+            shelf=cell.shelf,
+            sku=cell.sku,
             count=new,
             previous=cell.count if cell.version > 0 else None,
             delta=new - cell.count,
             version=changed.version,
-            origin=update.origin,
-            reason=update.reason,
+            origin=origin,
+            reason=reason,
         )
+
+    def _fuse(self, key: tuple[str, str], origin: str, count: int, time: datetime) -> int:
+        """Record a fused cell's claim; return the count to serve (the lower one while in conflict)."""
+        if origin not in FUSED_ORIGINS:
+            return count  # a scan or a staff correction is served as it is
+        claims = self._claims.setdefault(key, {})
+        claims[origin] = count
+        cell = self._cells[key]
+        sources = tuple(sorted(claims.items()))
+        if sources != cell.sources:
+            self._cells[key] = cell = replace(cell, sources=sources)
+            self._touched.add(key)
+        tol = self.conflict_tolerance
+        apart = len(claims) == len(FUSED_ORIGINS) and max(claims.values()) - min(claims.values()) > tol
+        if not apart:
+            self._disagree.pop(key, None)
+            self._set_flag(key, "conflict", "state", None)
+            return count
+        self._disagree.setdefault(key, time)
+        return min(claims.values()) if cell.conflict_since is not None else count
+
+    def tick(self, now: datetime) -> list[StockChanged]:
+        """Fused cells that disagreed for the settle time get the conflict flag and serve the lower count."""
+        out: list[StockChanged] = []
+        for key, since in list(self._disagree.items()):
+            cell = self._cells[key]
+            if cell.conflict_since is not None or (now - since).total_seconds() < self.conflict_settle_s:
+                continue
+            claims = self._claims[key]
+            said = ", ".join(f"{o} says {n}" for o, n in sorted(claims.items()))
+            self._set_flag(key, "conflict", "state", (since, f"{said}: serving the lower count"))
+            low = min(claims.values())
+            ev = self._set_count(key, self._cells[key], low, origin=min(claims, key=lambda o: claims[o]), time=now,
+                                 source="stock", reason=f"sources disagree ({said})")  # fmt: skip
+            if ev is not None:
+                out.append(ev)
+        return out
+
+    def flag(self, f: StockFlag) -> bool:
+        """Apply a source's stale/conflict flag; True when the cell's flags changed (its snapshot is due)."""
+        key = (f.shelf, f.sku)
+        if key not in self._cells:
+            return False
+        accepts = self._accepts.get(f.shelf)
+        if accepts is not None and f.origin not in accepts:
+            self.ignored += 1
+            return False
+        return self._set_flag(key, f.flag, f.origin, (f.time, f.reason) if f.on else None)
+
+    def _set_flag(self, key: tuple[str, str], flag: str, origin: str, value: tuple[datetime, str] | None) -> bool:
+        flags = self._flags.setdefault(key, {})
+        old = flags.get((flag, origin))
+        if value is None:
+            if old is None:
+                return False
+            del flags[(flag, origin)]
+        else:
+            if old is not None:
+                value = (min(old[0], value[0]), value[1])  # still flagged: since the first time
+            if old == value:
+                return False
+            flags[(flag, origin)] = value
+        cell = self._with_flags(self._cells[key], flags)
+        if (cell.stale_since, cell.stale_reason, cell.conflict_since, cell.conflict_reason) == (
+                self._cells[key].stale_since, self._cells[key].stale_reason, self._cells[key].conflict_since,
+                self._cells[key].conflict_reason):  # fmt: skip
+            return False
+        self._cells[key] = replace(cell, trust_version=cell.trust_version + 1)
+        self._touched.add(key)
+        return True
+
+    @staticmethod
+    def _with_flags(cell: StockCell, flags: dict[tuple[str, str], tuple[datetime, str]]) -> StockCell:
+        def merged(kind: str) -> tuple[datetime | None, str]:
+            items = sorted((o, t, why) for (f, o), (t, why) in flags.items() if f == kind)
+            if not items:
+                return None, ""
+            return min(t for _, t, _ in items), "; ".join(why or o for o, _, why in items)
+
+        (stale, stale_why), (conflict, conflict_why) = merged("stale"), merged("conflict")
+        return replace(cell, stale_since=stale, stale_reason=stale_why, conflict_since=conflict,
+                       conflict_reason=conflict_why)  # fmt: skip
+
+    @property
+    def touched(self) -> bool:
+        """Some cell's row / snapshot is due."""
+        return bool(self._touched)
+
+    def take_touched(self) -> list[StockCell]:
+        """Cells whose count or flags changed since the last call (their rows and snapshots are due)."""
+        touched, self._touched = self._touched, set()
+        return [self._cells[k] for k in sorted(touched)]
 
     def get(self, shelf: str, sku: str) -> StockCell | None:
         """One cell."""
@@ -132,7 +294,7 @@ class StockState:
         return {
             "shelf": shelf,
             "zone": cells[0].zone if cells else None,
-            "version": sum(c.version for c in cells),
+            "version": sum(c.version + c.trust_version for c in cells),
             "items": [c.as_dict() for c in cells],
         }
 
@@ -146,3 +308,10 @@ class StockState:
             "origin": cell.origin,
             "updated": cell.updated.isoformat() if cell.updated else None,
         }
+
+    def trust_row(self, cell: StockCell) -> dict[str, Any]:
+        """The `kv` row persisting a cell's flags and trust version."""
+        flags = self._flags.get((cell.shelf, cell.sku), {})
+        doc = {"v": cell.trust_version,
+               "flags": [[f, o, t.isoformat(), why] for (f, o), (t, why) in sorted(flags.items())]}  # fmt: skip
+        return {"key": f"{TRUST_KEY}{cell.shelf}.{cell.sku}", "value": json.dumps(doc, separators=(",", ":"))}
