@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from typing import Any
@@ -193,3 +194,85 @@ def test_fuzz_report_round_trip(tags: list[tuple[bytes, int, int, int, int]]) ->
     body = b"".join(c.tag_report_data(e, antenna=a, rssi=r, first_us=t, last_us=t, count=n) for e, a, r, t, n in tags)
     [msg] = c.FrameDecoder().feed(c.encode_message(c.Msg.RO_ACCESS_REPORT, 1, body))
     assert c.decode_ro_access_report(msg.body) == [(e.hex().upper(), a, r, t, t, n) for e, a, r, t, n in tags]
+
+
+@pytest.mark.parametrize(
+    ("name", "want", "sllurp_key", "sllurp_value"),
+    [
+        ("rospec_event_start", c.ReaderEvent(1767225600000000, rospec=((c.ROSPEC_STARTED, 1234),)),
+         "ROSpecEvent", {"EventType": "Start_of_ROSpec", "ROSpecID": 1234, "PreemptingROSpecID": 0}),
+        ("antenna_event_disconnected", c.ReaderEvent(1767225600000000, antenna=((2, False),)),
+         "AntennaEvent", {"EventType": "Disconnected", "AntennaID": 2}),
+        ("reader_exception", c.ReaderEvent(1767225600000000, exception="RF fault"),
+         "ReaderExceptionEvent", {"Message": b"RF fault"}),
+        ("connection_close", c.ReaderEvent(1767225600000000, connection_closed=True), "ConnectionCloseEvent", {}),
+    ],
+)
+def test_fixture_reader_health_events_ours_and_sllurp_agree(
+    name: str, want: c.ReaderEvent, sllurp_key: str, sllurp_value: dict[str, Any]
+) -> None:
+    [msg] = c.FrameDecoder().feed(frames()[name])
+    assert c.decode_reader_event(msg.body) == want
+    theirs = _sllurp(frames()[name])["ReaderEventNotificationData"]
+    assert {k: v for k, v in theirs[sllurp_key].items() if k in sllurp_value} == sllurp_value
+
+
+def test_efficient_reporting_carries_omitted_fields_across_tags_and_reports() -> None:
+    first, last = 1767225600000000, 1767225600250000
+    one, two = c.FrameDecoder().feed(frames()["efficient_report_1"] + frames()["efficient_report_2"])
+    carry = c.new_carry()
+    assert c.decode_ro_access_report(one.body, carry) == [
+        ("3074257BF7194E4000001A85", 1, -70, first, last, 3),
+        ("3074257BF7194E4000001A86", 1, -70, first, last, 1),  # antenna, RSSI, times: the previous ones
+    ]
+    assert c.decode_ro_access_report(two.body, carry) == [("3074257BF7194E4000001A85", 1, -70, first, last, 1)]
+    # without the connection's memory the fields would be absent (what the decoder did before)
+    assert c.decode_ro_access_report(two.body)[0][1:] == (0, None, None, None, 1)
+    # sllurp (no carrying) sees the same fields present / absent
+    [t1, t2] = _sllurp(frames()["efficient_report_1"])["TagReportData"]
+    assert "AntennaID" in t1 and "AntennaID" not in t2 and t2["TagSeenCount"] == 1
+
+
+def test_carry_after_fast_path_tags_and_a_fresh_connection() -> None:
+    epc = bytes.fromhex("3074257BF7194E4000001A85")
+    full = c.tag_report_data(epc, antenna=3, rssi=-61, first_us=5, last_us=6, count=2)  # fast path layout
+    bare = c.tag_report_data(epc)
+    carry = c.new_carry()
+    assert c.decode_ro_access_report(full + full + bare, carry)[-1] == (epc.hex().upper(), 3, -61, 5, 6, 2)
+    assert carry == [3, -61, 5, 6, 2]
+    assert c.decode_ro_access_report(bare, c.new_carry()) == [(epc.hex().upper(), 0, None, None, None, 1)]
+
+
+def test_announced_length_and_the_size_bound() -> None:
+    dec = c.FrameDecoder()
+    empty = dec.announced
+    dec.feed(struct.pack("!HII", (1 << 10) | 61, 1_000_000, 1)[:6])
+    half = dec.announced  # header incomplete
+    dec.feed(struct.pack("!HII", (1 << 10) | 61, 1_000_000, 1)[6:] + frames()["keepalive"])
+    # the keepalive after the header is just more of the frame's payload
+    assert (empty, half, dec.announced, dec.pending) == (None, None, 1_000_000, 10 + len(frames()["keepalive"]))
+    assert c.FrameDecoder().feed(struct.pack("!HII", (1 << 10) | 61, c.MAX_MESSAGE_LEN, 1)) == []
+    with pytest.raises(c.LlrpStreamError, match="length 1048577"):
+        c.FrameDecoder().feed(struct.pack("!HII", (1 << 10) | 61, c.MAX_MESSAGE_LEN + 1, 1))
+
+
+@settings(max_examples=FUZZ, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([c.P.ROSPEC_EVENT, c.P.ANTENNA_EVENT, c.P.READER_EXCEPTION_EVENT,
+                                           c.P.CONNECTION_ATTEMPT_EVENT, c.P.CONNECTION_CLOSE_EVENT, 999]),
+                          st.binary(max_size=20)), max_size=4))
+def test_fuzz_reader_events_with_valid_framing(events: list[tuple[int, bytes]]) -> None:
+    body = c.tlv(c.P.READER_EVENT_NOTIFICATION_DATA, b"".join(c.tlv(t, b) for t, b in events))
+    with contextlib.suppress(FrameError):
+        c.decode_reader_event(body)
+
+
+@settings(max_examples=FUZZ, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.sampled_from([1, 2, 4, 6, 7, 8, 13]), st.binary(min_size=12, max_size=12)),
+                         max_size=6), max_size=5))
+def test_fuzz_tag_reports_with_carry(tags: list[list[tuple[int, bytes]]]) -> None:
+    body = b"".join(c.tlv(c.P.TAG_REPORT_DATA, b"".join(c.tv(t, v[: c.TV_LENGTHS[t]]) for t, v in params))
+                    for params in tags)  # fmt: skip
+    carry = c.new_carry()
+    with contextlib.suppress(FrameError):
+        for epc, ant, _rssi, _first, _last, count in c.decode_ro_access_report(body, carry):
+            assert epc and 0 <= ant < 65536 and 0 <= count < 65536
