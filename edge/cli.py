@@ -28,20 +28,44 @@ def _setup_logging(verbose: bool) -> None:
 
 
 async def run_gateway(config: Path) -> int:
-    """Run the daemon for one manifest until SIGTERM/SIGINT; exit 0 after a clean shutdown."""
-    from edge.config import load_manifest
-    from edge.gateway import Gateway
+    """Run the daemon for one manifest until SIGTERM/SIGINT (exit 0 after a clean shutdown) or until a core
+    task fails for good (exit 1 after a clean shutdown, so systemd starts a fresh process).
 
-    manifest = load_manifest(config)
+    Under systemd (`Type=notify`) it says READY=1 once started, WATCHDOG=1 every half `WatchdogSec` while
+    the pipeline, the committer and the uplink make progress (edge.health), and STOPPING=1 when it stops.
+    """
+    from edge.gateway import Gateway
+    from edge.sdnotify import Notifier
+
+    log = logging.getLogger("edge")
+    manifest = check_manifest(config)  # what check-config accepts runs (issue 15); edge/cli.py check-config
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Gateway(manifest):
-        settle_heap()
-        await stop.wait()
-        logging.getLogger("edge").info("signal received: shutting down, flushing what is in flight")
-    return 0
+    notifier = Notifier()
+    gw = Gateway(manifest)
+    if notifier.watchdog_s is not None:
+        gw.watchdog = notifier.watchdog
+        gw.health_interval = min(1.0, notifier.watchdog_s / 3)
+    try:
+        async with gw:
+            settle_heap()
+            notifier.ready(f"store {manifest.store.id}: running")
+            waits = [asyncio.create_task(stop.wait()), asyncio.create_task(gw.core.failed.wait())]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            if gw.core.fatal is not None:
+                name, error = gw.core.fatal
+                notifier.stopping(f"core task {name} failed: {error}")
+                log.critical("stopping after the failure of core task %s; exit 1", name)
+            else:
+                notifier.stopping("signal received")
+                log.info("signal received: shutting down, flushing what is in flight")
+    finally:
+        notifier.close()
+    return 1 if gw.core.fatal is not None else 0
 
 
 def settle_heap() -> None:

@@ -103,6 +103,47 @@ class BatchConfig(StrictModel):
     max_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024, description="at most 64 MiB")
 
 
+class CommandKey(StrictModel):
+    """A key the hub signs `cmd/` requests with (HMAC-SHA256, docs/commands.md); list two to rotate."""
+
+    id: Ident
+    secret: str = Field(min_length=32, max_length=512,
+                        description="write `secret: ${ENV_VAR}`; the key is the UTF-8 bytes of this text")
+
+
+class CommandsConfig(StrictModel):
+    """Who may command this store over `cmd/` and where replies may go (docs/commands.md)."""
+
+    keys: list[CommandKey] = Field(default=[], max_length=16,
+                                   description="without keys every state-changing command is refused")
+    sign_reads: bool = Field(default=False, description="read-only commands (stock.get) need a signature too")
+    window_s: float = Field(default=120, gt=0, le=3600, allow_inf_nan=False,
+                            description="a request's `ts` may differ from the gateway's clock by this much")
+    nonce_cache: int = Field(default=10_000, ge=100, le=1_000_000,
+                             description="request ids remembered against replay (refused with busy when full)")
+    reply_prefixes: list[str] = Field(default=[], max_length=16,
+                                      description="topic prefixes besides {root}/reply/ where replies may go")
+
+    @field_validator("keys")
+    @classmethod
+    def _unique(cls, v: list[CommandKey]) -> list[CommandKey]:
+        ids = [k.id for k in v]
+        if len(set(ids)) != len(ids):
+            raise ValueError("key ids must be unique: give each key its own id")
+        return v
+
+    @field_validator("reply_prefixes")
+    @classmethod
+    def _prefixes(cls, v: list[str]) -> list[str]:
+        for p in v:
+            bad = not p or len(p.encode()) > 128 or p.startswith(("/", "$")) or p.endswith("/") or any(
+                c in "+#" or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in p)
+            if bad:
+                raise ValueError(f"reply prefix {p!r}: a topic like 'hq/replies' (no wildcards, no leading $ or "
+                                 "'/', no trailing '/', at most 128 bytes)")
+        return v
+
+
 class HubConfig(StrictModel):
     """The cloud inventory hub's MQTT broker."""
 
@@ -117,6 +158,7 @@ class HubConfig(StrictModel):
     batch: BatchConfig = BatchConfig()
     reconnect_min: Seconds = 0.5
     reconnect_max: Seconds = 30.0
+    commands: CommandsConfig = CommandsConfig()
 
     @field_validator("url")
     @classmethod
@@ -147,6 +189,30 @@ class StorageConfig(StrictModel):
         default=5, ge=0, le=1000,
         description="group commit: while a commit is running, a small batch waits for it to finish, at most "
                     "this long (latency vs fsyncs per event); with the writer idle a batch is committed at once",
+    )
+    reserve_mb: float = Field(
+        default=16, ge=0, le=4096, allow_inf_nan=False,
+        description="MiB preallocated next to the database (at most 4 GiB; 0 = none): released when the disk "
+                    "is full so alerts, ledger and control events still commit while telemetry is shed",
+    )
+
+
+class HealthConfig(StrictModel):
+    """When `/healthz` says 503 (and the systemd watchdog is no longer fed); see docs/api.md."""
+
+    commit_lag_max_s: float = Field(
+        default=30, gt=0, le=3600, allow_inf_nan=False,
+        description="seconds an event may wait to be committed (at most 1 h)",
+    )
+    uplink_lag_max_s: float = Field(
+        default=300, gt=0, le=86400, allow_inf_nan=False,
+        description="seconds a committed event may wait for the hub's acknowledgement while the hub is reachable "
+                    "(at most 1 day); time the hub was unreachable does not count",
+    )
+    stall_s: float = Field(
+        default=30, gt=0, le=3600, allow_inf_nan=False,
+        description="seconds the pipeline, the committer or the uplink may have work and make no progress "
+                    "(at most 1 h)",
     )
 
 
@@ -269,6 +335,7 @@ class Manifest(StrictModel):
     local_broker: LocalBrokerConfig | None = None
     storage: StorageConfig = StorageConfig()
     api: ApiConfig = ApiConfig()
+    health: HealthConfig = HealthConfig()  # /healthz thresholds and the watchdog's (edge/health.py)
     zones: list[Zone] = []
     catalog: list[CatalogItem] = []
     shelves: list[Shelf] = []

@@ -9,6 +9,8 @@ amortise the fsync.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +19,12 @@ from typing import Any, TypeVar
 
 from edge.schema import MIGRATIONS
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
+# SQLite's primary result codes that say "the storage failed, try again later" (not "this SQL is wrong"):
+# BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL (https://sqlite.org/rescode.html)
+TRANSIENT_CODES = frozenset({5, 6, 8, 10, 13, 14, 15})
+SQLITE_FULL = 13
 WAL_RESTART_PAGES = 16_384  # 64 MiB of 4 KiB pages: beyond this the WAL is made to start over
 
 
@@ -33,6 +40,26 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     # ~1 MB less under load than 1 MiB, same spine throughput; docs/benchmarks.md has the runs)
     conn.execute("PRAGMA cache_size=-256")
     return conn
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when `exc` is a storage failure worth retrying (disk full, I/O error, locked), not a bad statement."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.OperationalError) and code is not None and (code & 0xFF) in TRANSIENT_CODES
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when `exc` is SQLite's SQLITE_FULL (or an I/O error caused by ENOSPC)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == SQLITE_FULL:
+        return True
+    return isinstance(exc, OSError) and exc.errno == 28  # ENOSPC
+
+
+def describe(exc: BaseException) -> str:
+    """SQLite's own error: its message and result code name (e.g. 'database or disk is full [SQLITE_FULL]')."""
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{exc} [{name}]" if name else f"{type(exc).__name__}: {exc}"
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -72,6 +99,8 @@ class Database:
         self._c: sqlite3.Connection | None = None
         self.commits = 0
         self.checkpoints = 0
+        self.write_errors = 0  # failed write transactions (counted on the writer thread)
+        self.checkpoint_errors = 0
 
     async def open(self) -> None:
         """Create the file if needed, migrate, open both connections."""
@@ -109,29 +138,54 @@ class Database:
             assert self._w is not None, "database is not open"
             self._w.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
 
+        failing = False
         while True:
             await asyncio.sleep(interval)
             if self.commits != done and self._c is not None:
+                try:
+                    pages = await loop.run_in_executor(self._cpool, checkpoint)
+                    if pages > WAL_RESTART_PAGES:
+                        # a long burst of writes kept the passive checkpoints from ever finishing at the moment a
+                        # write began (only then does the WAL start over): wait for one on the writer's thread
+                        await loop.run_in_executor(self._wpool, restart)
+                except sqlite3.Error as exc:
+                    # a full disk fails the checkpoint too (the database file cannot grow); the WAL keeps every
+                    # commit, so try again next interval; log the state change, not every attempt
+                    if not is_transient(exc):
+                        raise
+                    self.checkpoint_errors += 1
+                    if not failing:
+                        log.warning("WAL checkpoint failed: %s (retrying every %.0f s)", describe(exc), interval)
+                    failing = True
+                    continue
+                if failing:
+                    log.info("WAL checkpoint works again")
+                failing = False
                 done = self.commits
-                pages = await loop.run_in_executor(self._cpool, checkpoint)
                 self.checkpoints += 1
-                if pages > WAL_RESTART_PAGES:
-                    # a long burst of writes kept the passive checkpoints from ever finishing at the moment a
-                    # write began (only then does the WAL start over): wait for one on the writer's thread
-                    await loop.run_in_executor(self._wpool, restart)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in one IMMEDIATE transaction on the writer thread; commit, or roll back on error."""
+        """Run `fn` in one IMMEDIATE transaction on the writer thread; commit, or roll back on error.
+
+        The error raised is the one that failed the transaction: when SQLite has already rolled back by
+        itself (SQLITE_FULL, SQLITE_IOERR may do so), no ROLLBACK is sent, whose "cannot rollback - no
+        transaction is active" would replace it.
+        """
 
         def run() -> T:
             conn = self._w
             assert conn is not None, "database is not open"
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 result = fn(conn)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                self.write_errors += 1
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        log.exception("ROLLBACK after a failed transaction failed too")
                 raise
             self.commits += 1
             return result
@@ -177,6 +231,61 @@ class Database:
         self._wpool.shutdown(wait=True)
         self._rpool.shutdown(wait=True)
         self._cpool.shutdown(wait=True)
+
+
+class SpaceReserve:
+    """A preallocated file that keeps `size` bytes of the data directory's file system for the outbox.
+
+    When a commit fails for lack of space the file is deleted: its space lets alerts, ledger and control
+    events (and the deletes that free telemetry) commit while telemetry is shed. `restore()` takes the
+    space back once the file system has room again (the reserve plus as much again of headroom).
+    """
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.size = size
+
+    @property
+    def holds(self) -> bool:
+        """The reserve file exists at its full size (or no reserve is configured)."""
+        if self.size <= 0:
+            return True
+        try:
+            return self.path.stat().st_size >= self.size
+        except OSError:
+            return False
+
+    def free_bytes(self) -> int:
+        """Bytes available to this process on the data directory's file system."""
+        st = os.statvfs(self.path.parent)
+        return st.f_bavail * st.f_frsize
+
+    def restore(self) -> bool:
+        """Allocate the reserve if the file system has room for it and as much again; True when it holds."""
+        if self.holds:
+            return True
+        try:
+            if self.free_bytes() < 2 * self.size:
+                return False
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.size)  # real blocks, not a sparse file
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("space reserve %s could not be allocated: %s", self.path, exc)
+            self.release()
+            return False
+        return True
+
+    def release(self) -> int:
+        """Delete the reserve file; return the bytes freed."""
+        try:
+            size = self.path.stat().st_size
+            self.path.unlink()
+        except FileNotFoundError:
+            return 0
+        return size
 
 
 def integrity_check(path: Path) -> str:

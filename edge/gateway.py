@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,9 +22,10 @@ from drivers.registry import FAMILIES, PROCESSORS, load
 from edge.clock import Clock, SystemClock
 from edge.commands import CommandRouter
 from edge.config import Manifest
-from edge.db import Database
+from edge.db import Database, SpaceReserve
 from edge.errors import CommandError
 from edge.events import DeviceStatusChanged, Event
+from edge.health import CoreTasks, Health, Thresholds
 from edge.metrics import Labels, Metrics
 from edge.outbox import Outbox, OutRow
 from edge.pipeline import Pipeline
@@ -65,6 +66,7 @@ class Gateway:
         self.metrics = Metrics()
         self.topic_root = f"{manifest.hub.topic_prefix}/{manifest.store.id}"
         self.db = Database(self.data_dir / "edge.db")
+        self.reserve = SpaceReserve(self.data_dir / "edge.reserve", int(manifest.storage.reserve_mb * 1024 * 1024))
         self.stock = StockState(manifest)
         self.outbox = Outbox(
             self.db,
@@ -75,8 +77,10 @@ class Gateway:
             telemetry_budget_bytes=int(manifest.storage.budgets.telemetry_mb * 1024 * 1024),
             commit_interval=manifest.storage.commit_interval_ms / 1000,
             journal_retention_s=manifest.storage.journal_retention_days * 86400,
+            reserve=self.reserve,
         )
-        self.commands = CommandRouter(self.metrics)
+        self.commands = CommandRouter(self.metrics, topic_root=self.topic_root, config=manifest.hub.commands,
+                                      clock=self.clock)
         self.uplink = Uplink(
             manifest.hub, self.outbox, store_id=manifest.store.id, topic_root=self.topic_root, clock=self.clock,
             metrics=self.metrics, commands=self.commands, url=self.hub_url,
@@ -103,11 +107,17 @@ class Gateway:
         self.rules: Any = None
         self.api: Any = None
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.core = CoreTasks(self.metrics)
+        h = manifest.health
+        self.health = Health(self.core, self.outbox, self, reserve=self.reserve,
+                             thresholds=Thresholds(h.commit_lag_max_s, h.uplink_lag_max_s, h.stall_s))
+        self.watchdog: Callable[[], object] | None = None  # set by `edge-gateway run` under systemd
+        self.health_interval = 1.0  # seconds between health samples (and watchdog notifications)
+        self._started = False
         self._pending: set[asyncio.Future[None]] = set()
         self._switch_interval = sys.getswitchinterval()
         self.outbox.listeners.append(self._fan_out)
-        self.commands.register("stock.get", self._cmd_stock_get)
+        self.commands.register("stock.get", self._cmd_stock_get, read_only=True)
         self._register_metrics()
 
     # ---- lifecycle ----
@@ -128,6 +138,8 @@ class Gateway:
         sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL_S))
         await self.db.open()
         await self.outbox.open()
+        if not await asyncio.to_thread(self.reserve.restore):
+            log.warning("disk space reserve (%d bytes) not allocated: free space is low", self.reserve.size)
         self.stock.load(await self.db.query("SELECT * FROM stock"))
         self.stock.load_trust(await self.db.query("SELECT key, value FROM kv WHERE key >= ? AND key < ?",
                                                   (TRUST_KEY, TRUST_KEY[:-1] + "/")))  # fmt: skip
@@ -135,12 +147,20 @@ class Gateway:
             table, restore = getattr(proc, "state_table", None), getattr(proc, "restore_state", None)
             if isinstance(table, str) and table.isidentifier() and restore is not None:
                 restore(await self.db.query(f"SELECT * FROM {table}"))  # noqa: S608 - an identifier
-        self._tasks.append(asyncio.create_task(self.outbox.run(), name="outbox-committer"))
-        self._tasks.append(asyncio.create_task(self.db.run_checkpoints(), name="checkpoints"))
-        self._tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
-        self._tasks.append(asyncio.create_task(self.pipeline.run(), name="pipeline"))
-        self._tasks.append(asyncio.create_task(self.pipeline.run_ticks(), name="ticks"))
-        self._tasks.append(asyncio.create_task(self.pipeline.run_deadlines(), name="deadlines"))
+        self._started = True
+        # Supervision policy per task (docs/operations.md). `exit`: the committer holds the accepted-to-be
+        # events and their futures (a bug there must not be retried in a loop: a fresh process starts from
+        # the database). `restart`: the others keep their state outside the task (outbox, queue, database,
+        # reactors), so a new run of the same loop continues where the failed one stopped.
+        core = self.core
+        core.spawn("outbox-committer", self.outbox.run, policy="exit")
+        core.spawn("checkpoints", self.db.run_checkpoints, policy="restart")
+        core.spawn("uplink", self.uplink.run, policy="restart")
+        core.spawn("pipeline", self.pipeline.run, policy="restart")
+        core.spawn("ticks", self.pipeline.run_ticks, policy="restart")
+        core.spawn("deadlines", self.pipeline.run_deadlines, policy="restart")
+        core.spawn("health", lambda: self.health.run(lambda: self.watchdog and self.watchdog(),
+                                                     self.health_interval), policy="restart")
         if self.install_rules:
             import rules  # the rules package wires itself into the gateway through GatewayView
 
@@ -154,14 +174,22 @@ class Gateway:
                 log.warning("local API not available in this build")
             else:
                 self.api = await start_api(self, self.api_listen, list(self.manifest.api.tokens))
+                api_task = getattr(self.api, "_task", None)
+                if isinstance(api_task, asyncio.Task):
+                    core.watch("api", api_task)
+        for task in getattr(self.rules, "_tasks", None) or ():
+            if isinstance(task, asyncio.Task):  # the rules' own tasks: restore runs once, the others for good
+                core.watch(task.get_name(), task, may_end=task.get_name() == "rules-restore")
         self.supervisor.start()
         log.info("gateway for store %s started: %d device(s), hub %s", self.manifest.store.id,
                  len(self.supervisor.drivers), self.hub_url)
 
     async def stop(self) -> None:
         """Devices first, then API, then drain the pipeline, commit everything, close storage."""
-        if not self._tasks:
+        if not self._started:
             return  # not started, or already stopped
+        self._started = False
+        self.core.stopping = True
         await self.supervisor.stop()
         if self.api is not None:
             await self.api.stop()
@@ -172,16 +200,13 @@ class Gateway:
             if self.pipeline.queue.empty():
                 break
             await asyncio.sleep(0.01)
-        uplink_pipeline = [t for t in self._tasks if t.get_name() in {"uplink", "pipeline", "ticks", "deadlines",
-                                                                             "checkpoints"}]
-        for t in uplink_pipeline:
-            t.cancel()
-        await asyncio.gather(*uplink_pipeline, return_exceptions=True)
+        await self.core.cancel("health", "uplink", "pipeline", "ticks", "deadlines", "checkpoints")
         await self.outbox.close()
-        committer = [t for t in self._tasks if t.get_name() == "outbox-committer"]
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*committer), 10)
-        self._tasks.clear()
+        committer = self.core.task("outbox-committer")
+        if committer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(committer), 10)
+            await self.core.cancel("outbox-committer")
         await self.db.close()
         sys.setswitchinterval(self._switch_interval)
         log.info("gateway stopped")
@@ -208,9 +233,9 @@ class Gateway:
         """The running processor of class `kind`, if the manifest uses its family."""
         return next((p for p in self.pipeline.processors if isinstance(p, kind)), None)
 
-    def register_command(self, name: str, handler: CommandHandler) -> None:
-        """Serve `cmd/{name}`."""
-        self.commands.register(name, handler)
+    def register_command(self, name: str, handler: CommandHandler, *, read_only: bool = False) -> None:
+        """Serve `cmd/{name}`; unless `read_only` it changes state and needs the hub's signature."""
+        self.commands.register(name, handler, read_only=read_only)
 
     async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
         """Every accepted event from now on; a consumer that falls 1,000 behind loses the oldest."""
@@ -229,6 +254,19 @@ class Gateway:
     def metrics_text(self) -> str:
         """Prometheus exposition."""
         return self.metrics.render()
+
+    # ---- what the health monitor reads (edge.health._Counts) ----
+    def pipeline_waiting(self) -> int:
+        """Readings queued for the pipeline."""
+        return self.pipeline.queue.qsize()
+
+    def pipeline_taken(self) -> int:
+        """Readings the pipeline has taken so far."""
+        return self.pipeline.taken
+
+    def hub_connected(self) -> bool:
+        """The uplink has a hub session."""
+        return self.uplink.connected.is_set()
 
     # ---- internals ----
     def _fan_out(self, rows: list[OutRow]) -> None:
@@ -273,6 +311,7 @@ class Gateway:
         m.gauge_fn("edge_device_readings", lambda: {(("device", s.device),): float(s.readings)
                                                     for s in self.supervisor.statuses()})
         m.gauge_fn("edge_uplink_connected", lambda: {(): 1.0 if self.uplink.connected.is_set() else 0.0})
+        self.health.register_metrics(m)
 
         def states() -> dict[Labels, float]:
             return {(("device", s.device), ("state", s.state)): 1.0 for s in self.supervisor.statuses()}

@@ -13,11 +13,22 @@ acknowledged prefix (`ack_through`): every row at or below the watermark `kv['ou
 acknowledged, every row above it pending (the `outbox_pending` view). Acknowledged telemetry is deleted;
 acknowledged ledger, alert and control rows stay as the event journal until the retention period has
 passed (one write per event, no second copy, no per-row acknowledgement write).
+
+A commit that fails for a storage reason (SQLITE_FULL, SQLITE_IOERR, locked: `edge.db.is_transient`) is
+logged once with SQLite's own error and retried with backoff: its batch (events, their sequence numbers,
+state writes, acknowledgements) stays in memory in order, ahead of what arrived since, so nothing
+accepted is lost and no sequence number is skipped. The first SQLITE_FULL releases the space reserve
+(`edge.db.SpaceReserve`) and starts shedding telemetry: every telemetry event from then on (and in the
+batch kept for retry) is dropped with a `Gap` event (reason "disk full") while alerts, ledger and control
+events commit into the reserve's space. Once the file system has room for the reserve again it is taken
+back and telemetry is accepted again, by itself. Any other commit error (a wrong statement: a bug) fails
+the batch's futures and ends the committer, a core task whose failure ends the process (edge.health).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -29,7 +40,7 @@ from itertools import chain
 from typing import Any, NamedTuple
 
 from edge.clock import Clock
-from edge.db import Database
+from edge.db import Database, SpaceReserve, describe, is_disk_full, is_transient
 from edge.envelope import encode
 from edge.events import Event, EventClass, Gap
 from edge.ids import uuid7, uuid7_many
@@ -60,6 +71,22 @@ class _Batch:
     retained: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     sources: dict[str, int] = field(default_factory=dict)
     futures: list[asyncio.Future[None]] = field(default_factory=list)
+    since: float = 0.0  # monotonic time of the first submission
+    shed: list[int] = field(default_factory=lambda: [0, 0])  # telemetry shed (count, bytes), for `drops`
+    trimmed: list[tuple[Any, ...]] = field(default_factory=list)  # gap rows the budget trim made (filled on failure)
+
+    def merge(self, later: _Batch) -> None:
+        """Append `later` (queued after this batch) to this one, keeping the order."""
+        self.rows += later.rows
+        self.telemetry_bytes += later.telemetry_bytes
+        self.writes += later.writes
+        self.retained.update(later.retained)
+        for source, seq in later.sources.items():
+            self.sources[source] = max(seq, self.sources.get(source, 0))
+        self.futures += later.futures
+        if later.since and (not self.since or later.since < self.since):
+            self.since = later.since
+        self.shed = [self.shed[0] + later.shed[0], self.shed[1] + later.shed[1]]
 
     def __len__(self) -> int:
         return len(self.rows) + len(self.writes) + len(self.retained)
@@ -83,6 +110,14 @@ class Sequencer:
             n = self._last.get(source, 0) + 1
             self._last[source] = n
             return n
+
+    def rewind(self, before: dict[str, tuple[int, int]]) -> None:
+        """Give back numbers that were taken and never used: source -> (first taken, last taken); a source
+        that has taken more numbers since keeps them (a hole then needs a gap event instead)."""
+        with self._lock:
+            for source, (first, last) in before.items():
+                if self._last.get(source) == last:
+                    self._last[source] = first - 1
 
     def next_many(self, sources: Sequence[str]) -> list[int]:
         """The next number of each of `sources`, in order (one lock for a whole batch)."""
@@ -112,6 +147,7 @@ class Outbox:
         max_pending: int = 2_000,
         group_min: int = 1_000,
         ack_delay: float = 0.05,
+        reserve: SpaceReserve | None = None,
     ) -> None:
         self.db = db
         self.store_id = store_id
@@ -143,6 +179,16 @@ class Outbox:
         self._room.set()
         self._closing = False
         self._last_sweep = 0.0
+        self.reserve = reserve
+        self.shedding = False  # telemetry is dropped (with gap events) until the space reserve is back
+        self.shed_total = 0  # telemetry events shed for lack of space since the process started
+        self._shed: dict[str, list[int]] = {}  # source -> [first, last, count] shed since the last gap event
+        self._retry: list[tuple[int, _Batch]] = []  # batches of failed commits, by generation
+        self._gen = 0
+        self._errors_seen = 0  # the database's write_errors when the last failure was handled
+        self.commits = 0
+        self.commit_failures = 0
+        self.last_error: str | None = None  # SQLite's error of the failing commit (None once it works)
 
     # ---- lifecycle ----
     async def open(self) -> None:
@@ -187,20 +233,39 @@ class Outbox:
             rows = b.rows
             sources = b.sources
             seqs = self.sequencer.next_many([ev.source for ev in events])
-            for ev, eid, seq in zip(events, uuid7_many(len(events)), seqs, strict=True):
-                kind = type(ev)
-                meta = self._meta.get(kind)
-                if meta is None:
-                    meta = self._meta[kind] = (kind.TYPE, kind.CLASS.value, self.topic(kind.TOPIC))
-                etype, cls, topic = meta
-                payload = encode(ev, event_id=eid, sequence=seq, store_id=store)
-                rows.append((eid, ev.source, seq, etype, cls, topic, payload, len(payload), now))
-                sources[ev.source] = seq
+            staged: list[tuple[Any, ...]] = []
+            try:
+                for ev, eid, seq in zip(events, uuid7_many(len(events)), seqs, strict=True):
+                    kind = type(ev)
+                    meta = self._meta.get(kind)
+                    if meta is None:
+                        meta = self._meta[kind] = (kind.TYPE, kind.CLASS.value, self.topic(kind.TOPIC))
+                    etype, cls, topic = meta
+                    payload = encode(ev, event_id=eid, sequence=seq, store_id=store)
+                    staged.append((eid, ev.source, seq, etype, cls, topic, payload, len(payload), now))
+            except BaseException:
+                # nothing of this submission is queued: give its sequence numbers back (no hole)
+                taken: dict[str, tuple[int, int]] = {}
+                for ev, seq in zip(events, seqs, strict=True):
+                    taken[ev.source] = (taken.get(ev.source, (seq, seq))[0], seq)
+                self.sequencer.rewind(taken)
+                raise
+            if not len(b):
+                b.since = time.monotonic()
+            for row in staged:
+                etype, cls, size = row[3], row[4], row[7]
                 counts[etype] = counts.get(etype, 0) + 1
                 if cls == _TELEMETRY:
-                    b.telemetry_bytes += len(payload)
+                    if self.shedding:
+                        self._shed_row(b, row)
+                        continue
+                    b.telemetry_bytes += size
+                rows.append(row)
+                sources[row[1]] = row[2]
         for etype, n in counts.items():
             self.metrics.inc("edge_events_total", float(n), type=etype)
+        if not len(b) and (writes or retained):
+            b.since = time.monotonic()
         b.writes.extend(writes)
         if retained:
             b.retained.update(retained)
@@ -210,6 +275,43 @@ class Outbox:
             self._room.clear()
         self._wake.set()
         return fut
+
+    def _shed_row(self, b: _Batch, row: tuple[Any, ...]) -> None:
+        """Drop one telemetry row for lack of disk space; a gap event announces it with the next commit."""
+        source, seq, size = str(row[1]), int(row[2]), int(row[7])
+        span = self._shed.get(source)
+        if span is None:
+            self._shed[source] = [seq, seq, 1]
+        else:
+            span[0], span[1], span[2] = min(span[0], seq), max(span[1], seq), span[2] + 1
+        b.shed[0] += 1
+        b.shed[1] += size
+        self.metrics.inc("edge_outbox_dropped_total", 1.0, **{"class": _TELEMETRY})
+        self.metrics.inc("edge_outbox_shed_total")
+
+    def _announce_shed(self) -> None:
+        """Queue one `Gap` event per source whose telemetry was shed since the last announcement."""
+        shed, self._shed = self._shed, {}
+        now = self.clock.now()
+        gaps = [Gap(source="gateway", time=now, gap_source=src, first=first, last=last, dropped=n, reason="disk full")
+                for src, (first, last, n) in sorted(shed.items())]
+        for g in gaps:  # the state change is logged by `_failed`/`_try_restore`; the detail goes to debug
+            log.debug("disk full: shed %d telemetry events of %s (sequences %d..%d)", g.dropped, g.gap_source,
+                      g.first, g.last)
+            self.shed_total += g.dropped
+        self.submit(gaps)
+
+    def commit_lag(self) -> float:
+        """Seconds the oldest event not yet committed has waited (0 when everything is committed)."""
+        times = [b.since for _, b in self._retry if b.since]
+        if len(self._batch) and self._batch.since:
+            times.append(self._batch.since)
+        return max(0.0, time.monotonic() - min(times)) if times else 0.0
+
+    @property
+    def uncommitted(self) -> int:
+        """Events, writes and snapshots queued or kept for retry, not yet committed."""
+        return len(self._batch) + sum(len(b) for _, b in self._retry)
 
     async def wait_room(self) -> None:
         """Backpressure: wait while too much is queued and not yet committed."""
@@ -251,6 +353,14 @@ class Outbox:
         )
         return [OutRow(int(r[0]), str(r[1]), bytes(r[2]), str(r[3])) for r in rows]
 
+    async def oldest_unacked_created(self) -> float | None:
+        """Unix time the oldest committed, unacknowledged row was created (None when there is none)."""
+        mark = self.acked_through
+        row = await self.db.read(
+            lambda c: c.execute("SELECT created FROM outbox WHERE seq > ? ORDER BY seq LIMIT 1", (mark,)).fetchone()
+        )
+        return float(row[0]) if row else None
+
     async def retained_due(self) -> list[tuple[str, bytes, int]]:
         """Retained snapshots newer than what the hub has acknowledged."""
         rows = await self.db.read(
@@ -261,10 +371,16 @@ class Outbox:
     # ---- the committer ----
     async def run(self) -> None:
         """Commit whatever is queued, every `commit_interval`, until `close()`."""
-        previous: asyncio.Task[None] | None = None
+        previous: asyncio.Task[bool] | None = None
+        delay = 0.0
         try:
             while True:
-                await self._wake.wait()
+                if self.shedding:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 1.0)
+                    await self._try_restore()
+                else:
+                    await self._wake.wait()
                 # Group commit: while a commit is running, a small batch waits for it to finish (at most
                 # `commit_interval`), gathering what arrives meanwhile; a fixed sleep instead made every event
                 # behind a running ~1 ms commit wait the whole interval (p50 reading -> hub 5.5 ms vs 1.9-3.7
@@ -278,10 +394,21 @@ class Outbox:
                 # Two commits in flight: the next transaction is queued on the writer thread while the
                 # loop finishes the previous one (futures, uplink), so the writer never waits for the loop.
                 # The writer runs them in order and their results come back in order.
-                current = asyncio.create_task(self.flush())
+                current = asyncio.create_task(self._commit())
                 if previous is not None:
                     await previous
                 previous = current
+                if self._retry:
+                    # a commit failed: once nothing is in flight, its batch goes back in front, then retry
+                    await previous
+                    previous = None
+                    self._requeue()
+                    delay = min(max(delay * 2, 0.05), 5.0)
+                    await asyncio.sleep(delay)
+                    self._wake.set()
+                    continue
+                if self.last_error is None:
+                    delay = 0.0
                 if self._closing:
                     await previous
                     previous = None
@@ -294,6 +421,56 @@ class Outbox:
             if self._ack_timer is not None:
                 self._ack_timer.cancel()
                 self._ack_timer = None
+            left = sum(len(b.rows) for _, b in self._retry) + len(self._batch.rows)
+            if left:
+                log.error("committer stopped with %d events not committed (never accepted; last error: %s)",
+                          left, self.last_error)
+
+    def _requeue(self) -> None:
+        """Put the batches of failed commits back in front of what arrived since, in their order."""
+        parts = [b for _, b in sorted(self._retry, key=lambda gb: gb[0])]
+        self._retry.clear()
+        self._errors_seen = self.db.write_errors
+        merged = parts[0]
+        for later in [*parts[1:], self._batch]:
+            merged.merge(later)
+        if self.shedding and merged.telemetry_bytes:
+            kept = []
+            for row in merged.rows:
+                if row[4] == _TELEMETRY:
+                    self._shed_row(merged, row)
+                else:
+                    kept.append(row)
+            merged.rows = kept
+            merged.telemetry_bytes = 0
+        self._batch = merged
+        if len(merged) >= self.max_pending:
+            self._room.clear()
+
+    def _failed(self, exc: BaseException) -> None:
+        """A commit failed for a storage reason: log it once (SQLite's own error), release the reserve."""
+        self.commit_failures += 1
+        self.metrics.inc("edge_outbox_commit_failures_total")
+        error = describe(exc)
+        if self.last_error is None:
+            log.error("commit failed: %s; %d events kept in memory, retrying with backoff", error,
+                      sum(len(b.rows) for _, b in self._retry) + len(self._batch.rows))
+        self.last_error = error
+        if is_disk_full(exc) and not self.shedding:
+            self.shedding = True
+            freed = self.reserve.release() if self.reserve is not None else 0
+            log.error("disk full: released the %d-byte space reserve; alerts, ledger and control events go on, "
+                      "telemetry is shed with gap events until space returns", freed)
+
+    async def _try_restore(self) -> None:
+        """While shedding: take the space reserve back once there is room; then accept telemetry again."""
+        if self.last_error is not None:
+            return  # commits still fail: there is no room yet
+        ok = True if self.reserve is None else await asyncio.to_thread(self.reserve.restore)
+        if ok:
+            self.shedding = False
+            log.info("disk space is back: space reserve restored, telemetry accepted again (%d telemetry events "
+                     "shed so far, each range announced by a gap event)", self.shed_total)
 
     async def close(self) -> None:
         """Stop after committing everything queued."""
@@ -301,7 +478,14 @@ class Outbox:
         self._wake.set()
 
     async def flush(self) -> None:
-        """Commit the current batch and pending acknowledgements now."""
+        """Commit the current batch and pending acknowledgements now (after a failure: once it is committed)."""
+        if not await self._commit():
+            await self.submit([])  # resolves once the kept batch, which goes first, is committed
+
+    async def _commit(self) -> bool:
+        """Commit the current batch and pending acknowledgements; False when a storage failure kept it for retry."""
+        if self._shed:
+            self._announce_shed()
         if self._ack_timer is not None:
             self._ack_timer.cancel()  # the acknowledgements go with this commit
             self._ack_timer = None
@@ -311,20 +495,42 @@ class Outbox:
         racked, self._retained_acked = self._retained_acked, []
         if not len(batch) and mark == old_mark and not racked:
             self._room.set()
-            return
+            return True
         sweep = time.monotonic() - self._last_sweep > 60
         floor = max(self.inflight_floor(), mark)
+        gen, self._gen = self._gen, self._gen + 1
+        seen = self._errors_seen
+
+        def txn(c: sqlite3.Connection) -> tuple[int, list[OutRow], list[tuple[int, int]], int]:
+            if self.db.write_errors != seen:
+                raise _Skipped  # an earlier commit failed: this one must not overtake its batch
+            return self._transaction(c, batch, acked=(old_mark, mark), racked=racked, sweep=sweep, floor=floor)
+
         try:
-            result = await self.db.write(lambda c: self._transaction(
-                c, batch, acked=(old_mark, mark), racked=racked, sweep=sweep, floor=floor
-            ))
+            result = await self.db.write(txn)
         except BaseException as exc:
+            self._acked_count += acked  # the watermark goes with the next commit
+            self._retained_acked[:0] = racked
+            self._tele_db = None  # the transaction may have counted before it failed: count again
+            if isinstance(exc, _Skipped) or is_transient(exc) or is_disk_full(exc):
+                if batch.trimmed:
+                    # the budget trim's gap events took sequence numbers: keep them (announced again by the
+                    # next trim if need be) unless they can be given back
+                    batch.rows += batch.trimmed
+                    batch.trimmed = []
+                self._retry.append((gen, batch))
+                if not isinstance(exc, _Skipped):
+                    self._failed(exc)
+                self._wake.set()
+                return False
             for f in batch.futures:
                 if not f.done():
                     f.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
-            self._acked_count += acked  # the watermark goes with the next commit
-            self._tele_db = None  # the transaction may have counted before it failed: count again
             raise
+        if self.last_error is not None:
+            log.info("commits work again after %d failures", self.commit_failures)
+            self.last_error = None
+        self.commits += 1
         self._acked_through_db = mark
         if sweep:
             self._last_sweep = time.monotonic()
@@ -343,6 +549,7 @@ class Outbox:
         if batch.retained:
             for notify in self.retained_listeners:
                 notify()
+        return True
 
     def _transaction(
         self,
@@ -377,6 +584,12 @@ class Outbox:
             c.executemany(
                 "UPDATE retained SET published=max(published, ?) WHERE topic=?", [(v, t) for t, v in racked]
             )
+        if b.shed[0]:
+            c.execute(
+                "INSERT INTO drops(class, count, bytes) VALUES (?,?,?) ON CONFLICT(class) DO UPDATE"
+                " SET count=count+excluded.count, bytes=bytes+excluded.bytes",
+                (_TELEMETRY, b.shed[0], b.shed[1]),
+            )
         gap_rows: list[OutRow] = []
         dropped: list[tuple[int, int]] = []
         if self._tele_db is None:
@@ -384,7 +597,7 @@ class Outbox:
                                           " AND seq > ?", (mark,)).fetchone()[0]) - b.telemetry_bytes + acked_tele
         tele = self._tele_db + b.telemetry_bytes - acked_tele  # the budget counts pending telemetry only
         if tele > self.budget:
-            gap_rows, dropped = self._trim(c, tele - self.budget, floor, b.sources)
+            gap_rows, dropped = self._trim(c, tele - self.budget, floor, b)
             tele -= sum(size for _, size in dropped)
         self._tele_db = tele
         if b.sources:
@@ -402,7 +615,7 @@ class Outbox:
         return first_seq, gap_rows, dropped, tele
 
     def _trim(
-        self, c: sqlite3.Connection, excess: int, floor: int, sources: dict[str, int]
+        self, c: sqlite3.Connection, excess: int, floor: int, b: _Batch
     ) -> tuple[list[OutRow], list[tuple[int, int]]]:
         """Drop the oldest telemetry rows (not in flight) until `excess` bytes are freed; announce gaps."""
         dropped: list[tuple[int, int]] = []
@@ -435,20 +648,26 @@ class Outbox:
             gap = Gap(source="gateway", time=now, gap_source=source, first=min(seqs), last=max(seqs),
                       dropped=len(seqs))
             seq_no = self.sequencer.next(gap.source)
-            sources[gap.source] = seq_no
+            b.sources[gap.source] = seq_no
             eid = uuid7()
             payload = encode(gap, event_id=eid, sequence=seq_no, store_id=self.store_id)
             topic = self.topic(gap.TOPIC)
+            row = (eid, gap.source, seq_no, gap.TYPE, gap.CLASS.value, topic, payload, len(payload), time.time())
+            b.trimmed.append(row)  # kept (in the retried batch) if this transaction fails: no sequence hole
             c.execute(
                 "INSERT INTO outbox(id, source, sequence, type, class, topic, payload, size, created)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
-                (eid, gap.source, seq_no, gap.TYPE, gap.CLASS.value, topic, payload, len(payload), time.time()),
+                row,
             )
             rowid = int(c.execute("SELECT last_insert_rowid()").fetchone()[0])
             gap_rows.append(OutRow(rowid, topic, payload, gap.CLASS.value))
             log.warning("telemetry over its disk budget: dropped %d events of %s (sequences %d..%d)",
                         len(seqs), source, min(seqs), max(seqs))
         return gap_rows, dropped
+
+
+class _Skipped(Exception):
+    """A commit queued behind a failed one: not attempted, its batch goes back for retry."""
 
 
 _INSERT = "INSERT INTO outbox(id, source, sequence, type, class, topic, payload, size, created) VALUES "

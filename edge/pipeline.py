@@ -115,6 +115,7 @@ class Pipeline:
         self.tick_interval = tick_interval
         self._deadline_changed = asyncio.Event()
         self._limiter = LogLimiter(60.0)
+        self.taken = 0  # readings taken off the queue (the health monitor's progress count)
 
     def add_processor(self, processor: Processor) -> None:
         """Route readings of the processor's types to it."""
@@ -136,6 +137,7 @@ class Pipeline:
         """Drain readings in batches until cancelled."""
         while True:
             batch = await self.queue.get_batch(BATCH)
+            self.taken += len(batch)
             now = self.clock.now()
             outputs: list[object] = []
             for reading in batch:
@@ -158,7 +160,16 @@ class Pipeline:
 
     def next_deadline(self) -> datetime | None:
         """The earliest moment a reactor asked to be ticked (a restock debounce expiring), if any."""
-        times = [t for r in self.reactors if (t := getattr(r, "next_deadline", lambda: None)()) is not None]
+        times: list[datetime] = []
+        for r in self.reactors:
+            try:
+                t = getattr(r, "next_deadline", lambda: None)()
+            except Exception:  # a reactor bug: no deadline from it; periodic ticks go on
+                self._limiter.log(log, logging.ERROR, type(r).__name__, "%s next_deadline failed", type(r).__name__,
+                                  exc_info=True)
+                continue
+            if t is not None:
+                times.append(t)
         return min(times) if times else None
 
     async def run_deadlines(self) -> None:
@@ -186,8 +197,14 @@ class Pipeline:
             handled = due
             outputs: list[object] = []
             for reactor in self.reactors:
-                outputs.extend(reactor.tick(now))
-            self.route(outputs, now)
+                try:
+                    outputs.extend(reactor.tick(now))
+                except Exception:  # one reactor's bug must not end the deadlines (nor the others' ticks)
+                    self.metrics.inc("edge_processor_errors_total", processor=type(reactor).__name__)
+                    self._limiter.log(log, logging.ERROR, type(reactor).__name__, "%s deadline tick failed",
+                                      type(reactor).__name__, exc_info=True)
+            if outputs:
+                self.route(outputs, now)
 
     def tick(self, now: datetime) -> None:
         """One tick now (tests call it directly)."""

@@ -95,8 +95,9 @@ class GatewayView(Protocol):
         """The running processor of class `kind` (e.g. the traffic processor for its live view), if any."""
         ...
 
-    def register_command(self, name: str, handler: CommandHandler) -> None:
-        """Serve `cmd/{name}` over MQTT (and anything else that routes commands) with `handler`."""
+    def register_command(self, name: str, handler: CommandHandler, *, read_only: bool = False) -> None:
+        """Serve `cmd/{name}` over MQTT with `handler`; a command changes state (and needs the hub's signature,
+        docs/commands.md) unless registered `read_only`."""
         ...
 
     def subscribe(self) -> AsyncIterator[dict[str, Any]]:

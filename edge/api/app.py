@@ -230,10 +230,19 @@ def create_app(
         return _error(422, "bad_request", "; ".join(parts) or "invalid request")
 
     # ---- no token ----
-    @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, Any]:
-        """Liveness: the API answers and the gateway is running."""
-        return {"status": "ok", "store": gw.manifest.store.id, "time": gw.clock.now().isoformat()}
+    @app.get("/healthz", tags=["ops"], responses={503: {"description": "a check failed (see `checks`)"}})
+    async def healthz() -> JSONResponse:
+        """200 only when the daemon is healthy (core tasks run, commit and uplink lag under their limits, disk
+        reserve holds), else 503; each check with `ok` and a `reason` (edge/health.py, docs/api.md)."""
+        health = getattr(gw, "health", None)  # edge.health.Health on the real gateway
+        checks: dict[str, Any] = {}
+        if health is not None:
+            await health.measure_uplink_lag()
+            checks = health.checks()
+        ok = all(c["ok"] for c in checks.values())
+        body = {"status": "ok" if ok else "unhealthy", "store": gw.manifest.store.id,
+                "time": gw.clock.now().isoformat(), "checks": checks}
+        return JSONResponse(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:

@@ -167,6 +167,7 @@ class LlrpReaderSim:
         self._server: asyncio.Server | None = None
         self._conn: _Connection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._handlers: set[asyncio.Task[None]] = set()  # connection handler tasks (in _tasks too)
         self._keepalive: asyncio.Task[None] | None = None
         self._acc: dict[int, dict[tuple[str, int], _Acc]] = {}  # ROSpec id -> accumulated reports
         self._ids = 1000
@@ -184,13 +185,16 @@ class LlrpReaderSim:
         if self._server is not None:
             self._server.close()
         if self._conn is not None:
-            self._conn.writer.transport.abort()
+            self._conn.close()
         self._reset_state()
+        # connection handlers end by themselves once their socket is aborted (cancelling one makes Python
+        # 3.11's asyncio.streams log a spurious "Exception in callback"); everything else is cancelled
         for t in list(self._tasks):
-            t.cancel()
+            if t not in self._handlers:
+                t.cancel()
         for t in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+                await asyncio.wait_for(asyncio.shield(t), 2) if t in self._handlers else await t
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
@@ -302,6 +306,7 @@ class LlrpReaderSim:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+            self._handlers.add(task)
         conn = _Connection(self, reader, writer)
         try:
             if self._conn is not None:
@@ -321,6 +326,7 @@ class LlrpReaderSim:
             conn.close()
             if task is not None:
                 self._tasks.discard(task)
+                self._handlers.discard(task)
 
     def handle(self, conn: _Connection, msg: c.Message) -> bool:
         """Answer one client message; False ends the session."""

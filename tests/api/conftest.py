@@ -26,6 +26,7 @@ TOKENS = {
     "admin": "admin-token-0123456789",
 }
 UUID = "e2c56db5-dffb-48d2-b060-d0f5a71096e0"
+CMD_KEY = "hq-command-key-0123456789abcdefghij"  # hub.commands.keys[0] (id "hq") of the test manifest
 
 
 def manifest_for_tests(tmp: Path, **overrides: Any) -> Manifest:
@@ -56,6 +57,7 @@ def manifest_for_tests(tmp: Path, **overrides: Any) -> Manifest:
             }
         ],
     }
+    raw["hub"] = {**raw.get("hub", {}), "commands": {"keys": [{"id": "hq", "secret": CMD_KEY}]}}
     raw.update(overrides)
     raw["storage"] = {"data_dir": str(tmp / "var")}
     return parse_manifest(yaml.safe_dump(raw), "test-manifest.yaml")

@@ -212,15 +212,15 @@ async def test_stock_state_retained_and_stock_get_command(mosquitto: Mosquitto, 
             assert [c["data"]["version"] for c in changes] == [1, 2]
             assert changes[1]["data"]["delta"] == -1
             hub.client.publish(f"{ROOT}/cmd/stock.get",
-                               orjson.dumps({"id": "r1", "reply_to": "hq/replies/1", "shelf": "shelf-a1"}), qos=1)
+                               orjson.dumps({"id": "r1", "reply_to": f"{ROOT}/reply/hq/1", "shelf": "shelf-a1"}), qos=1)
             hub.client.publish(f"{ROOT}/cmd/stock.get", b"{not json", qos=1)
-            hub.client.publish(f"{ROOT}/cmd/nope", orjson.dumps({"id": 2, "reply_to": "hq/replies/1"}), qos=1)
+            hub.client.publish(f"{ROOT}/cmd/nope", orjson.dumps({"id": 2, "reply_to": f"{ROOT}/reply/hq/1"}), qos=1)
             try:
                 await asyncio.to_thread(hub.wait_for, lambda h: len([m for m in h.snapshot()
-                                                                     if m.topic == "hq/replies/1"]) >= 2, 5)
+                                                                     if m.topic == f"{ROOT}/reply/hq/1"]) >= 2, 5)
             except TimeoutError:
                 raise AssertionError([(m.topic, m.payload[:80]) for m in hub.snapshot()]) from None
-            replies = {m.json()["id"]: m.json() for m in hub.snapshot() if m.topic == "hq/replies/1"}
+            replies = {m.json()["id"]: m.json() for m in hub.snapshot() if m.topic == f"{ROOT}/reply/hq/1"}
             assert replies["r1"]["ok"] is True
             cola = next(i for i in replies["r1"]["result"]["items"] if i["sku"] == "cola-330")
             assert cola["count"] == 11 and cola["version"] == 2
