@@ -460,6 +460,25 @@ class ShelfSimPart:
             )
         return sections
 
+    def sim_of(self, shelf: str) -> CellFaults:
+        """The simulated shelf that weighs `shelf`'s lanes (for fault injection in scripted days)."""
+        for part in (self.serial, self.modbus, self.mqtt):
+            if part is not None and any(ln.shelf == shelf for ln in part.lanes):
+                return part
+        raise KeyError(f"no simulated shelf weighs {shelf}")
+
+    def stick_cell(self, shelf: str, lane: str) -> None:
+        """The lane's load cell repeats its last raw value (whichever simulated shelf weighs it)."""
+        self.sim_of(shelf).stick_cell(shelf, lane)
+
+    def unplug_cell(self, shelf: str, lane: str) -> None:
+        """The lane's load cell is unplugged (serial NaN, Modbus timeouts, MQTT null grams)."""
+        self.sim_of(shelf).unplug_cell(shelf, lane)
+
+    def heal_cell(self, shelf: str, lane: str) -> None:
+        """The lane's load cell works again."""
+        self.sim_of(shelf).heal_cell(shelf, lane)
+
     async def stop(self) -> None:
         """Stop every simulated shelf."""
         for part in (self.serial, self.modbus, self.mqtt):
