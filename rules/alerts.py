@@ -3,6 +3,13 @@
 Every transition is an event (class ALERT, topic `alerts`, never dropped) and an `alerts` table row
 committed with it, so the alert list survives restarts (`AlertBook.load`). The book only keeps the alerts
 that are still live (open or acknowledged); closed ones live in the table for the API.
+
+One alert per condition family and subject (`rules.actions.condition_key`): out of stock on a cell whose
+low-stock alert is live supersedes it (same alert, kind `out_of_stock`, an `escalated` event with reason
+`out_of_stock`: one notification stream), and a partial refill downgrades it back to `low_stock` (an
+`updated` event). An alert never expires while its condition holds: it stays open (escalating up to
+`MAX_ESCALATION` times) until the condition clears; `expire_after_s` only closes alerts whose condition
+the rules no longer watch (e.g. restored after a restart for a lane nobody reports any more).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from typing import Any, ClassVar
 
 from edge.errors import CommandError
 from edge.events import Event, EventClass
-from rules.actions import Action, AlertClear, AlertRaise
+from rules.actions import SEVERITY, Action, AlertClear, AlertRaise, Key, condition_key
 
 OPEN = "open"
 ACKNOWLEDGED = "acknowledged"
@@ -71,13 +78,32 @@ class AlertAcknowledged(AlertEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AlertEscalated(AlertEvent):
-    """Nobody acknowledged the alert in time; `level` counts the escalations (1..3)."""
+    """Nobody acknowledged the alert in time (`reason` unacknowledged), or its condition got worse (`reason`
+    out_of_stock: a stock-out superseded the cell's low-stock alert); `level` counts the escalations."""
 
     TYPE: ClassVar[str] = "retail.alert.escalated.v1"
     TRANSITION: ClassVar[str] = "escalated"
 
     level: int
     unacknowledged_s: float
+    reason: str = "unacknowledged"
+    message: str = ""
+    count: int | None = None
+    restock_qty: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertUpdated(AlertEvent):
+    """The condition eased but still holds (out of stock -> low stock after a partial refill): same alert,
+    new kind and figures."""
+
+    TYPE: ClassVar[str] = "retail.alert.updated.v1"
+    TRANSITION: ClassVar[str] = "updated"
+
+    message: str = ""
+    count: int | None = None
+    threshold: int | None = None
+    restock_qty: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,7 +119,8 @@ class AlertResolved(AlertEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AlertExpired(AlertEvent):
-    """The alert stayed unresolved for longer than the rules' expire_after_s and was closed."""
+    """The alert stayed unresolved for longer than the rules' expire_after_s while the rules no longer watched
+    its condition, and was closed (an alert whose condition still holds never expires)."""
 
     TYPE: ClassVar[str] = "retail.alert.expired.v1"
     TRANSITION: ClassVar[str] = "expired"
@@ -101,7 +128,7 @@ class AlertExpired(AlertEvent):
     open_s: float
 
 
-ALERT_EVENT_TYPES = (AlertOpened, AlertAcknowledged, AlertEscalated, AlertResolved, AlertExpired)
+ALERT_EVENT_TYPES = (AlertOpened, AlertAcknowledged, AlertEscalated, AlertUpdated, AlertResolved, AlertExpired)
 
 
 # ---- the alert record ---------------------------------------------------------------------------
@@ -141,9 +168,9 @@ class Alert:
     close_reason: str | None = None
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        """The condition key (see `AlertRaise.key`)."""
-        return (self.kind, self.shelf or "", self.sku or "", self.device or "")
+    def key(self) -> Key:
+        """The condition's family key (see `rules.actions.condition_key`)."""
+        return condition_key(self.kind, self.shelf, self.sku, self.device)
 
     def row(self) -> dict[str, Any]:
         """The `alerts` table row (also the API's JSON form)."""
@@ -233,7 +260,7 @@ class AlertBook:
     def __init__(self, new_id: Callable[[], str]) -> None:
         self._new_id = new_id
         self.live: dict[str, Alert] = {}
-        self._by_key: dict[tuple[str, str, str, str], str] = {}
+        self._by_key: dict[Key, str] = {}
 
     def load(self, rows: Iterable[Mapping[str, Any]]) -> list[Alert]:
         """Restore live alerts from table rows; returns them."""
@@ -247,11 +274,11 @@ class AlertBook:
         return out
 
     def apply(self, action: Action, now: datetime) -> list[Transition]:
-        """Open an alert for a raise (unless one is live for that condition), resolve one for a clear."""
+        """Open an alert for a raise (supersede or downgrade the live one of its family), resolve one for a clear."""
         existing = self._by_key.get(action.key)
         if isinstance(action, AlertRaise):
             if existing is not None:
-                return []
+                return self._change_kind(self.live[existing], action, now)
             a = Alert(
                 id=self._new_id(),
                 kind=action.kind,
@@ -286,6 +313,37 @@ class AlertBook:
         a = self._close(existing, RESOLVED, action.reason, now, count=action.count)
         return [Transition(a, AlertResolved(time=now, reason=action.reason, count=action.count, **_common(a)))]
 
+    def _change_kind(self, a: Alert, action: AlertRaise, now: datetime) -> list[Transition]:
+        """A raise for a family whose alert is live: worse -> escalate it, milder -> update it, same -> nothing."""
+        if action.kind == a.kind:
+            return []
+        moved = replace(
+            a,
+            kind=action.kind,
+            message=action.message,
+            count=action.count,
+            threshold=action.threshold,
+            restock_qty=action.restock_qty,
+            days_of_cover=action.days_of_cover,
+            updated_at=now,
+        )
+        if SEVERITY.get(action.kind, 0) > SEVERITY.get(a.kind, 0):
+            up = replace(moved, escalation_level=a.escalation_level + 1, escalated_at=now)
+            self.live[up.id] = up
+            age = (now - up.opened_at).total_seconds()
+            ev: AlertEvent = AlertEscalated(
+                time=now, level=up.escalation_level, unacknowledged_s=age if up.state == OPEN else 0.0,
+                reason=action.kind, message=up.message, count=up.count, restock_qty=up.restock_qty, **_common(up)
+            )
+        else:
+            up = moved
+            self.live[up.id] = up
+            ev = AlertUpdated(
+                time=now, message=up.message, count=up.count, threshold=up.threshold, restock_qty=up.restock_qty,
+                **_common(up)
+            )
+        return [Transition(up, ev)]
+
     def ack(self, alert_id: str, by: str, now: datetime) -> Transition | None:
         """Acknowledge a live alert; None when it already was (idempotent). Unknown -> CommandError."""
         a = self.live.get(alert_id)
@@ -297,12 +355,15 @@ class AlertBook:
         self.live[a.id] = a
         return Transition(a, AlertAcknowledged(time=now, by=by, **_common(a)))
 
-    def tick(self, now: datetime, expire_after_s: float) -> list[Transition]:
-        """Escalate unacknowledged alerts past their deadline; expire alerts open for too long."""
+    def tick(
+        self, now: datetime, expire_after_s: float, holds: Callable[[Alert], bool] = lambda _a: False
+    ) -> list[Transition]:
+        """Escalate unacknowledged alerts past their deadline; expire alerts open for too long whose condition
+        no longer `holds` (the rules' verdict; an alert whose condition holds stays open)."""
         out: list[Transition] = []
         for a in list(self.live.values()):
             age = (now - a.opened_at).total_seconds()
-            if expire_after_s > 0 and age >= expire_after_s:
+            if expire_after_s > 0 and age >= expire_after_s and not holds(a):
                 closed = self._close(a.id, EXPIRED, "expired", now)
                 out.append(Transition(closed, AlertExpired(time=now, open_s=age, **_common(closed))))
                 continue

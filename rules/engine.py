@@ -1,18 +1,24 @@
 """The rules engine: a Reactor that wires the pure rules (restock, device faults, offers) to the gateway.
 
 It turns emitted events into rule inputs (StockChanged -> restock, DeviceStatusChanged -> faults,
-`retail.restock.started/finished.v1` -> mute) and rule actions into alert transitions: events plus the
-`alerts` rows and webhook deliveries committed with them. No I/O and no clock reads here: the gateway
-calls `react`/`tick` with `now`, and `rules.service` does the file watching, commands and webhooks.
-Reloads are atomic: new rules are parsed, validated and compiled first; on any problem the old rules stay
-and a `retail.rules.rejected.v1` event says why.
+`retail.restock.started/finished.v1` -> mute, weight-shelf lane faults / unknown objects -> rules.lanes)
+and rule actions into alert transitions: events plus the `alerts` rows and webhook deliveries committed
+with them. No I/O and no clock reads here: the gateway calls `react`/`tick` with `now`, and
+`rules.service` does the file watching, commands and webhooks. Reloads are atomic: new rules are parsed,
+validated and compiled first; on any problem the old rules stay and a `retail.rules.rejected.v1` event
+says why.
+
+Failures are contained: a restock cell whose evaluation raises is skipped (the others still alert), and
+each rule of a tick (restock, device faults, lanes, the alert book, offers) runs on its own; every failure
+is counted (`edge_rules_errors_total{rule}`) and logged once per cell or rule per minute.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -23,12 +29,23 @@ from edge.config import Manifest
 from edge.errors import CommandError
 from edge.events import DeviceStatusChanged, Event, EventClass, StockChanged
 from edge.ids import uuid7
+from edge.ratelimit import LogLimiter
 from edge.runtime import Delete, StateWrite, Upsert
 from edge.state import StockState
-from rules.actions import DEVICE_FAULT, DEVICE_OFFLINE, LOW_STOCK, OUT_OF_STOCK, Action
-from rules.alerts import ALERT_EVENT_TYPES, AlertBook, Transition, validate_staff_name
+from rules.actions import DEVICE_FAULT, DEVICE_OFFLINE, LANE_FAULT, LOW_STOCK, OUT_OF_STOCK, UNKNOWN_OBJECT, Action
+from rules.alerts import ALERT_EVENT_TYPES, Alert, AlertBook, Transition, validate_staff_name
 from rules.config import OffersConfig, RulesBody, RulesConfig, WebhookConfig
 from rules.faults import DeviceSeen, DeviceWatch, FaultState, step_faults
+from rules.lanes import EVENT_TYPES as LANE_EVENT_TYPES
+from rules.lanes import (
+    LANE_FIELDS,
+    LaneSeen,
+    LaneState,
+    lane_condition_holds,
+    lane_seen,
+    restore_lane_alert,
+    step_lanes,
+)
 from rules.offers import (
     OfferBook,
     OfferState,
@@ -50,10 +67,13 @@ from rules.restock import (
     StockSeen,
     Tick,
     compile_rules,
+    condition_holds,
     debounce_deadlines,
     step,
 )
 from rules.webhooks import delivery_rows
+
+log = logging.getLogger(__name__)
 
 RESTOCK_STARTED = "retail.restock.started.v1"
 RESTOCK_FINISHED = "retail.restock.finished.v1"
@@ -125,6 +145,11 @@ class RulesEngine:
         self.book = AlertBook(new_id)
         self.restock = RestockState()
         self.faults: FaultState = {}
+        self.lanes = LaneState()
+        self._sku_of: dict[tuple[str, str], str] = {
+            (shelf.id, lane.id): lane.sku for shelf in manifest.shelves for lane in shelf.lanes
+        }
+        self._limiter = LogLimiter(60.0)
         self.offer_state = OfferState()
         self.offers: OfferBook = compile_offers(manifest, offers or OffersConfig())
         self.ruleset: RuleSet = compile_rules(manifest, RulesBody())
@@ -201,6 +226,8 @@ class RulesEngine:
                 state = "fault" if a.kind == DEVICE_FAULT else "offline"
                 faults[a.device] = DeviceWatch(state, a.opened_at, None, a.kind)
                 self.faults = faults
+            elif a.kind in (LANE_FAULT, UNKNOWN_OBJECT) and a.shelf and a.sku:
+                self.lanes = restore_lane_alert(self.lanes, a.kind, a.shelf, a.sku)
         out: list[object] = []
         for cell in stock.cells():
             if cell.version > 0:
@@ -224,14 +251,14 @@ class RulesEngine:
             seen = StockSeen(event.shelf, event.sku, event.count, event.delta, event.origin, at=event.time)
             return self._restock(seen, now)
         if isinstance(event, DeviceStatusChanged):
-            self.count("edge_rules_evaluations_total", rule="faults")
-            self.faults, actions = step_faults(
-                self.ruleset.device_fault_grace_s,
-                self.faults,
-                DeviceSeen(event.device, event.state, event.error),
-                now,
-            )
-            return self._alerts(actions, now)
+            return self._faults(DeviceSeen(event.device, event.state, event.error), now)
+        if event.TYPE in LANE_EVENT_TYPES:
+            fields = {k: getattr(event, k, None) for k in LANE_FIELDS}
+            fields["source"] = event.source
+            out: list[object] = []
+            for change in lane_seen(event.TYPE, fields, self._sku_of):
+                out += self._lanes(change if change.at is not None else replace(change, at=event.time), now)
+            return out
         if event.TYPE in (RESTOCK_STARTED, RESTOCK_FINISHED):
             shelf = getattr(event, "shelf", None)
             if isinstance(shelf, str) and shelf:
@@ -239,15 +266,48 @@ class RulesEngine:
         return []
 
     def tick(self, now: datetime) -> Sequence[object]:
-        """Debounce expiry, opening hours, mute expiry, escalation, expiry, offer retention."""
+        """Debounce expiry, opening hours, mute expiry, lane holds, escalation, expiry, offer retention.
+
+        Each part runs on its own: one that fails is counted and logged, the others still run."""
         if not self.ready:
             return []
-        out = self._restock(Tick(), now)
-        self.faults, actions = step_faults(self.ruleset.device_fault_grace_s, self.faults, None, now)
-        out += self._alerts(actions, now)
-        out += self._transitions(self.book.tick(now, self.ruleset.expire_after_s))
-        self.offer_state = purge(self.offer_state, now, self.offers.config.retention_s)
+        out: list[object] = []
+        out += self._guard("restock", lambda: self._restock(Tick(), now))
+        out += self._guard("faults", lambda: self._faults(None, now))
+        out += self._guard("lanes", lambda: self._lanes(None, now))
+        out += self._guard(
+            "alerts", lambda: self._transitions(self.book.tick(now, self.ruleset.expire_after_s, self._holds))
+        )
+        self._guard("offers", lambda: self._purge_offers(now))
         return out
+
+    def _purge_offers(self, now: datetime) -> list[object]:
+        self.offer_state = purge(self.offer_state, now, self.offers.config.retention_s)
+        return []
+
+    def _guard(self, rule: str, run: Callable[[], list[object]]) -> list[object]:
+        """Run one rule's part of a tick; a failure is counted and logged (once a minute) instead of raised."""
+        try:
+            return run()
+        except Exception:
+            self._failed(rule, rule, "failed")
+            return []
+
+    def _failed(self, rule: str, key: str, what: str, *, detail: str = "") -> None:
+        self.count("edge_rules_errors_total", rule=rule)
+        self._limiter.log(log, logging.ERROR, key, "rules: %s %s%s", key, what, f": {detail}" if detail else "",
+                          exc_info=not detail)
+
+    def _holds(self, a: Alert) -> bool:
+        """Does the condition of a live alert still hold (then it stays open past expire_after_s)?"""
+        if a.kind in (LOW_STOCK, OUT_OF_STOCK) and a.shelf and a.sku:
+            return condition_holds(self.restock, a.shelf, a.sku)
+        if a.kind in (DEVICE_OFFLINE, DEVICE_FAULT) and a.device:
+            w = self.faults.get(a.device)
+            return w is not None and w.active is not None
+        if a.kind in (LANE_FAULT, UNKNOWN_OBJECT) and a.shelf and a.sku:
+            return lane_condition_holds(self.lanes, a.kind, a.shelf, a.sku)
+        return False
 
     # ---- commands (called by rules.service and the API) ----
     def ack(self, alert_id: object, by: object, now: datetime) -> list[object]:
@@ -287,9 +347,22 @@ class RulesEngine:
         return reply, events
 
     # ---- internals ----
+    def _faults(self, seen: DeviceSeen | None, now: datetime) -> list[object]:
+        self.count("edge_rules_evaluations_total", rule="faults")
+        self.faults, actions = step_faults(self.ruleset.device_fault_grace_s, self.faults, seen, now)
+        return self._alerts(actions, now)
+
+    def _lanes(self, seen: LaneSeen | None, now: datetime) -> list[object]:
+        self.count("edge_rules_evaluations_total", rule="lanes")
+        rs = self.ruleset
+        self.lanes, actions = step_lanes(rs.lane_fault_hold_s, rs.escalate_after_s, self.lanes, seen, now)
+        return self._alerts(actions, now)
+
     def _restock(self, inp: StockSeen | Mute | Tick, now: datetime) -> list[object]:
         self.count("edge_rules_evaluations_total", rule="restock")
         self.restock, actions = step(self.ruleset, self.restock, inp, now)
+        for (shelf, sku), err in self.restock.errors.items():
+            self._failed("restock", f"{shelf}/{sku}", "evaluation failed (skipped; other cells go on)", detail=err)
         if isinstance(inp, StockSeen):
             key = (inp.shelf, inp.sku)
             self._deadlines.pop(key, None)
@@ -301,6 +374,7 @@ class RulesEngine:
     def next_deadline(self) -> datetime | None:
         """The earliest moment a debouncing cell will be due to alert (the pipeline ticks the rules then)."""
         return min(self._deadlines.values()) if self._deadlines else None
+
 
     def _alerts(self, actions: Sequence[Action], now: datetime) -> list[object]:
         out: list[object] = []

@@ -12,6 +12,15 @@ stock-out), inside opening hours and outside quiet hours (a pending condition is
 so it fires at opening), while its shelf is not muted for restocking, and not within `cooldown_s` of the
 previous alert of that cell. Clearing is never suppressed. Settings inherit defaults -> category -> shelf
 -> sku -> shelf x sku; `max` (par) is capped at the planogram capacity. See docs/api.md and DOMAIN.md.
+
+The two conditions of a cell are one alert family (`rules.actions`): the actions speak for the cell's one
+stock alert. A stock-out raises `out_of_stock` (which supersedes a live low-stock alert, or opens the alert
+when both conditions fire together); when it clears while the cell is still low, `low_stock` is raised
+again (a downgrade of the same alert); the cell's alert is cleared once. A condition stays active (and
+its alert open: `condition_holds`) for as long as it holds, whatever the alert's age.
+
+One cell's failure never stops the others: a cell whose evaluation raises keeps its previous state and is
+reported in `RestockState.errors` (the engine counts and logs it); a mute lasts at most `mute_max_s`.
 """
 
 from __future__ import annotations
@@ -84,6 +93,8 @@ class RuleSet:
     mute_max_s: float
     expire_after_s: float
     velocity_window_s: float
+    lane_fault_hold_s: float = 60.0
+    escalate_after_s: float | None = None  # the defaults' (for alerts that belong to no rule cell)
 
     def allows_alerts(self, now: datetime) -> bool:
         """True inside opening hours and outside every quiet window (store-local time)."""
@@ -119,9 +130,34 @@ def _merge(levels: list[RestockRule | None]) -> dict[str, Any]:
     return out
 
 
+MAX_SECONDS = 366 * 86400.0
+"""No duration of the rules may exceed a year (datetime arithmetic with larger ones overflows)."""
+_DURATIONS = ("debounce_s", "cooldown_s", "escalate_after_s", "min_days_of_cover")
+_STORE_DURATIONS = ("device_fault_grace_s", "mute_max_s", "expire_after_s", "velocity_window_s", "lane_fault_hold_s")
+
+
+def _bounds(body: RulesBody) -> list[str]:
+    """Every duration finite and at most `MAX_SECONDS` (defence in depth behind the schema's own bounds)."""
+    levels: list[tuple[str, RestockRule]] = [("rules.defaults", body.defaults)]
+    levels += [(f"rules.categories.{k}", v) for k, v in body.categories.items()]
+    levels += [(f"rules.shelves.{k}", v) for k, v in body.shelves.items()]
+    levels += [(f"rules.skus.{k}", v) for k, v in body.skus.items()]
+    levels += [(f"rules.cells[{i}]", c) for i, c in enumerate(body.cells)]
+    values = [(f"{where}.{name}", getattr(level, name)) for where, level in levels for name in _DURATIONS]
+    values += [(f"rules.{name}", getattr(body, name, None)) for name in _STORE_DURATIONS]
+    problems = []
+    for where, v in values:
+        limit, unit = (MAX_SECONDS / 86400, "days") if where.endswith("_days_of_cover") else (MAX_SECONDS, "s")
+        if v is not None and not (math.isfinite(v) and v <= limit):
+            problems.append(f"{where}: {v!r} is not a finite number of at most {limit:.0f} {unit}; use a smaller value")
+    return problems
+
+
 def compile_rules(manifest: Manifest, body: RulesBody) -> RuleSet:
     """Resolve inheritance for every planogram cell and check the rules against the store."""
-    problems: list[str] = []
+    problems: list[str] = _bounds(body)
+    if problems:
+        raise RulesError(problems)
     try:
         tz = ZoneInfo(manifest.store.timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -209,6 +245,8 @@ def compile_rules(manifest: Manifest, body: RulesBody) -> RuleSet:
         mute_max_s=body.mute_max_s,
         expire_after_s=body.expire_after_s,
         velocity_window_s=body.velocity_window_s,
+        lane_fault_hold_s=body.lane_fault_hold_s,
+        escalate_after_s=body.defaults.escalate_after_s,
     )
 
 
@@ -294,10 +332,12 @@ class CellState:
 
 @dataclass(frozen=True, slots=True)
 class RestockState:
-    """The rule's whole state: cells and restock mutes (shelf -> muted until)."""
+    """The rule's whole state: cells, restock mutes (shelf -> muted until), and the cells whose evaluation
+    failed in the last step (cell -> error, for the engine to count and log)."""
 
     cells: Mapping[tuple[str, str], CellState] = field(default_factory=dict)
     muted: Mapping[str, datetime] = field(default_factory=dict)
+    errors: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +400,7 @@ def step(rules: RuleSet, state: RestockState, inp: Input, now: datetime) -> tupl
         touched = [key]
     elif isinstance(inp, Mute):
         if inp.on:
-            muted[inp.shelf] = now + timedelta(seconds=inp.duration_s or rules.mute_max_s)
+            muted[inp.shelf] = now + timedelta(seconds=mute_seconds(rules, inp.duration_s))
         else:
             muted.pop(inp.shelf, None)
         touched = [k for k in cells if k[0] == inp.shelf]
@@ -368,19 +408,38 @@ def step(rules: RuleSet, state: RestockState, inp: Input, now: datetime) -> tupl
         key = (inp.shelf, inp.sku)
         cell = cells.get(key, CellState())
         w = Watch("active", inp.raised, inp.raised)
-        cells[key] = replace(cell, low=w) if inp.kind == LOW_STOCK else replace(cell, out=w)
+        # a stock-out is also low: both conditions of the cell's one alert are active
+        cells[key] = replace(cell, low=w) if inp.kind == LOW_STOCK else replace(cell, out=w, low=w)
         return RestockState(cells, muted), []
     else:
         touched = list(cells)
+    errors: dict[tuple[str, str], str] = {}
     for key in touched:
         rule = rules.cells.get(key)
         cell = cells[key]
         if rule is None or cell.count is None:
             continue
-        new, acts = _evaluate(rules, rule, cell, key[0] in muted, now, since_hint=since_hint)
+        try:
+            new, acts = _evaluate(rules, rule, cell, key[0] in muted, now, since_hint=since_hint)
+        except Exception as exc:  # one broken cell must not stop the others' alerts
+            errors[key] = f"{type(exc).__name__}: {exc}"
+            continue
         cells[key] = new
         actions += acts
-    return RestockState(cells, muted), actions
+    return RestockState(cells, muted, errors), actions
+
+
+def mute_seconds(rules: RuleSet, duration_s: float | None) -> float:
+    """How long a restock mute lasts: the asked duration, at most (and by default) `mute_max_s`."""
+    if duration_s is None or not math.isfinite(duration_s) or duration_s <= 0:
+        return rules.mute_max_s
+    return min(duration_s, rules.mute_max_s)
+
+
+def condition_holds(state: RestockState, shelf: str, sku: str) -> bool:
+    """True while a stock condition of the cell is active (its alert must stay open, never expire)."""
+    cell = state.cells.get((shelf, sku))
+    return cell is not None and "active" in (cell.low.phase, cell.out.phase)
 
 
 def _evaluate(
@@ -394,28 +453,37 @@ def _evaluate(
     actions: list[Action] = []
     out, ev_out = _watch(cell.out, count, 0, 1, rule, may_raise, now, since_hint)
     low, ev_low = _watch(cell.low, count, low_at, low_at + rule.clear_margin, rule, may_raise, now, since_hint)
-    for kind, ev, threshold in ((OUT_OF_STOCK, ev_out, 0), (LOW_STOCK, ev_low, low_at)):
-        if ev == "raise":
-            qty = restock_quantity(rule, count)
-            actions.append(
-                AlertRaise(
-                    kind=kind,
-                    shelf=rule.shelf,
-                    sku=rule.sku,
-                    count=count,
-                    threshold=threshold,
-                    restock_qty=qty,
-                    days_of_cover=days_of_cover(count, per_day),
-                    escalate_after_s=rule.escalate_after_s,
-                    message=(
-                        f"{rule.sku} on {rule.shelf}: "
-                        + ("out of stock" if kind == OUT_OF_STOCK else f"{count} left (min {threshold})")
-                        + f"; restock {qty}"
-                    ),
-                )
+    # One alert per cell: turn the two conditions' transitions into actions on that alert.
+    raise_kind: str | None = None
+    if ev_out == "raise":
+        raise_kind = OUT_OF_STOCK  # opens the alert, or supersedes a live low-stock one
+    elif ev_low == "raise" and out.phase != "active":
+        raise_kind = LOW_STOCK
+    elif ev_out == "clear" and low.phase == "active":
+        raise_kind = LOW_STOCK  # partial refill: the alert is downgraded, not closed
+    if raise_kind is not None:
+        threshold = 0 if raise_kind == OUT_OF_STOCK else low_at
+        qty = restock_quantity(rule, count)
+        actions.append(
+            AlertRaise(
+                kind=raise_kind,
+                shelf=rule.shelf,
+                sku=rule.sku,
+                count=count,
+                threshold=threshold,
+                restock_qty=qty,
+                days_of_cover=days_of_cover(count, per_day),
+                escalate_after_s=rule.escalate_after_s,
+                message=(
+                    f"{rule.sku} on {rule.shelf}: "
+                    + ("out of stock" if raise_kind == OUT_OF_STOCK else f"{count} left (min {threshold})")
+                    + f"; restock {qty}"
+                ),
             )
-        elif ev == "clear":
-            actions.append(AlertClear(kind=kind, shelf=rule.shelf, sku=rule.sku, count=count))
+        )
+    elif "clear" in (ev_out, ev_low) and "active" not in (out.phase, low.phase):
+        actions.append(AlertClear(kind=OUT_OF_STOCK if ev_out == "clear" else LOW_STOCK, shelf=rule.shelf,
+                                  sku=rule.sku, count=count))
     return replace(cell, low=low, out=out), actions
 
 
@@ -448,5 +516,8 @@ def debounce_deadlines(
             continue
         times = [w.since for w in (cell.low, cell.out) if w.phase == "pending" and w.since is not None]
         if times:
-            out[key] = min(times) + timedelta(seconds=rule.debounce_s)
+            try:
+                out[key] = min(times) + timedelta(seconds=rule.debounce_s)
+            except (OverflowError, ValueError):
+                continue  # a debounce beyond the calendar: no deadline (periodic ticks still evaluate the cell)
     return out

@@ -2,7 +2,8 @@
 
 `rules.install(gw)` builds one `RulesService`. MQTT commands (request/reply, see edge/commands.py):
 `alert.ack` {alert_id, by}, `sighting` {shopper, consent, beacon|zone, rssi?, time?, tags?},
-`rules.reload` {rules?}, `restock.mute` {shelf, on?, duration_s?}. The HTTP API calls the same methods.
+`rules.reload` {rules?}, `restock.mute` {shelf, on?, duration_s?} (0 < duration_s <= the rules'
+`mute_max_s`, default mute_max_s). The HTTP API calls the same methods.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,19 @@ from rules.engine import RulesEngine, split
 from rules.webhooks import WebhookWorker
 
 log = logging.getLogger(__name__)
+
+
+def mute_duration(duration_s: object, mute_max_s: float) -> float | None:
+    """A `restock.mute` duration: None (the rules' mute_max_s) or a finite number of seconds in
+    (0, mute_max_s]; anything else is a `bad_request` naming the field and the bound."""
+    if duration_s is None:
+        return None
+    if (isinstance(duration_s, bool) or not isinstance(duration_s, int | float) or not math.isfinite(duration_s)
+            or not 0 < duration_s <= mute_max_s):
+        raise CommandError(
+            "bad_request", f"duration_s must be a number of seconds above 0 and at most mute_max_s ({mute_max_s:g})"
+        )
+    return float(duration_s)
 
 
 def inline_body(cfg: RulesConfig) -> RulesBody:
@@ -144,9 +159,7 @@ class RulesService:
         """Mute or unmute restock alerts of a shelf."""
         if not isinstance(shelf, str) or not isinstance(on, bool):
             raise CommandError("bad_request", "shelf must be a shelf id and on a boolean")
-        if duration_s is not None and (not isinstance(duration_s, int | float) or duration_s <= 0):
-            raise CommandError("bad_request", "duration_s must be a positive number of seconds")
-        dur = float(duration_s) if duration_s is not None else None
+        dur = mute_duration(duration_s, self.engine.ruleset.mute_max_s)
         out = self.engine.mute(shelf, on=on, now=self.gw.clock.now(), duration_s=dur)
         await self.gw.emit_committed(*split(out))
         return {"shelf": shelf, "muted": on}

@@ -55,11 +55,20 @@ def test_real_payloads_validate(demo_manifest: Manifest) -> None:
     sc = StockChanged(
         source="s", time=T0, shelf="shelf-a1", sku="cola-330", count=0, previous=5, delta=-5, version=2, origin="weight"
     )
-    out += e.react(sc, T0)
+    low = dataclasses.replace(sc, count=1, previous=5, delta=-4)
+    out += e.react(low, T0)
     opened = next(o for o in out if type(o).__name__ == "AlertOpened")
     out += e.tick(T0 + timedelta(seconds=2))
     out += e.ack(opened.alert_id, "Sam", T0 + timedelta(seconds=3))
-    out += e.tick(T0 + timedelta(seconds=11))
+    out += e.react(dataclasses.replace(sc, previous=1, delta=-1, version=3), T0 + timedelta(seconds=4))  # superseded
+    out += e.react(dataclasses.replace(sc, count=1, previous=0, delta=1, version=4), T0 + timedelta(seconds=5))
+    # an alert restored after a restart for a lane nobody reports any more expires
+    e2 = RulesEngine(demo_manifest, rules=rules, new_id=lambda: "x")
+    e2.load_body(rules.model_dump(exclude={"file", "watch_interval_s"}), "start", T0)
+    row = {"id": "a1", "kind": "lane_fault", "state": "open", "shelf": "shelf-a1", "sku": "cola-330",
+           "opened_at": T0.isoformat(), "updated_at": T0.isoformat()}
+    e2.restore([row], StockState(demo_manifest), T0)
+    out += e2.tick(T0 + timedelta(seconds=11))
     st = StockState(demo_manifest)
 
     st.apply(StockUpdate(shelf="shelf-a1", sku="cola-330", time=T0, origin="manual", source="x", count=3))
@@ -77,6 +86,7 @@ def test_real_payloads_validate(demo_manifest: Manifest) -> None:
         "RulesRejected",
         "AlertOpened",
         "AlertEscalated",
+        "AlertUpdated",
         "AlertAcknowledged",
         "AlertExpired",
         "OfferTriggered",

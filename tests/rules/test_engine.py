@@ -90,21 +90,36 @@ def test_low_stock_lifecycle_open_ack_resolve(demo_manifest: Manifest) -> None:
     assert err.value.code == "not_found"
 
 
-def test_escalation_then_expiry(demo_manifest: Manifest) -> None:
+def test_stock_out_is_one_alert_that_escalates_and_never_expires_while_empty(demo_manifest: Manifest) -> None:
     e = engine(demo_manifest)
     e.react(stock(0, 10, 2, T0), T0)
-    kinds = {type(x).__name__ for x in events(e.tick(T0 + timedelta(seconds=10)))}
-    assert kinds == {"AlertOpened"}  # out_of_stock and low_stock
-    assert len(e.book.live) == 2
-    esc = events(e.tick(T0 + timedelta(seconds=71)))
-    assert len(esc) == 2
-    assert all(isinstance(x, AlertEscalated) and x.level == 1 for x in esc)
-    esc2 = events(e.tick(T0 + timedelta(seconds=132)))
-    assert all(isinstance(x, AlertEscalated) and x.level == 2 for x in esc2)
-    exp = events(e.tick(T0 + timedelta(seconds=3611)))
-    assert len(exp) == 2
-    assert all(isinstance(x, AlertExpired) for x in exp)
+    (opened,) = events(e.tick(T0 + timedelta(seconds=10)))
+    assert isinstance(opened, AlertOpened)
+    assert opened.kind == "out_of_stock"  # one alert for the cell, not low stock + out of stock
+    assert len(e.book.live) == 1
+    (esc,) = events(e.tick(T0 + timedelta(seconds=71)))
+    assert isinstance(esc, AlertEscalated) and esc.level == 1 and esc.reason == "unacknowledged"
+    (esc2,) = events(e.tick(T0 + timedelta(seconds=132)))
+    assert isinstance(esc2, AlertEscalated) and esc2.level == 2
+    # expire_after_s (3600) passes with the shelf still empty: the alert stays open
+    assert [type(x) for x in events(e.tick(T0 + timedelta(seconds=3611)))] == [AlertEscalated]  # level 3
+    assert events(e.tick(T0 + timedelta(hours=9))) == []
+    assert [a.id for a in e.book.live.values()] == [opened.alert_id]
+    (resolved,) = events(e.react(stock(24, 0, 3, T0), T0 + timedelta(hours=9, seconds=1)))
+    assert isinstance(resolved, AlertResolved) and resolved.alert_id == opened.alert_id
     assert e.book.live == {}
+
+
+def test_alert_whose_condition_is_no_longer_watched_expires(demo_manifest: Manifest) -> None:
+    # a lane alert restored after a restart that no lane reports any more: expire_after_s closes it
+    e = RulesEngine(demo_manifest, rules=RULES, new_id=lambda: "n")
+    e.load_body(RULES.model_dump(exclude={"file", "watch_interval_s"}), "start", T0)
+    row = {"id": "a1", "kind": "lane_fault", "state": "open", "shelf": "shelf-a1", "sku": "cola-330",
+           "opened_at": T0.isoformat(), "updated_at": T0.isoformat()}
+    e.restore([row], StockState(demo_manifest), T0)
+    assert events(e.tick(T0 + timedelta(seconds=3599))) == []
+    (expired,) = events(e.tick(T0 + timedelta(seconds=3601)))
+    assert isinstance(expired, AlertExpired) and expired.alert_id == "a1"
 
 
 def test_device_fault_after_grace(demo_manifest: Manifest) -> None:

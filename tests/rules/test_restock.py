@@ -24,6 +24,7 @@ from rules.restock import (
     StockSeen,
     Tick,
     compile_rules,
+    condition_holds,
     days_of_cover,
     effective_min,
     record_sale,
@@ -107,12 +108,29 @@ CASES: dict[str, list[Step]] = {
         (10, seen(4, 1), []),  # put back before the debounce
         (60, Tick(), []),
     ],
-    "out of stock opens its own alert and clears at 1": [
+    "a stock-out from full opens one alert (out of stock), cleared once": [
         (0, seen(5), []),
         (1, seen(0, -5), []),
-        (31, Tick(), [f"raise:{OUT_OF_STOCK}", f"raise:{LOW_STOCK}"]),
-        (40, seen(1, 1, "manual"), [f"clear:{OUT_OF_STOCK}"]),
-        (50, seen(24, 23, "manual"), [f"clear:{LOW_STOCK}"]),
+        (31, Tick(), [f"raise:{OUT_OF_STOCK}"]),
+        (40, seen(24, 24, "manual"), [f"clear:{OUT_OF_STOCK}"]),
+    ],
+    "stock-out while low is open supersedes it; a partial refill downgrades it; recovery clears it": [
+        (0, seen(5), []),
+        (1, seen(3, -2), []),
+        (31, Tick(), [f"raise:{LOW_STOCK}"]),
+        (40, seen(0, -3), []),
+        (69, Tick(), []),
+        (70, Tick(), [f"raise:{OUT_OF_STOCK}"]),  # the same alert, escalated (see tests/rules/test_lifecycle.py)
+        (80, seen(1, 1, "manual"), [f"raise:{LOW_STOCK}"]),  # out of stock over, still low: downgraded
+        (90, seen(4, 3, "manual"), []),  # hysteresis: 4 < 3 + 2
+        (91, seen(24, 20, "manual"), [f"clear:{LOW_STOCK}"]),
+    ],
+    "restored out-of-stock alert: a partial refill downgrades it, recovery clears it": [
+        (0, Restore(S[0], S[1], OUT_OF_STOCK, T0 - timedelta(hours=1)), []),
+        (1, seen(0), []),
+        (60, Tick(), []),
+        (61, seen(2, 2, "manual"), [f"raise:{LOW_STOCK}"]),
+        (62, seen(9, 7, "manual"), [f"clear:{LOW_STOCK}"]),
     ],
     "cooldown holds a new alert back until it ends": [
         (0, seen(2), []),
@@ -271,25 +289,33 @@ def test_fuzz_alerts_alternate_and_respect_thresholds(ops: list[tuple[float, Inp
     rs = FUZZ_RULES
     state = RestockState()
     now = T0
-    active: dict[tuple[str, str, str], bool] = {}
+    live: dict[tuple[str, str], str] = {}  # cell -> kind of its one live stock alert
     for dt, inp in ops:
         now += timedelta(seconds=dt)
         state, actions = step(rs, state, inp, now)
+        assert len(actions) <= 2
         for a in actions:
             assert a.shelf is not None
             assert a.sku is not None
-            key = (a.shelf, a.sku, a.kind)
-            cell = state.cells[(a.shelf, a.sku)]
+            key = (a.shelf, a.sku)
+            cell = state.cells[key]
             assert cell.count is not None
             if isinstance(a, AlertRaise):
-                assert not active.get(key), "raised twice without a clear"
+                assert live.get(key) != a.kind, "raised twice without a change"
                 assert a.threshold is not None
-                assert cell.count <= a.threshold
-                assert a.shelf not in state.muted
-                active[key] = True
+                if a.kind == OUT_OF_STOCK:
+                    assert cell.count == 0
+                elif key in live:  # a downgrade from out of stock: still low (within the hysteresis)
+                    assert 0 < cell.count < a.threshold + rs.cells[key].clear_margin
+                else:
+                    assert cell.count <= a.threshold
+                    assert a.shelf not in state.muted
+                live[key] = a.kind
             else:
-                assert active.get(key), "cleared without a raise"
-                active[key] = False
+                assert key in live, "cleared without a raise"
+                del live[key]
+        for key in rs.cells:
+            assert condition_holds(state, *key) == (key in live), "the alert lives exactly while its condition holds"
 
 
 def test_debounce_counts_from_when_the_stock_went_low(demo_manifest: Manifest) -> None:
