@@ -6,7 +6,9 @@ count = round((grams - tare) / unit_weight), taken only from a stable window (st
 and not a rise of more than `max_rise_units` at once unless that rise fills the lane (a restock). Anything
 else is an unknown object (a bag, a lean, a tool): the count holds and, after `unknown_after_s`, an unknown
 object is reported once; the lane is untrusted until it settles at a plausible load again (`SETTLED`, or a
-`COUNT` with `resolved=True`). A hand resting on the lane or several picks in a row never produce
+`COUNT` with `resolved=True`). The rise rule needs a watched lane: the first settle after a fault is
+checked against tolerance and capacity only (staff may have restocked while the cell was unplugged). A hand
+resting on the lane or several picks in a row never produce
 intermediate counts: only the settled weight counts.
 
 Tare tracking (zero tracking, as a weighing indicator's zero-tracking device in OIML R76 does it) runs only
@@ -65,6 +67,7 @@ class LaneEngine:
     __slots__ = (
         "_fail_run",
         "_fail_since",
+        "_gap",
         "_last_raw",
         "_last_t",
         "_n",
@@ -109,6 +112,7 @@ class LaneEngine:
         self.fault: str | None = None  # active fault code
         self.fault_since: float | None = None
         self.suspect = False  # a fault or an unknown object since the last plausible settle: count not trusted
+        self._gap = False  # a fault since the last plausible settle: the lane was not watched meanwhile
         self._reported_tare = tare_g
         self._t: deque[float] = deque()
         self._w: deque[float] = deque()  # grams - _ref
@@ -247,6 +251,7 @@ class LaneEngine:
         self.fault = code
         self.fault_since = since
         self.suspect = True
+        self._gap = True
         gross = self._last_raw if math.isfinite(self._last_raw) else 0.0
         return Decision(FAULT, self.count, gross, code=code, since=since)
 
@@ -262,8 +267,10 @@ class LaneEngine:
         if cap is not None:
             if n > cap:
                 return CAPACITY
-            # shoppers put back a few items at once; a bigger rise is a restock only when it fills the lane
-            if self.count is not None and n - self.count > p.max_rise_units and n < cap - p.restock_free_units:
+            # shoppers put back a few items at once; a bigger rise is a restock only when it fills the lane.
+            # Not after a fault: the lane was not watched, the held count is no reference for what changed.
+            if (self.count is not None and not self._gap and n - self.count > p.max_rise_units
+                    and n < cap - p.restock_free_units):
                 return RISE
         return None
 
@@ -285,7 +292,7 @@ class LaneEngine:
         self._unknown_since = None
         self._unknown_reported = False
         resolved = self.suspect
-        self.suspect = False
+        self.suspect = self._gap = False
         if n != self.count:
             self.count = n
             return Decision(COUNT, n, net, residual, since=self._t[0], resolved=resolved)

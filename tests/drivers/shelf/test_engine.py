@@ -193,6 +193,16 @@ CASES = [
         [(COUNT, 10, ""), (FAULT, 10, "stuck"), (FAULT_CLEARED, 10, "stuck"), (COUNT, 0, "")],
     ),
     Case(
+        "a partial restock while the cell was unplugged is counted when it is back (not a rise)",
+        [Seg(2, units(6)), Seg(0.5, units(6), kind="nan"), Seg(2, units(15))],
+        [(COUNT, 6, ""), (FAULT, 6, "nan"), (FAULT_CLEARED, 6, "nan"), (COUNT, 15, "")],
+    ),
+    Case(
+        "over capacity after a fault is still no count",
+        [Seg(2, units(6)), Seg(0.5, units(6), kind="nan"), Seg(5, units(6, 12000.0)), Seg(2, units(6))],
+        [(COUNT, 6, ""), (FAULT, 6, "nan"), (FAULT_CLEARED, 6, "nan"), (UNKNOWN, 6, "capacity"), (SETTLED, 6, "")],
+    ),
+    Case(
         "an unknown object near the tolerance edge is raised once (no flapping)",
         [Seg(2, units(10)), Seg(20, units(10, 0.31 * UNIT), noise=4.0)],
         [(COUNT, 10, ""), (UNKNOWN, 10, "residual")],
