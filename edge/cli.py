@@ -8,13 +8,18 @@ import contextlib
 import ctypes
 import gc
 import logging
+import re
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge import __version__
-from edge.errors import ConfigError
+from edge.errors import ConfigError, ConfigIssue
+
+if TYPE_CHECKING:
+    from edge.config import Manifest
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -92,6 +97,81 @@ def _release_free_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+# ---- check-config: everything `run` would refuse, fail on or misread ----------------------------------------
+
+_CELL = re.compile(r"^rules for ([^/ ]+)/([^: ]+): ")
+_PROBLEM_PATH = re.compile(r"^((?:rules|offers|store)(?:\.[A-Za-z0-9_-]+|\[\d+\])*):? ")
+
+
+def _problem_loc(problem: str, default: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """The field path a rules problem starts with ('rules.cells[2]: ...'), or `default`."""
+    m = _PROBLEM_PATH.match(problem)
+    if m is None:
+        return default
+    return tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", m.group(1)))
+
+
+def rules_fit(manifest: Manifest) -> list[tuple[tuple[str | int, ...], str]]:
+    """Do the default rules, the manifest's inline rules and its offers compile for this store?
+
+    The rules engine compiles them at start: defaults that do not fit (a lane smaller than the default min)
+    stop the daemon, inline rules that do not fit are replaced by the defaults (a misread store).
+    """
+    from rules.config import RulesBody
+    from rules.offers import compile_offers
+    from rules.restock import RulesError, compile_rules
+    from rules.service import inline_body
+
+    lanes = {(s.id, ln.sku): ("shelves", i, "lanes", j) for i, s in enumerate(manifest.shelves)
+             for j, ln in enumerate(s.lanes)}
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    for body in (RulesBody(), inline_body(manifest.rules)):
+        try:
+            compile_rules(manifest, body)
+        except RulesError as err:
+            for p in err.problems:  # parse_manifest drops repeats
+                cell = _CELL.match(p)
+                out.append((lanes.get((cell[1], cell[2]), ("rules",)) if cell else _problem_loc(p, ("rules",)), p))
+    try:
+        compile_offers(manifest, manifest.offers)
+    except RulesError as err:
+        out += [(_problem_loc(p, ("offers",)), p) for p in err.problems]
+    return out
+
+
+def check_manifest(path: Path) -> Manifest:
+    """The manifest at `path`, validated as `run` needs it (schema, references, rules fit); `ConfigError` else."""
+    from edge.config import load_manifest
+
+    return load_manifest(path, checks=[rules_fit])
+
+
+def check_config(path: Path) -> int:
+    """`edge-gateway check-config`: exit 0 when `run` would start with this manifest as written, else 2."""
+    from edge.config import load_rules_file, render_path
+
+    issues: list[ConfigIssue] = []
+    try:
+        m = check_manifest(path)
+        if m.rules.file is not None:  # `run` would log it and fall back to the inline rules: say so here
+            from rules.restock import RulesError, compile_rules
+
+            rules_path = str(m.rules.file)
+            try:
+                compile_rules(m, load_rules_file(m.rules.file, m))
+            except RulesError as err:
+                issues += [ConfigIssue(rules_path, render_path(_problem_loc(p, ())), p) for p in err.problems]
+    except ConfigError as err:
+        issues += err.issues
+    if issues:
+        for issue in issues:
+            print(issue.render(), file=sys.stderr)
+        print(f"{path}: {len(issues)} error(s)", file=sys.stderr)
+        return 2
+    print(f"{path}: ok (store {m.store.id}, {len(m.devices)} devices, {len(m.shelves)} shelves)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and `python -m edge`."""
     parser = argparse.ArgumentParser(prog="edge-gateway", description="Smart-store edge gateway")
@@ -120,17 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
 
     if args.command == "check-config":
-        from edge.config import load_manifest
-
-        try:
-            m = load_manifest(args.file)
-        except ConfigError as err:
-            for issue in err.issues:
-                print(issue.render(), file=sys.stderr)
-            print(f"{args.file}: {len(err.issues)} error(s)", file=sys.stderr)
-            return 2
-        print(f"{args.file}: ok (store {m.store.id}, {len(m.devices)} devices, {len(m.shelves)} shelves)")
-        return 0
+        return check_config(args.file)
     try:
         if args.command == "run":
             return asyncio.run(run_gateway(args.config))

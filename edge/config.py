@@ -13,7 +13,7 @@ import difflib
 import os
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -42,7 +42,7 @@ from edge.configbase import (
     load_yaml,
 )
 from edge.errors import ConfigError, ConfigIssue
-from rules.config import OffersConfig, RulesConfig, WebhookConfig
+from rules.config import OffersConfig, RulesBody, RulesConfig, WebhookConfig
 
 # ---- sections -------------------------------------------------------------------------------
 
@@ -412,7 +412,8 @@ def _line_for(lines: Mapping[Loc, int], loc: Loc) -> int | None:
     return None
 
 
-def _render_path(loc: Loc) -> str:
+def render_path(loc: Loc) -> str:
+    """A field path as written in error messages: `devices[2].lanes[0].shelf`."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -502,7 +503,7 @@ def _issues_from(err: ValidationError, file: str, lines: Mapping[Loc, int], mode
             hint = "lower it: every number in the manifest has a documented maximum"
         if hint and hint not in msg:
             msg = f"{msg} ({hint})"
-        out.append(ConfigIssue(file=file, path=_render_path(loc), message=msg, line=_line_for(lines, loc)))
+        out.append(ConfigIssue(file=file, path=render_path(loc), message=msg, line=_line_for(lines, loc)))
     return out
 
 
@@ -545,7 +546,7 @@ def parse_yaml(text: str, file: str, lines: Mapping[Loc, int] | None = None) -> 
         issues = []
         for d in exc.duplicates:
             where = next((loc for loc, n in lines.items() if n == d.line and loc and loc[-1] == d.key), (d.key,))
-            issues.append(ConfigIssue(file, _render_path(where), f"duplicate key {d.key!r}, first at line "
+            issues.append(ConfigIssue(file, render_path(where), f"duplicate key {d.key!r}, first at line "
                                       f"{d.first_line}: YAML keeps only the last one; remove one of them", d.line))
         return exc.data, issues
     except RecursionError:
@@ -577,14 +578,6 @@ def _reference_problems(m: Manifest, devices: list[tuple[int, DeviceConfigBase]]
     for i, shelf in enumerate(m.shelves):
         out += _duplicates(("shelves", i, "lanes"), "id", f"lane of shelf {shelf.id!r}", [ln.id for ln in shelf.lanes])
 
-    known: dict[str, list[str]] = {
-        "zone": [z.id for z in m.zones],
-        "sku": [c.sku for c in m.catalog],
-        "shelf": [s.id for s in m.shelves],
-        "category": sorted({c.category for c in m.catalog if c.category}),
-    }
-    lanes = {s.id: [ln.id for ln in s.lanes] for s in m.shelves}
-    cells = {s.id: sorted({ln.sku for ln in s.lanes}) for s in m.shelves}
     refs: list[tuple[Loc, Ref]] = []
     for i, shelf in enumerate(m.shelves):
         refs.append((("shelves", i), Ref(("zone",), "zone", shelf.zone)))
@@ -596,6 +589,20 @@ def _reference_problems(m: Manifest, devices: list[tuple[int, DeviceConfigBase]]
         refs += [(("traffic",), Ref(("entrance_zones", j), "zone", z)) for j, z in enumerate(m.traffic.entrance_zones)]
     refs += [(("rules",), r) for r in m.rules.references()]
     refs += [(("offers",), r) for r in m.offers.references()]
+    return out + resolve_references(m, refs)
+
+
+def resolve_references(m: Manifest, refs: list[tuple[Loc, Ref]]) -> list[tuple[Loc, str]]:
+    """(path, what to fix) for every reference (found at prefix + ref.loc) to an id `m` does not define."""
+    known: dict[str, list[str]] = {
+        "zone": [z.id for z in m.zones],
+        "sku": [c.sku for c in m.catalog],
+        "shelf": [s.id for s in m.shelves],
+        "category": sorted({c.category for c in m.catalog if c.category}),
+    }
+    lanes = {s.id: [ln.id for ln in s.lanes] for s in m.shelves}
+    cells = {s.id: sorted({ln.sku for ln in s.lanes}) for s in m.shelves}
+    out: list[tuple[Loc, str]] = []
     for prefix, ref in refs:
         problem = _unresolved(ref, known, lanes, cells)
         if problem:
@@ -611,7 +618,7 @@ def _duplicates(
     for n, ident in enumerate(ids):
         i = index[n] if index is not None else n
         if ident in first:
-            also = _render_path((*section, first[ident]))
+            also = render_path((*section, first[ident]))
             out.append(((*section, i, key), f"duplicate {kind} id {ident!r} (also at {also}): give every "
                                              f"{kind.split(maxsplit=1)[0]} its own id"))
         else:
@@ -646,8 +653,18 @@ def _unresolved(
     return f"{ref.kind} {ref.id!r} is not defined under {where} add it there or fix the id{listed}"
 
 
-def parse_manifest(text: str, file: str = "<manifest>", env: Mapping[str, str] | None = None) -> Manifest:
-    """Validate manifest text; raise `ConfigError` listing every problem (one per cause, with its line)."""
+Check = Callable[["Manifest"], list[tuple[Loc, str]]]
+"""A further check of a valid manifest: (field path, what to fix) per problem (see `parse_manifest`)."""
+
+
+def parse_manifest(
+    text: str, file: str = "<manifest>", env: Mapping[str, str] | None = None, checks: Sequence[Check] = ()
+) -> Manifest:
+    """Validate manifest text; raise `ConfigError` listing every problem (one per cause, with its line).
+
+    `checks` run on a manifest that passed everything else (the composition root passes the rules engine's:
+    `edge` itself does not import the rules); their problems are reported like the others.
+    """
     from drivers.registry import FAMILIES  # the registry imports family modules; keep it out of import time
 
     env = os.environ if env is None else env
@@ -661,13 +678,13 @@ def parse_manifest(text: str, file: str = "<manifest>", env: Mapping[str, str] |
     issues = duplicates + [
         ConfigIssue(
             file,
-            _render_path(loc),
+            render_path(loc),
             f"environment variable {name} is not set: export it, or write ${{{name}:-default}}",
             _line_for(lines, loc),
         )
         for loc, name in missing
     ]
-    unset = {_render_path(loc) for loc, _ in missing}
+    unset = {render_path(loc) for loc, _ in missing}
     found: list[ConfigIssue] = []
     manifest: Manifest | None = None
     try:
@@ -686,7 +703,7 @@ def parse_manifest(text: str, file: str = "<manifest>", env: Mapping[str, str] |
                 loc: Loc = ("devices", i, "type")
                 known = sorted(FAMILIES)
                 found.append(ConfigIssue(
-                    file, _render_path(loc),
+                    file, render_path(loc),
                     f"unknown device type {dev.get('type')!r}{_did_you_mean(dev.get('type'), known, '; ')} Types: "
                     f"{', '.join(known) or 'none registered'}",
                     _line_for(lines, loc),
@@ -697,7 +714,7 @@ def parse_manifest(text: str, file: str = "<manifest>", env: Mapping[str, str] |
             except ValidationError as err:
                 found += _issues_from(err, file, lines, family.config_model, ("devices", i))
     if manifest is not None:
-        found += [ConfigIssue(file, _render_path(loc), msg, _line_for(lines, loc))
+        found += [ConfigIssue(file, render_path(loc), msg, _line_for(lines, loc))
                   for loc, msg in _reference_problems(manifest, typed)]
     seen: set[tuple[str, str]] = set()
     for issue in found:
@@ -710,10 +727,42 @@ def parse_manifest(text: str, file: str = "<manifest>", env: Mapping[str, str] |
         issues.append(issue)
     if issues or manifest is None:
         raise ConfigError(issues)
-    return manifest.model_copy(update={"devices": [d for _, d in typed]})
+    manifest = manifest.model_copy(update={"devices": [d for _, d in typed]})
+    for check in checks:
+        for loc, msg in check(manifest):
+            issue = ConfigIssue(file, render_path(loc), msg, _line_for(lines, loc))
+            if (issue.path, issue.message) not in seen:
+                seen.add((issue.path, issue.message))
+                issues.append(issue)
+    if issues:
+        raise ConfigError(issues)
+    return manifest
 
 
-def load_manifest(path: str | Path, env: Mapping[str, str] | None = None) -> Manifest:
-    """Read and validate a manifest file (UTF-8)."""
+def load_manifest(path: str | Path, env: Mapping[str, str] | None = None, checks: Sequence[Check] = ()) -> Manifest:
+    """Read and validate a manifest file (UTF-8); `checks` as in `parse_manifest`."""
     p = Path(path)
-    return parse_manifest(read_config_file(p), str(p), env)
+    return parse_manifest(read_config_file(p), str(p), env, checks)
+
+
+def load_rules_file(path: str | Path, manifest: Manifest) -> RulesBody:
+    """Read and validate a rules file (`rules.file`) against `manifest`; `ConfigError` at the rules file's lines."""
+    p = Path(path)
+    text = read_config_file(p)
+    lines = _line_map(text)
+    raw, issues = parse_yaml(text, str(p), lines)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([ConfigIssue(str(p), "", "a rules file is a YAML mapping (defaults:, skus:, cells: ...)", 1)])
+    body: RulesBody | None = None
+    try:
+        body = RulesBody.model_validate(raw)
+    except ValidationError as err:
+        issues += _issues_from(err, str(p), lines, RulesBody)
+    if body is not None:
+        issues += [ConfigIssue(str(p), render_path(loc), msg, _line_for(lines, loc))
+                   for loc, msg in resolve_references(manifest, [((), r) for r in body.references()])]
+    if issues or body is None:
+        raise ConfigError(issues)
+    return body
