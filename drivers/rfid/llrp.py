@@ -3,7 +3,7 @@
 Session: expect READER_EVENT_NOTIFICATION/ConnectionAttemptEvent (Success, else `DeviceError` saying
 another client holds the reader), GET_READER_CAPABILITIES, SET_READER_CONFIG (keepalives; ROSpecEvent,
 ReaderExceptionEvent and AntennaEvent notifications on), DELETE_ROSPEC(0), ADD_ROSPEC, ENABLE_ROSPEC. The
-ROSpec (`llrp_codec.rospec`, LLRP 1.0.1 §10.2.1) has a Periodic start trigger (every `cycle_ms`), a
+ROSpec (`llrp_codec.rospec`, LLRP 1.0.1 §16.2.4.1) has a Periodic start trigger (every `cycle_ms`), a
 Duration stop trigger, a Null AISpec stop trigger and one report per run (ROReportTrigger 2, N = 0), so a
 spec-following reader starts it every period by itself, with no START_ROSPEC (a Null start trigger with a
 Duration AISpec is done after one AISpec: the reader would go quiet). Then every RO_ACCESS_REPORT

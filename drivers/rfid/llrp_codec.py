@@ -1,7 +1,7 @@
 """Binary codec for the subset of LLRP (EPCglobal Low Level Reader Protocol 1.0.1 / 1.1) that we speak.
 
-Spec: EPCglobal LLRP 1.0.1 (messages §13-§16 of 1.0.1, §15-§17 of 1.1: the section numbers below name
-1.1 where they say so); type numbers and TV lengths were checked against the spec tables (and sllurp's
+Spec: EPCglobal LLRP 1.0.1 (messages §16.1, parameters §16.2 of 1.0.1; §15/§17 of 1.1: the section numbers
+below name 1.1 where they say so); type numbers and TV lengths were checked against the spec tables (and sllurp's
 `llrp_proto.py`/`llrp_decoder.py`, read, never imported).
 
 Wire layout (all big-endian):
@@ -10,8 +10,9 @@ Wire layout (all big-endian):
 - TV parameter: u8 = 1 | 7-bit type, then a body whose length is fixed per type (`TV_LENGTHS`);
 - TLV parameter: u16 = 6 reserved bits | 10-bit type, u16 length (header included), body.
 
-The ROSpec we install (`rospec`, LLRP 1.0.1 §10.2.1, reader operation §10.1): a Periodic start trigger
-(Offset 0, Period = the cycle) with a Duration ROSpec stop trigger a little shorter than the period, one
+The ROSpec we install (`rospec`; ROSpec parameter LLRP 1.0.1 §16.2.4.1, ROSpec states §10.2.1): a
+Periodic start trigger (Offset 0, Period = the cycle) with a Duration ROSpec stop trigger a little
+shorter than the period, one
 AISpec with a Null stop trigger (it runs until its ROSpec is done) and ROReportTrigger 2 with N = 0 (one
 report at the end of every ROSpec run). By the spec's state machine the ROSpec goes Inactive -> Active on
 every period and back to Inactive after the Duration, so a spec-following reader inventories for ever
@@ -20,8 +21,8 @@ with a Duration AISpec, our old ROSpec, is done after ONE AISpec: the reader goe
 
 Efficient reporting: a reader may leave out an enabled optional TagReportData field (AntennaID, PeakRSSI,
 timestamps, TagSeenCount) whose value is unchanged since the last one of that type it sent on this
-connection; the client must use the previous value. `decode_ro_access_report(body, carry)` does that with
-a per-connection `carry` list.
+connection; the client must use the previous value (LLRP 1.0.1 §13.2.3, as the issue cites it; see
+docs/llrp.md). `decode_ro_access_report(body, carry)` does that with a per-connection `carry` list.
 
 Resync policy of the streaming `FrameDecoder`: LLRP has no frame marker, so a message header with an
 impossible length (below 10 or above `MAX_MESSAGE_LEN`, 1 MiB) or version means the byte stream can no
@@ -238,7 +239,7 @@ def rospec(
     selector: int = SELECTOR_WE_USE,
 ) -> bytes:
     """Our continuous-inventory ROSpec (see the module docstring): starts every `cycle_ms` (Periodic start
-    trigger, LLRP 1.1 §17.2.4.1.1.1), runs `on_air_ms(cycle_ms)` (Duration ROSpec stop trigger), one AISpec
+    trigger, LLRP 1.0.1 §16.2.4.1.1.1), runs `on_air_ms(cycle_ms)` (Duration ROSpec stop trigger), one AISpec
     on `antennas` (0 = all) with a Null stop trigger, one report per run (ROReportTrigger 2, N = 0)."""
     periodic = tlv(P.PERIODIC_TRIGGER_VALUE, struct.pack("!II", 0, cycle_ms))  # Offset 0, Period
     start = tlv(P.ROSPEC_START_TRIGGER, bytes((2,)) + periodic)  # 2 = Periodic
