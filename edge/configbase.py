@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 Ident = Annotated[
     str,
@@ -32,6 +32,9 @@ COUNT_MAX = 1_000_000
 """Largest `Count` (units on a shelf, quantities, limits): one million."""
 MEGABYTES_MAX = 1024.0 * 1024.0
 """Largest `Megabytes` budget: 1 TiB."""
+
+NUMBER_MAX = 2**32
+"""No number anywhere in the manifest is larger in magnitude (the safety net under every field's own bounds)."""
 
 Seconds = Annotated[float, Field(ge=0, le=SECONDS_MAX, allow_inf_nan=False)]
 """A duration in seconds: 0 up to one week, finite."""
@@ -229,9 +232,18 @@ def load_yaml(text: str) -> Any:
 
 
 class StrictModel(BaseModel):
-    """Base of every manifest section: unknown fields are errors (usually typos); no NaN or infinity."""
+    """Base of every manifest section: unknown fields are errors (usually typos); no NaN or infinity, and
+    no number beyond +-NUMBER_MAX even where a field names no maximum of its own."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _bounded(cls, v: Any) -> Any:
+        if isinstance(v, int | float) and not isinstance(v, bool) and abs(v) > NUMBER_MAX:
+            raise ValueError(f"{v:g} is out of range: no number in the manifest is beyond +-{NUMBER_MAX:,} "
+                             "(durations are seconds, sizes bytes or MiB); use a smaller value")
+        return v
 
 
 @dataclass(frozen=True, slots=True)

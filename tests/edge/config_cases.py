@@ -98,6 +98,10 @@ CASES: list[Case] = [
     Case("device smoothing .inf", {"devices": "  - {id: rfid-1, type: llrp, host: 127.0.0.1, antennas: {1: apparel}, "
                                               "smoothing: {lost_timeout_s: .inf}}"},
          LINE_DEVICES, "devices[0].smoothing.lost_timeout_s", "finite number"),
+    Case("device duration 1e12 (no maximum of its own)",
+         {"devices": "  - {id: rfid-1, type: llrp, host: 127.0.0.1, antennas: {1: apparel}, "
+                     "connect_timeout_s: 1e12}"},
+         LINE_DEVICES, "devices[0].connect_timeout_s", "out of range: no number in the manifest is beyond"),
     # ---- issue 15 item 5: check-config said ok, run failed or misread ----
     Case("unknown time zone", {"timezone": "Asia/Beijing"}, 4, "store.timezone", "did you mean 'Asia/Shanghai'"),
     Case("device lane names a missing shelf", {"devices": DEV % ("shelf-b1", "l1")}, LINE_DEVICES,

@@ -280,7 +280,7 @@ def test_a_light_object_on_an_empty_lane_is_not_swallowed() -> None:
 
 def test_without_zero_tracking_drift_would_miscount() -> None:
     """The same drift with tracking effectively off ends in an unknown object (so the test above can fail)."""
-    eng = LaneEngine(CHOC, 900.0, CountingConfig(settle_s=2.0, drift_tau_s=1e12), capacity=30)
+    eng = LaneEngine(CHOC, 900.0, CountingConfig(settle_s=2.0, drift_tau_s=1e9), capacity=30)
     decisions, _ = _drift_run(eng, 0, 8.0, 80.0)
     assert (UNKNOWN, 0) in decisions
 
