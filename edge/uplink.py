@@ -7,11 +7,14 @@ the window; consumers dedupe by CloudEvents id). A retained `status` message say
 the MQTT will says offline. Retained `state/stock/{shelf}` snapshots are published when their version
 moves and marked once acknowledged. `cmd/+` requests are served here too.
 
-Staff alerts go ahead of a backlog: once the uplink follows the committer live (no unsent alert left in a
-disk read), a newly committed row on the `alerts` topic takes the next free window slot instead of
-queueing behind every event committed before it. The whole `alerts` topic goes through that lane in
-commit order and the main stream skips what it sent, so the order per topic still holds; the outbox
-watermark still only advances over an unbroken acknowledged prefix.
+Staff alerts go ahead of any backlog, live or read back from disk after an outage: at the start of each
+session the alerts lane loads every unacknowledged row of the `alerts` topic from the outbox, and from
+then on takes every newly committed one, so an alert takes the next free window slot instead of queueing
+behind the events committed before it (with 20,000 rows queued, it went out as message 20,001 of 20,001
+before). The whole `alerts` topic goes through that lane in commit order and the main stream skips what
+it sent, so the order per topic still holds; the outbox watermark still only advances over an unbroken
+acknowledged prefix. (More than `ALERTS_LANE_MAX` unacknowledged alerts on disk: the lane stays off for
+that session and everything goes in commit order.)
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ from edge.mqtt_session import MqttSession, MqttSessionError, SessionOptions
 from edge.outbox import Outbox, OutRow
 
 log = logging.getLogger(__name__)
+
+ALERTS_LANE_MAX = 50_000
+"""At most this many unacknowledged alert rows are loaded into the alerts lane at a session's start."""
 
 
 class Uplink:
@@ -75,12 +81,14 @@ class Uplink:
         # messages in flight, in send order: [last seq, rows, acknowledged]; the acknowledged prefix becomes
         # the outbox's watermark (PUBACKs may come back out of order; the watermark never skips a message)
         self._order: deque[list[int]] = deque()
-        # the alerts lane: rows on the alerts topic committed while live, and what it has sent ahead of the
-        # main stream (seq -> its in-flight entry, put into `_order` when the main stream reaches that seq)
+        # the alerts lane: every unacknowledged row on the alerts topic (loaded from disk at the session's
+        # start, then as committed), and what it has sent ahead of the main stream (seq -> its in-flight
+        # entry, put into `_order` when the main stream reaches that seq)
         self._alerts_topic = f"{topic_root}/alerts"
         self._prio: deque[OutRow] = deque()
+        self._prio_on = False  # a session is up and the lane holds every unsent alert row
+        self._prio_loading: list[OutRow] | None = None  # committed while the disk load runs
         self._early: dict[int, list[int]] = {}
-        self._disk_alert_max = 0  # the newest alert row seen in a disk read: the lane waits until it is sent
         self._wake = asyncio.Event()
         self._retained_wake = asyncio.Event()
         self._started = clock.now()
@@ -96,8 +104,11 @@ class Uplink:
                 self._live.clear()
             else:
                 self._live.extend(rows)
-                alerts = self._alerts_topic
-                self._prio.extend([r for r in rows if r.topic == alerts])
+        if self._prio_on:
+            alerts = self._alerts_topic
+            new = [r for r in rows if r.topic == alerts]
+            if new:
+                (self._prio if self._prio_loading is None else self._prio_loading).extend(new)
         self._wake.set()
 
     # ---- connection ----
@@ -150,6 +161,8 @@ class Uplink:
                 was_up = False
             finally:
                 self.connected.clear()
+                self._prio_on = False
+                self._prio.clear()
                 await session.close()
             if time.monotonic() - started > 30:
                 delay = self.hub.reconnect_min
@@ -162,10 +175,9 @@ class Uplink:
         self._live_on = False
         self._live.clear()
         self._order.clear()
-        self._prio.clear()
         self._early.clear()
-        self._disk_alert_max = 0
         self._cursor = self.outbox.acked_through
+        await self._load_alerts()
         await session.publish(f"{self.root}/status", self._status("online"), retain=True)
         await session.subscribe(f"{self.root}/cmd/+", qos=1)
         self.connected.set()
@@ -185,6 +197,32 @@ class Uplink:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _load_alerts(self) -> None:
+        """Fill the alerts lane with every unacknowledged alert row on disk, then follow the committer."""
+        self._prio.clear()
+        self._prio_loading = []
+        self._prio_on = True
+        topic, start, limit = self._alerts_topic, self._cursor, ALERTS_LANE_MAX + 1
+        try:
+            rows = await self.outbox.db.read(lambda c: c.execute(
+                "SELECT seq, topic, payload, class FROM outbox WHERE seq > ? AND topic = ? ORDER BY seq LIMIT ?",
+                (start, topic, limit)).fetchall())
+        except BaseException:
+            self._prio_on = False
+            raise
+        finally:
+            committed, self._prio_loading = self._prio_loading, None
+        if len(rows) > ALERTS_LANE_MAX:
+            self._prio_on = False  # too many to hold: this session sends everything in commit order
+            log.warning("more than %d unsent alerts: they go in commit order this session", ALERTS_LANE_MAX)
+            return
+        lane = {int(r[0]): OutRow(int(r[0]), str(r[1]), bytes(r[2]), str(r[3])) for r in rows}
+        for r in committed or ():
+            lane.setdefault(r.seq, r)
+        self._prio.extend(sorted(lane.values()))
+        if self._prio:
+            self._wake.set()
 
     def _status(self, state: str) -> bytes:
         return orjson.dumps(
@@ -221,10 +259,6 @@ class Uplink:
                             break
                         after = more[-1].seq
                 if rows:
-                    alerts = self._alerts_topic
-                    for r in rows:
-                        if r.topic == alerts:
-                            self._disk_alert_max = max(self._disk_alert_max, r.seq)
                     return rows
             self._wake.clear()
             if not self._live:
@@ -275,8 +309,6 @@ class Uplink:
     def _send_alert(self, session: MqttSession, window: asyncio.Semaphore) -> bool:
         """Publish the oldest waiting alert ahead of the main stream, in the window slot just taken."""
         prio, cursor = self._prio, self._cursor
-        if not self._live_on or cursor < self._disk_alert_max:
-            return False  # an older alert may still be unsent in a disk read: the main stream sends in order
         while prio and prio[0].seq <= cursor:
             prio.popleft()  # the main stream got there first
         if not prio:
