@@ -49,6 +49,7 @@ from drivers.shelf.events import (
 from drivers.shelf.reads import WeightFault, WeightSample
 from edge.clock import Clock
 from edge.config import Manifest
+from edge.events import Event
 from edge.processing import Output, StockFlag, StockUpdate
 from edge.runtime import Upsert
 
@@ -243,42 +244,38 @@ class ShelfProcessor:
             text = _unknown_text(d.code, lane.engine.capacity)
             since = _time(d.since)
             lane.unknown_since = since or when
-            return [
-                ShelfUnknownObject(
-                    source=lane.device,
-                    time=when,
-                    subject=lane.shelf,
-                    shelf=lane.shelf,
-                    lane=lane.lane,
-                    sku=lane.sku,
-                    net_g=round(d.grams, 1),
-                    residual_units=round(d.residual_units, 3),
-                    held_count=d.count,
-                    code=d.code,
-                    reason=text,
-                    since=since,
-                ),
-                *self._flag(lane, True, since or when, f"lane {lane.lane}: {text}"),
-            ]
+            event: Event = ShelfUnknownObject(
+                source=lane.device,
+                time=when,
+                subject=lane.shelf,
+                shelf=lane.shelf,
+                lane=lane.lane,
+                sku=lane.sku,
+                net_g=round(d.grams, 1),
+                residual_units=round(d.residual_units, 3),
+                held_count=d.count,
+                code=d.code,
+                reason=text,
+                since=since,
+            )
+            return self._trouble(lane, since or when, text, event)
         if d.kind == FAULT:
             text = FAULT_TEXT.get(d.code, f"load cell fault {d.code}")
             since = _time(d.since)
-            return [
-                ShelfFault(
-                    source=lane.device,
-                    time=when,
-                    subject=lane.shelf,
-                    device=lane.device,
-                    shelf=lane.shelf,
-                    lane=lane.lane,
-                    code=d.code,
-                    held_count=d.count,
-                    sku=lane.sku,
-                    reason=text,
-                    since=since,
-                ),
-                *self._flag(lane, True, since or when, f"lane {lane.lane}: {text}"),
-            ]
+            fault = ShelfFault(
+                source=lane.device,
+                time=when,
+                subject=lane.shelf,
+                device=lane.device,
+                shelf=lane.shelf,
+                lane=lane.lane,
+                code=d.code,
+                held_count=d.count,
+                sku=lane.sku,
+                reason=text,
+                since=since,
+            )
+            return self._trouble(lane, since or when, text, fault)
         if d.kind == FAULT_CLEARED:
             # good samples again; the count is trusted again once the lane settled (SETTLED or COUNT)
             return [
@@ -295,6 +292,10 @@ class ShelfProcessor:
                 )
             ]
         return []
+
+    def _trouble(self, lane: _Lane, since: datetime, text: str, event: Event) -> list[Output | Upsert]:
+        """A fault or unknown object event, and the cell's stale flag if it was not flagged yet."""
+        return [event, *self._flag(lane, True, since, f"lane {lane.lane}: {text}")]
 
     def _resolved(self, lane: _Lane, d: Decision, when: datetime) -> list[Output | Upsert]:
         out: list[Output | Upsert] = []

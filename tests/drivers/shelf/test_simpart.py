@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -19,14 +20,18 @@ from firmware_sim.shelf import ShelfSimPart
 from firmware_sim.world import World, demo_manifest_text
 
 
+def _with_devices(sections: list[dict[str, Any]]) -> Manifest:
+    raw = yaml.safe_load(demo_manifest_text())
+    raw["devices"] = sections
+    return parse_manifest(yaml.safe_dump(raw))
+
+
 async def test_sections_validate_and_stream(mosquitto: Mosquitto, demo_manifest: Manifest, tmp_path: Path) -> None:
     world = World(demo_manifest, SystemClock())
     part = ShelfSimPart(hz=20)
     sections = await part.start(world, tmp_path, mosquitto.url)
     try:
-        raw = yaml.safe_load(demo_manifest_text())
-        raw["devices"] = sections
-        manifest = parse_manifest(yaml.safe_dump(raw))
+        manifest = _with_devices(sections)
         assert [d.type for d in manifest.devices] == ["shelf_serial", "shelf_modbus", "shelf_mqtt"]
         ctx = DriverContext(manifest=manifest, clock=SystemClock(), data_dir=tmp_path)
         for dev in manifest.devices:
@@ -54,9 +59,7 @@ async def test_fault_injection_reaches_the_drivers(mosquitto: Mosquitto, demo_ma
     part = ShelfSimPart(hz=20)
     sections = await part.start(world, tmp_path, mosquitto.url)
     try:
-        raw = yaml.safe_load(demo_manifest_text())
-        raw["devices"] = sections
-        manifest = parse_manifest(yaml.safe_dump(raw))
+        manifest = _with_devices(sections)
         ctx = DriverContext(manifest=manifest, clock=SystemClock(), data_dir=tmp_path)
         part.unplug_cell("shelf-a1", "l1")
         part.stick_cell("shelf-b1", "l2")
