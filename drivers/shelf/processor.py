@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from drivers.base import DeviceOffline, Reading
 from drivers.shelf.config import CountingConfig, LaneMap, ShelfConfigBase
@@ -93,6 +93,21 @@ class _Lane:
         self.config_tare = config_tare
         self.saved_tare = engine.tare
         self.unknown_since: datetime | None = None  # an unknown object was reported and has not cleared
+
+
+class _LaneIds(TypedDict):
+    source: str
+    time: datetime
+    subject: str
+    shelf: str
+    lane: str
+    sku: str
+
+
+def _ids(lane: _Lane, when: datetime) -> _LaneIds:
+    """The envelope and ids every lane event carries."""
+    return _LaneIds(source=lane.device, time=when, subject=lane.shelf, shelf=lane.shelf, lane=lane.lane,
+                    sku=lane.sku)
 
 
 class ShelfProcessor:
@@ -245,12 +260,7 @@ class ShelfProcessor:
             since = _time(d.since)
             lane.unknown_since = since or when
             event: Event = ShelfUnknownObject(
-                source=lane.device,
-                time=when,
-                subject=lane.shelf,
-                shelf=lane.shelf,
-                lane=lane.lane,
-                sku=lane.sku,
+                **_ids(lane, when),
                 net_g=round(d.grams, 1),
                 residual_units=round(d.residual_units, 3),
                 held_count=d.count,
@@ -263,15 +273,10 @@ class ShelfProcessor:
             text = FAULT_TEXT.get(d.code, f"load cell fault {d.code}")
             since = _time(d.since)
             fault = ShelfFault(
-                source=lane.device,
-                time=when,
-                subject=lane.shelf,
+                **_ids(lane, when),
                 device=lane.device,
-                shelf=lane.shelf,
-                lane=lane.lane,
                 code=d.code,
                 held_count=d.count,
-                sku=lane.sku,
                 reason=text,
                 since=since,
             )
@@ -279,17 +284,7 @@ class ShelfProcessor:
         if d.kind == FAULT_CLEARED:
             # good samples again; the count is trusted again once the lane settled (SETTLED or COUNT)
             return [
-                ShelfFaultCleared(
-                    source=lane.device,
-                    time=when,
-                    subject=lane.shelf,
-                    device=lane.device,
-                    shelf=lane.shelf,
-                    lane=lane.lane,
-                    code=d.code,
-                    sku=lane.sku,
-                    since=_time(d.since),
-                )
+                ShelfFaultCleared(**_ids(lane, when), device=lane.device, code=d.code, since=_time(d.since))
             ]
         return []
 
@@ -300,9 +295,7 @@ class ShelfProcessor:
     def _resolved(self, lane: _Lane, d: Decision, when: datetime) -> list[Output | Upsert]:
         out: list[Output | Upsert] = []
         if lane.unknown_since is not None and d.count is not None:
-            out.append(ShelfUnknownObjectCleared(source=lane.device, time=when, subject=lane.shelf, shelf=lane.shelf,
-                                                 lane=lane.lane, sku=lane.sku, count=d.count,
-                                                 since=lane.unknown_since))
+            out.append(ShelfUnknownObjectCleared(**_ids(lane, when), count=d.count, since=lane.unknown_since))
             lane.unknown_since = None
         if lane.lane in self._stale.get((lane.shelf, lane.sku), ()):
             out += self._flag(lane, False, when, f"lane {lane.lane} settled at {d.count}")
@@ -316,13 +309,8 @@ class ShelfProcessor:
         settled = min(when, _EPOCH + timedelta(seconds=d.since)) if d.since is not None else when
         out: list[Output | Upsert] = [
             ShelfCountChanged(
-                source=lane.device,
-                time=when,
+                **_ids(lane, when),
                 settled_at=settled,
-                subject=lane.shelf,
-                shelf=lane.shelf,
-                lane=lane.lane,
-                sku=lane.sku,
                 count=d.count,
                 net_g=round(d.grams, 1),
                 residual_units=round(d.residual_units, 3),
