@@ -146,7 +146,7 @@ function connect() {
     const c = state.stock.get(`${d.shelf}|${d.sku}`);
     if (c) { c.count = d.count; c.version = d.version; c.origin = d.origin; renderShelves(); }
   });
-  for (const t of ["opened", "acknowledged", "escalated", "resolved", "expired"]) {
+  for (const t of ["opened", "acknowledged", "escalated", "updated", "resolved", "expired"]) {
     source.addEventListener(`retail.alert.${t}.v1`, () => loadAlerts().catch(() => {}));
   }
   source.addEventListener("retail.device.status.v1", () => loadDevices().catch(() => {}));
