@@ -2,14 +2,14 @@
 
 Session: expect READER_EVENT_NOTIFICATION/ConnectionAttemptEvent (Success, else `DeviceError` saying
 another client holds the reader), GET_READER_CAPABILITIES, SET_READER_CONFIG (keepalives; ROSpecEvent,
-ReaderExceptionEvent and AntennaEvent notifications on), DELETE_ROSPEC(0), ADD_ROSPEC, ENABLE_ROSPEC. The
-ROSpec (`llrp_codec.rospec`, LLRP 1.0.1 §16.2.4.1) has a Periodic start trigger (every `cycle_ms`), a
-Duration stop trigger, a Null AISpec stop trigger and one report per run (ROReportTrigger 2, N = 0), so a
-spec-following reader starts it every period by itself, with no START_ROSPEC (a Null start trigger with a
-Duration AISpec is done after one AISpec: the reader would go quiet). Then every RO_ACCESS_REPORT
-becomes `TagRead`s (an omitted optional field takes the connection's last value, efficient reporting)
-and every KEEPALIVE is answered with KEEPALIVE_ACK. On the way out (`finally`): STOP_ROSPEC,
-DELETE_ROSPEC, CLOSE_CONNECTION with a short timeout.
+ReaderExceptionEvent and AntennaEvent notifications on), DELETE_ROSPEC(0), ADD_ROSPEC, ENABLE_ROSPEC,
+START_ROSPEC (the first run at once). The ROSpec (`llrp_codec.rospec`, LLRP 1.0.1 §10.2.1) has a Periodic
+start trigger (every `cycle_ms`), a Duration stop trigger, a Null AISpec stop trigger and one report per
+run (ROReportTrigger 2, N = 0), so a spec-following reader starts it again every period by itself (a
+Null start trigger with a Duration AISpec is done after one AISpec: the reader would go quiet). Then
+every RO_ACCESS_REPORT becomes `TagRead`s (an omitted optional field takes the connection's last value,
+efficient reporting, §13.2.3) and every KEEPALIVE is answered with KEEPALIVE_ACK. On the way out
+(`finally`): STOP_ROSPEC, DELETE_ROSPEC, CLOSE_CONNECTION with a short timeout.
 
 Reader health, as readings: every ROSpecEvent start of our ROSpec (each cycle) yields
 `ReaderStatus(inventorying=True)`, the liveness beat; a report while not known to be inventorying yields
@@ -172,13 +172,15 @@ class LlrpDriver:
             await self._close(session)
 
     async def _install(self, *, fresh: bool = False) -> None:
-        """(Re)install our ROSpec: delete it unless `fresh`, add, enable (its periodic trigger starts it)."""
+        """(Re)install our ROSpec: delete it unless `fresh`, add, enable, start: the first run now, the next
+        ones by its periodic trigger (a START_ROSPEC refused because the trigger already started it is fine)."""
         cfg = self.config
         rid = c.u32(cfg.rospec_id)
         if not fresh:
             await self._request(c.Msg.DELETE_ROSPEC, rid, tolerate=True)
         await self._request(c.Msg.ADD_ROSPEC, c.rospec(cfg.rospec_id, cycle_ms=cfg.cycle_ms))
         await self._request(c.Msg.ENABLE_ROSPEC, rid)
+        await self._request(c.Msg.START_ROSPEC, rid, tolerate=True)
 
     def _status(self, inventorying: bool, reason: str) -> ReaderStatus:
         return ReaderStatus(device_id=self.device_id, time=self.ctx.clock.now(), inventorying=inventorying,

@@ -10,19 +10,20 @@ Wire layout (all big-endian):
 - TV parameter: u8 = 1 | 7-bit type, then a body whose length is fixed per type (`TV_LENGTHS`);
 - TLV parameter: u16 = 6 reserved bits | 10-bit type, u16 length (header included), body.
 
-The ROSpec we install (`rospec`; ROSpec parameter LLRP 1.0.1 §16.2.4.1, ROSpec states §10.2.1): a
-Periodic start trigger (Offset 0, Period = the cycle) with a Duration ROSpec stop trigger a little
+The ROSpec we install (`rospec`; ROSpec parameter LLRP 1.0.1 §10.2.1, binary §16.2.4.1, ROSpec states
+and triggers §6.1): a Periodic start trigger (Offset 0, Period = the cycle) with a Duration ROSpec stop trigger a little
 shorter than the period, one
 AISpec with a Null stop trigger (it runs until its ROSpec is done) and ROReportTrigger 2 with N = 0 (one
 report at the end of every ROSpec run). By the spec's state machine the ROSpec goes Inactive -> Active on
 every period and back to Inactive after the Duration, so a spec-following reader inventories for ever
-without a START_ROSPEC, and every cycle is visible as a ROSpecEvent start/end pair. (A Null start trigger
+without another START_ROSPEC, and every cycle is visible as a ROSpecEvent start/end pair. (A Null start trigger
 with a Duration AISpec, our old ROSpec, is done after ONE AISpec: the reader goes quiet.)
 
 Efficient reporting: a reader may leave out an enabled optional TagReportData field (AntennaID, PeakRSSI,
 timestamps, TagSeenCount) whose value is unchanged since the last one of that type it sent on this
-connection; the client must use the previous value (LLRP 1.0.1 §13.2.3, as the issue cites it; see
-docs/llrp.md). `decode_ro_access_report(body, carry)` does that with a per-connection `carry` list.
+connection; the client must use the previous value (LLRP 1.0.1 §13.2.3 (ii): "the Client SHALL assume
+that the value is identical to the last parameter of the same type received").
+`decode_ro_access_report(body, carry)` does that with a per-connection `carry` list.
 
 Resync policy of the streaming `FrameDecoder`: LLRP has no frame marker, so a message header with an
 impossible length (below 10 or above `MAX_MESSAGE_LEN`, 1 MiB) or version means the byte stream can no
@@ -239,7 +240,7 @@ def rospec(
     selector: int = SELECTOR_WE_USE,
 ) -> bytes:
     """Our continuous-inventory ROSpec (see the module docstring): starts every `cycle_ms` (Periodic start
-    trigger, LLRP 1.0.1 §16.2.4.1.1.1), runs `on_air_ms(cycle_ms)` (Duration ROSpec stop trigger), one AISpec
+    trigger, LLRP 1.0.1 §10.2.1.1.1), runs `on_air_ms(cycle_ms)` (Duration ROSpec stop trigger), one AISpec
     on `antennas` (0 = all) with a Null stop trigger, one report per run (ROReportTrigger 2, N = 0)."""
     periodic = tlv(P.PERIODIC_TRIGGER_VALUE, struct.pack("!II", 0, cycle_ms))  # Offset 0, Period
     start = tlv(P.ROSPEC_START_TRIGGER, bytes((2,)) + periodic)  # 2 = Periodic

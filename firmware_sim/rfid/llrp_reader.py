@@ -3,29 +3,29 @@
 Written from the EPCglobal LLRP 1.0.1 specification (not from our driver), so a client that relies on
 behaviour the spec does not promise fails against it as it would against a real reader:
 
-- Reader operation state machine of every ROSpec (LLRP 1.0.1 §10.2.1, ROSpec states Disabled -> Inactive
-  -> Active): ADD_ROSPEC leaves it Disabled, ENABLE_ROSPEC makes it Inactive and arms its start trigger,
-  START_ROSPEC (only from Inactive) or the start trigger makes it Active, and it goes back to Inactive when
-  its ROSpec stop trigger fires, when all its AISpecs are done, or on STOP_ROSPEC. DISABLE_ROSPEC and
-  DELETE_ROSPEC (id 0 = all) disarm it.
-- ROSpecStartTrigger (§10.2.1.1.1, parameter §16.2.4.1.1.1): Null (only START_ROSPEC starts it),
-  Immediate (starts once, when enabled; it does NOT restart by itself after it is done), Periodic (Offset,
-  Period; first start Offset ms after it is enabled, then every Period; a period that comes while it is
-  still Active is skipped).
-- ROSpecStopTrigger (§16.2.4.1.1.2): Null (done when its AISpecs are done, or STOP_ROSPEC), Duration.
-- AISpecStopTrigger (§16.2.4.2.1): Null (runs until the ROSpec is done), Duration, Tag observation (type 0
-  N unique tags or timeout, type 1 no new tag for T ms or timeout, type 2 N inventory attempts or timeout).
+- ROSpec states (LLRP 1.0.1 §6.1, figure 4: Disabled -> Inactive -> Active): ADD_ROSPEC leaves it
+  Disabled, ENABLE_ROSPEC makes it Inactive, START_ROSPEC (only from Inactive) or its start trigger makes
+  it Active, and it goes back to Inactive when its ROSpec stop trigger fires, when all its AISpecs are
+  done, or on STOP_ROSPEC. A Disabled ROSpec ignores its triggers; DELETE_ROSPEC (id 0 = all) removes it.
+- ROSpecStartTrigger (§10.2.1.1.1, triggers §6.1.1.2): Null (only START_ROSPEC starts it), Immediate
+  (starts once, when enabled; it does NOT restart by itself after it is done), Periodic (first start time
+  = receipt of the ADD_ROSPEC + Offset, then every Period, Period 0 = once; a start time that finds the
+  ROSpec Disabled, or still Active, is skipped).
+- ROSpecStopTrigger (§10.2.1.1.2): Null (done when its AISpecs are done, or STOP_ROSPEC), Duration.
+- AISpecStopTrigger (§10.2.2.1): Null (runs until its ROSpec is done, §6.1.1.2), Duration, Tag observation
+  (type 0 N unique tags or timeout, type 1 no new tag for T ms or timeout, type 2 N attempts or timeout).
   An AISpec inventories in rounds of `round_ms` (one `Population.cycle()` per round, the World's truth).
-- ROReportSpec (§16.2.7.1, ROReportTrigger §13.2.1): ROReportTrigger 0 None (reports only on
-  GET_REPORT), 1 every N TagReportData or end of AISpec, 2 every N or end of ROSpec (N = 0: no limit).
-  TagReportData accumulate per (EPC, antenna) and carry exactly the fields the TagReportContentSelector
-  enables. Nothing accumulated -> no report (a reader sends no empty RO_ACCESS_REPORT).
-- READER_EVENT_NOTIFICATION (§13.2.5, parameters §16.2.7.6): ConnectionAttemptEvent on every connection
-  (status 0, or 2 to a second client and 4 to the one it keeps), ConnectionCloseEvent before the reader
-  closes; ROSpecEvent (start/end), AntennaEvent and ReaderExceptionEvent only when enabled by
-  SET_READER_CONFIG's ReaderEventNotificationSpec (all off after a restart). KEEPALIVE per KeepaliveSpec.
+- ROReportSpec (§13.2.1): ROReportTrigger 0 None (reports only on GET_REPORT), 1 every N TagReportData
+  or end of AISpec, 2 every N or end of ROSpec (N = 0: no limit). TagReportData accumulate per (EPC,
+  antenna) and carry exactly the fields the TagReportContentSelector enables. Nothing accumulated -> no
+  report (a reader sends no empty RO_ACCESS_REPORT).
+- READER_EVENT_NOTIFICATION (§13.2.5, §13.2.6): ConnectionAttemptEvent on every connection (status 0, or
+  2 to a second client and 4 to the one it keeps), ConnectionCloseEvent before the reader closes;
+  ROSpecEvent (start/end; a run's tag data is sent between the two), AntennaEvent and ReaderExceptionEvent
+  only when enabled by SET_READER_CONFIG's ReaderEventNotificationSpec (all off after a restart).
+  KEEPALIVE per KeepaliveSpec.
 - Options: `omit_unchanged` (the reader leaves out an enabled optional TagReportData field whose value is
-  the same as the last one of that type it sent on this connection, LLRP 1.0.1 efficient reporting), and
+  the same as the last one of that type it sent on this connection, LLRP 1.0.1 §13.2.3 (ii)), and
   `split_frames` (every frame written in two TCP segments).
 
 Reader state (ROSpecs, event/keepalive configuration) belongs to the reader, not to a connection, as on a
@@ -65,7 +65,7 @@ GET_REPORT = 60
 
 
 class RoState(IntEnum):
-    """ROSpec states (LLRP 1.0.1 §10.2.1)."""
+    """ROSpec states (LLRP 1.0.1 §6.1, figure 4; CurrentState of §10.2.1)."""
 
     DISABLED = 0
     INACTIVE = 1
@@ -401,6 +401,8 @@ class LlrpReaderSim:
         if rs.rospec_id in self.rospecs:
             return c.llrp_status(A_INVALID, f"ROSpec {rs.rospec_id} exists")
         self.rospecs[rs.rospec_id] = rs
+        if rs.start == 2:  # first start = receipt of this message + Offset (§6.1.1.2), whatever the state
+            rs.timer = self._spawn(self._periodic(rs))
         return c.llrp_status()
 
     def _rospec_op(self, op: int, rid: int) -> bytes:
@@ -424,10 +426,7 @@ class LlrpReaderSim:
                 rs.state = RoState.INACTIVE
                 if rs.start == 1:
                     self._activate(rs)
-                elif rs.start == 2:
-                    rs.timer = self._spawn(self._periodic(rs))
         elif op == DISABLE_ROSPEC:
-            self._disarm(rs)
             if rs.state == RoState.ACTIVE:
                 self._halt(rs)
                 self._ended(rs)
@@ -473,8 +472,10 @@ class LlrpReaderSim:
         due = clock.monotonic() + rs.offset_ms / 1000
         while True:
             await clock.sleep(max(0.0, due - clock.monotonic()))
-            if rs.state == RoState.INACTIVE:
+            if rs.state == RoState.INACTIVE:  # a Disabled ROSpec ignores triggers, an Active one is busy
                 self._activate(rs)
+            if rs.period_ms == 0:  # one-shot
+                return
             due += rs.period_ms / 1000
             while due < clock.monotonic():  # periods missed while Active or late: skipped
                 due += rs.period_ms / 1000
@@ -670,7 +671,8 @@ def parse_reader_config(body: bytes) -> tuple[bool, dict[int, bool], int | None]
 
 
 def parse_rospec(body: bytes) -> RoSpec:
-    """The ROSpec of an ADD_ROSPEC body (LLRP 1.0.1 §16.2.4.1); `RoSpecError` for what a reader refuses."""
+    """The ROSpec of an ADD_ROSPEC body (LLRP 1.0.1 §10.2.1, binary §16.2.4.1); `RoSpecError` for what a
+    reader refuses."""
     where = c.find_param(body, c.P.ROSPEC)
     if where is None:
         raise RoSpecError("no ROSpec parameter")
@@ -696,8 +698,6 @@ def parse_rospec(body: bytes) -> RoSpec:
                         if pv is None or pv[1] - pv[0] < 8:
                             raise RoSpecError("a Periodic start trigger needs a PeriodicTriggerValue")
                         offset, period = struct.unpack_from("!II", body, pv[0])
-                        if period == 0:
-                            raise RoSpecError("PeriodicTriggerValue Period 0")
                     elif start not in (0, 1):
                         raise RoSpecError(f"ROSpecStartTrigger type {start} not supported")
                 elif t2 == c.P.ROSPEC_STOP_TRIGGER:

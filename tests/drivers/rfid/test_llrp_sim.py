@@ -144,6 +144,27 @@ async def test_periodic_start_with_duration_stop_runs_every_period(demo_manifest
         assert sim.rospecs[RID].state == RoState.DISABLED and len(cl.rospec_events()) == n
 
 
+async def test_periodic_one_shot_after_its_offset_from_the_add(demo_manifest: Manifest) -> None:
+    async with session(demo_manifest) as (sim, cl):
+        body = spec(2, (1, 50), NULL_AI, start_extra=c.tlv(c.P.PERIODIC_TRIGGER_VALUE, struct.pack("!II", 300, 0)))
+        assert (await cl.request(c.Msg.ADD_ROSPEC, body)).ok
+        assert (await cl.request(c.Msg.ENABLE_ROSPEC, c.u32(RID))).ok
+        assert cl.rospec_events() == []  # not before Offset
+        await until(lambda: cl.rospec_events() == [c.ROSPEC_STARTED, c.ROSPEC_ENDED])
+        await asyncio.sleep(0.3)
+        assert sim.stats.rospec_starts == 1  # Period 0: once
+
+
+async def test_periodic_start_time_that_finds_it_disabled_is_skipped(demo_manifest: Manifest) -> None:
+    async with session(demo_manifest) as (sim, cl):
+        body = spec(2, (1, 50), NULL_AI, start_extra=c.tlv(c.P.PERIODIC_TRIGGER_VALUE, struct.pack("!II", 0, 0)))
+        assert (await cl.request(c.Msg.ADD_ROSPEC, body)).ok  # its one start time is now, while Disabled
+        await asyncio.sleep(0.1)
+        assert (await cl.request(c.Msg.ENABLE_ROSPEC, c.u32(RID))).ok
+        await asyncio.sleep(0.3)
+        assert sim.stats.rospec_starts == 0 and sim.rospecs[RID].state == RoState.INACTIVE
+
+
 async def test_null_stops_run_until_stop_rospec_reporting_every_n_tags(demo_manifest: Manifest) -> None:
     async with session(demo_manifest) as (sim, cl):
         assert (await cl.request(c.Msg.ADD_ROSPEC, spec(0, (0, 0), NULL_AI, (1, 3)))).ok

@@ -57,7 +57,7 @@ async def test_end_to_end_reads_keepalives_polite_close_and_stock(demo_manifest:
         assert {r.read_point for r in reads} <= {"apparel", "entrance"}
         assert all(r.epc.isupper() and r.rssi_dbm is not None and r.seen_us and r.count >= 1 for r in reads)
         assert sim.stats.requests[:6] == ["GET_READER_CAPABILITIES", "SET_READER_CONFIG", "DELETE_ROSPEC",
-                                          "ADD_ROSPEC", "ENABLE_ROSPEC", "KEEPALIVE_ACK"]
+                                          "ADD_ROSPEC", "ENABLE_ROSPEC", "START_ROSPEC"]
         for _ in range(50):  # the polite goodbye was sent from the generator's finally
             if not sim.connected:
                 break
