@@ -236,3 +236,51 @@ async def test_tracked_tare_survives_a_gateway_restart(mosquitto: Mosquitto, dem
     finally:
         await sim.stop()
 
+
+
+async def test_faults_reach_people(mosquitto: Mosquitto, demo_manifest: Manifest, tmp_path: Path) -> None:
+    """Through the real Gateway and its rules: a stuck cell held longer than lane_fault_hold_s opens a staff
+    alert naming the lane, healing it resolves the alert; a bag left on a lane does the same as an unknown
+    object."""
+    world = World(demo_manifest, SystemClock())
+    lanes = lanes_for(world, "shelf-a1")
+    sim = SerialShelfSim(world, tmp_path / "a1.tty", lanes, hz=40)
+    raw_rules = yaml.safe_load(demo_manifest_text())["rules"]
+    manifest = manifest_with(
+        [{"id": "a1", "type": "shelf_serial", "port": str(sim.port.link), "lanes": lane_sections(lanes),
+          "counting": FAST}],
+        api={"enabled": False}, rules={**raw_rules, "lane_fault_hold_s": 1.0})
+    sim.start()
+    seen: list[dict[str, Any]] = []
+
+    async def listen(gw: Gateway) -> None:
+        async for ev in gw.subscribe():
+            seen.append(ev)
+
+    def alerts(kind: str, state: str) -> list[dict[str, Any]]:
+        return [e["data"] for e in seen if e["type"] == f"retail.alert.{state}.v1" and e["data"].get("kind") == kind]
+
+    try:
+        async with Gateway(manifest, hub_url=mosquitto.url, data_dir=tmp_path / "var") as gw:
+            listener = asyncio.create_task(listen(gw))
+            try:
+                proc = gw.processor(ShelfProcessor)
+                assert proc is not None
+                await until(lambda: (e := proc.lane_engine("a1", "shelf-a1", "l1")) is not None
+                            and e.count is not None, "first count")
+                sim.stick_cell("shelf-a1", "l1")
+                await until(lambda: bool(alerts("lane_fault", "opened")), "lane fault alert")
+                opened = alerts("lane_fault", "opened")[0]
+                assert (opened["shelf"], opened["sku"]) == ("shelf-a1", "cola-330")
+                assert "l1" in opened["message"] and "stuck" in opened["message"], opened
+                sim.heal_cell("shelf-a1", "l1")
+                await until(lambda: bool(alerts("lane_fault", "resolved")), "lane fault alert resolved")
+                world.place_object("shelf-a1", "l2", 2500.0)  # 14 bottles + 2.5 kg = 18.8: over capacity 18
+                await until(lambda: bool(alerts("unknown_object", "opened")), "unknown object alert")
+                world.remove_object("shelf-a1", "l2")
+                await until(lambda: bool(alerts("unknown_object", "resolved")), "unknown object alert resolved")
+            finally:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+    finally:
+        await sim.stop()
