@@ -43,7 +43,7 @@ async def run_gateway(config: Path) -> int:
     from edge.sdnotify import Notifier
 
     log = logging.getLogger("edge")
-    manifest = check_manifest(config)  # what check-config accepts runs (issue 15); edge/cli.py check-config
+    manifest = check_manifest(config)  # refuses (exit 2) what check-config --here refuses
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -139,20 +139,24 @@ def rules_fit(manifest: Manifest) -> list[tuple[tuple[str | int, ...], str]]:
     return out
 
 
-def check_manifest(path: Path) -> Manifest:
-    """The manifest at `path`, validated as `run` needs it (schema, references, rules fit); `ConfigError` else."""
-    from edge.config import load_manifest
+def check_manifest(path: Path, here: bool = True) -> Manifest:
+    """The manifest at `path`, validated as `run` needs it (schema, references, rules fit and, with `here`,
+    this machine: state directory, TLS files, API address); `ConfigError` else."""
+    from edge.config import load_manifest, machine_problems
 
-    return load_manifest(path, checks=[rules_fit])
+    return load_manifest(path, checks=[rules_fit, machine_problems] if here else [rules_fit])
 
 
-def check_config(path: Path) -> int:
-    """`edge-gateway check-config`: exit 0 when `run` would start with this manifest as written, else 2."""
+def check_config(path: Path, here: bool = False) -> int:
+    """`edge-gateway check-config`: exit 0 when `run` would start with this manifest as written, else 2.
+
+    Without `here` nothing of this machine is looked at (the manifest may be meant for another one).
+    """
     from edge.config import load_rules_file, render_path
 
     issues: list[ConfigIssue] = []
     try:
-        m = check_manifest(path)
+        m = check_manifest(path, here)
         if m.rules.file is not None:  # `run` would log it and fall back to the inline rules: say so here
             from rules.restock import RulesError, compile_rules
 
@@ -184,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p_check = sub.add_parser("check-config", help="validate a manifest; exit 2 with every error")
     p_check.add_argument("file", type=Path)
+    p_check.add_argument("--here", action="store_true", help="also check this machine as `run` does: the state "
+                         "directory, the hub's TLS files, the API address")
 
     p_demo = sub.add_parser("demo", help="run the whole gateway against the simulated store")
     p_demo.add_argument("--mqtt", help="hub broker URL (default: a private mosquitto when possible)")
@@ -200,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
 
     if args.command == "check-config":
-        return check_config(args.file)
+        return check_config(args.file, args.here)
     try:
         if args.command == "run":
             return asyncio.run(run_gateway(args.config))

@@ -12,6 +12,8 @@ import contextlib
 import difflib
 import os
 import re
+import socket
+import ssl
 import types
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
@@ -766,3 +768,62 @@ def load_rules_file(path: str | Path, manifest: Manifest) -> RulesBody:
     if issues or body is None:
         raise ConfigError(issues)
     return body
+
+
+def machine_problems(m: Manifest) -> list[tuple[Loc, str]]:
+    """What this machine lacks for `m` (a `Check`): the state directory, the hub TLS files, the API address.
+
+    `run` refuses to start on these (exit 2) instead of failing later with a traceback; `check-config --here`
+    checks them on the machine that will run the manifest (the plain check-config works anywhere).
+    """
+    out: list[tuple[Loc, str]] = []
+    data = Path(m.storage.data_dir)
+    existing = next((p for p in (data, *data.parents) if p.exists()), Path("/"))
+    if not existing.is_dir():
+        out.append((("storage", "data_dir"), f"{existing} is not a directory: point data_dir at a directory"))
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == data else f"cannot be created ({existing} is not writable)"
+        out.append((("storage", "data_dir"), f"{data} {what}: fix the permissions or choose another data_dir "
+                                             "(systemd: StateDirectory)"))
+    tls = m.hub.tls
+    if tls is not None:
+        out += _tls_problems(tls)
+    host, _, _ = m.api.listen.rpartition(":")
+    if m.api.enabled:
+        try:
+            infos = socket.getaddrinfo(host.strip("[]") or None, 0, type=socket.SOCK_STREAM)
+            with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
+                sock.bind(infos[0][4])  # port 0: only whether the address is this machine's
+        except OSError as exc:
+            out.append((("api", "listen"), f"cannot listen on {host}: {exc.strerror or exc}; use an address of this "
+                                           "machine, 127.0.0.1 (local only) or 0.0.0.0 (every interface)"))
+    return out
+
+
+def _tls_problems(tls: TlsConfig) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    unreadable = set()
+    for name in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, name)
+        if path is None:
+            continue
+        try:
+            with Path(path).open("rb"):
+                pass
+        except OSError as exc:
+            unreadable.add(name)
+            out.append((("hub", "tls", name), f"cannot read {path}: {exc.strerror}; check the path and permissions"))
+    ctx = ssl.create_default_context()
+    if tls.ca_file is not None and "ca_file" not in unreadable:
+        try:
+            ctx.load_verify_locations(cafile=str(tls.ca_file))
+        except (ssl.SSLError, ValueError) as exc:
+            out.append((("hub", "tls", "ca_file"), f"{tls.ca_file} holds no usable CA certificate ({exc}): give the "
+                                                   "hub's CA as PEM"))
+    if tls.cert_file is not None and tls.key_file is not None and not unreadable & {"cert_file", "key_file"}:
+        try:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file), password=lambda: b"")  # never prompt
+        except (ssl.SSLError, ValueError) as exc:
+            out.append((("hub", "tls", "cert_file"), f"{tls.cert_file} and {tls.key_file} are no matching PEM "
+                                                     f"certificate and key ({exc}): check both files"))
+    return out

@@ -36,9 +36,9 @@ SMALL_LANE = Case("default min does not fit a 1-unit lane", {}, 22, "shelves[0].
                   "min 2 is not below max/capacity 1", edit=("capacity: 24", "capacity: 1"))
 
 
-def _check(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge", "check-config", str(path)], capture_output=True, text=True,
-                          env=ENV, cwd=ROOT, timeout=120, check=False)
+def _check(path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge", "check-config", *flags, str(path)], capture_output=True,
+                          text=True, env=ENV, cwd=ROOT, timeout=120, check=False)
 
 
 def _run(path: Path, log: Path) -> tuple[int, str, bool]:
@@ -101,8 +101,41 @@ def test_refused_by_check_config_and_by_run_alike(case: Case, tmp_path: Path) ->
 def test_accepted_by_check_config_runs(over: dict[str, str], tmp_path: Path) -> None:
     path = tmp_path / "store.yaml"
     path.write_text(manifest(data_dir=str(tmp_path / "var"), **over))
-    check = _check(path)
-    assert check.returncode == 0, check.stderr
+    for flags in ((), ("--here",)):
+        check = _check(path, *flags)
+        assert check.returncode == 0, check.stderr
     rc, log, alive = _run(path, tmp_path / "run.log")
     assert (rc, alive) == (0, True), log
     assert "Traceback" not in log
+
+
+# what this machine lacks: `check-config --here` and run refuse alike (run failed with a traceback, exit 1);
+# the plain check-config, which may check a manifest for another machine, accepts them
+MACHINE: dict[str, tuple[tuple[str, str], str, str]] = {
+    "data_dir under a file": (("data_dir: {var}", "data_dir: {tmp}/afile/var"), "storage.data_dir",
+                              "is not a directory"),
+    "hub CA file missing": (("  reconnect_max: 1\n", "  reconnect_max: 1\n  tls: {{ca_file: {tmp}/nope.pem}}\n"),
+                            "hub.tls.ca_file", "cannot read"),
+    "hub CA file no PEM": (("  reconnect_max: 1\n", "  reconnect_max: 1\n  tls: {{ca_file: {tmp}/afile}}\n"),
+                           "hub.tls.ca_file", "no usable CA certificate"),
+    "API address not this machine's": (("listen: 127.0.0.1:0", "listen: 192.0.2.1:8080"), "api.listen",
+                                       "cannot listen on 192.0.2.1"),
+}
+
+
+@pytest.mark.parametrize("name", list(MACHINE))
+def test_this_machine_checked_by_check_config_here_and_run(name: str, tmp_path: Path) -> None:
+    (old, new), field, message = MACHINE[name]
+    (tmp_path / "afile").write_text("not a certificate\n")
+    text = manifest(data_dir=str(tmp_path / "var"))
+    old, new = old.format(var=tmp_path / "var"), new.format(tmp=tmp_path)
+    assert old in text
+    path = tmp_path / "store.yaml"
+    path.write_text(text.replace(old, new))
+    assert _check(path).returncode == 0  # nothing of this machine is looked at
+    here = _check(path, "--here")
+    assert here.returncode == 2, here.stderr
+    errors = [ln for ln in here.stderr.splitlines() if not ln.endswith("error(s)")]
+    assert len(errors) == 1 and f": {field}: " in errors[0] and message in errors[0], here.stderr
+    rc, log, _ = _run(path, tmp_path / "run.log")
+    assert rc == 2 and errors[0] in log.splitlines() and "Traceback" not in log, log
