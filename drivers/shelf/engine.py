@@ -41,6 +41,8 @@ FAULT_CLEARED = "fault_cleared"
 SETTLED = "settled"  # a plausible settle at the held count that ends an untrusted period (fault, unknown)
 TARE = "tare"  # zero tracking moved the tare by `tare_report_g` since it was last reported
 
+MAX_ABS_GRAMS = 1e9  # a reading beyond a thousand tonnes is no weight: a "range" fault
+
 # why a settled load is not stock
 NEGATIVE = "negative"
 RESIDUAL = "residual"
@@ -161,9 +163,9 @@ class LaneEngine:
     def feed(self, t: float, grams: float, stable: bool = True) -> Decision | None:
         """One sample at time `t` (seconds); returns a decision when there is one."""
         p = self.p
-        if not math.isfinite(grams):  # NaN/inf: a broken ADC reading
+        if not -MAX_ABS_GRAMS <= grams <= MAX_ABS_GRAMS:  # NaN/inf/absurd: a broken ADC reading or garbage
             self._last_t = t
-            return self._set_fault("nan", t)
+            return self._set_fault("nan" if math.isnan(grams) else "range", t)
         cleared: Decision | None = None
         # stuck: a live load cell always has some noise, so a long run of identical values is a fault
         if grams == self._last_raw and p.expect_noise:
@@ -210,7 +212,7 @@ class LaneEngine:
             return cleared
         mean = self._s1 / n
         var = self._s2 / n - mean * mean
-        if var > p.stable_std_g * p.stable_std_g or (p.expect_noise and var < 1e-9):
+        if not var <= p.stable_std_g * p.stable_std_g or (p.expect_noise and var < 1e-9):
             # no noise at all is as suspicious as too much: a frozen ADC must not set a count
             return cleared
         dt = t - prev_t if prev_t is not None else 0.0

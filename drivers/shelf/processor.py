@@ -58,6 +58,7 @@ TARE_TABLE = "shelf_tares"
 
 FAULT_TEXT = {
     "nan": "load cell gives no reading",
+    "range": "load cell reading out of range",
     "stuck": "load cell stuck (repeats the same value)",
     "timeout": "load cell not responding",
     "offline": "shelf controller offline",

@@ -374,6 +374,19 @@ def test_fuzz_any_input_gives_counts_within_the_lane(steps: list[Step]) -> None:
     _drive(steps)
 
 
+@pytest.mark.parametrize("params", [CountingConfig(), CountingConfig(stable_std_g=4e9)])
+@pytest.mark.parametrize("grams", [
+    [1e308 if i % 2 else -1e308 for i in range(40)],  # alternating extremes: the window's sums overflow
+    [0.0] * 3 + [1e308 + (i % 2) * 1e293 for i in range(40)],  # a jump to the edge of float
+])
+def test_absurd_readings_are_a_fault_not_a_crash(grams: list[float], params: CountingConfig) -> None:
+    """Readings beyond MAX_ABS_GRAMS made the old engine's window overflow (OverflowError in round(inf))."""
+    eng = LaneEngine(UNIT, TARE, params, CAPACITY)
+    kinds = [d.kind for i, g in enumerate(grams) if (d := eng.feed(i * 0.05, g)) is not None]
+    assert kinds == [FAULT]
+    assert eng.fault == "range"
+
+
 def test_the_fuzz_harness_sees_counts() -> None:
     """The fuzz's harness does reach counts (so its bound is exercised), and 34 cans never become one."""
     assert _drive([("feed", TARE + 6 * UNIT, True, 0.0)] * 3) == 1

@@ -11,10 +11,12 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
+import orjson
 import pytest
 import yaml
 
-from drivers.base import DriverContext, Reading
+from drivers.base import DeviceOnline, DriverContext, Reading
 from drivers.registry import FAMILIES, load
 from drivers.shelf.engine import LaneEngine
 from drivers.shelf.events import ShelfFault, ShelfFaultCleared, ShelfUnknownObject, ShelfUnknownObjectCleared
@@ -57,6 +59,8 @@ class Run:
         dev = manifest.devices[0]
         self.driver = load(FAMILIES[dev.type].driver)(dev, ctx)
         self.out: list[object] = []
+        self.readings: list[Reading] = []
+        self.errors = 0  # processor exceptions (the pipeline would count and log them)
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
@@ -64,7 +68,11 @@ class Run:
         last_tick = time.monotonic()
         try:
             async for r in stream:
-                self.out += self.proc.feed(r, r.time)
+                self.readings.append(r)
+                try:
+                    self.out += self.proc.feed(r, r.time)
+                except Exception:
+                    self.errors += 1
                 if time.monotonic() - last_tick > 0.2:
                     last_tick = time.monotonic()
                     self.out += self.proc.tick(SystemClock().now())
@@ -88,6 +96,9 @@ class Run:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+
+    def driver_online(self) -> bool:
+        return any(isinstance(r, DeviceOnline) for r in self.readings)
 
     def of(self, kind: type) -> list[Any]:
         return [o for o in self.out if isinstance(o, kind)]
@@ -284,3 +295,26 @@ async def test_faults_reach_people(mosquitto: Mosquitto, demo_manifest: Manifest
                 await asyncio.gather(listener, return_exceptions=True)
     finally:
         await sim.stop()
+
+
+async def test_absurd_mqtt_weights_are_a_fault(mosquitto: Mosquitto, demo_manifest: Manifest, tmp_path: Path) -> None:
+    """A shelf publishing 0 then 1e308-ish grams (valid JSON numbers): a `range` fault and a stale flag; the old
+    engine raised OverflowError on every such sample, so the lane was dead."""
+    manifest = manifest_with([{"id": "c1", "type": "shelf_mqtt", "broker_url": mosquitto.url,
+                               "lanes": [{"channel": "rack-c1:l1", "shelf": "rack-c1", "lane": "l1"}],
+                               "counting": FAST}])
+    run = Run(manifest, tmp_path)
+    run.start()
+    try:
+        await until(lambda: bool(run.driver_online()), "subscribed")
+        async with aiomqtt.Client("127.0.0.1", int(mosquitto.url.rsplit(":", 1)[1])) as c:
+            for i in range(40):
+                grams = 0.0 if i < 3 else 1e308 + (i % 2) * 1e293
+                await c.publish("shelves/rack-c1/weight", orjson.dumps(
+                    {"shelf": "rack-c1", "lane": "l1", "grams": grams}))
+                await asyncio.sleep(0.02)
+        await until(lambda: run.flags("tee-m") == [True], "stale flag")
+        assert [f.code for f in run.of(ShelfFault)] == ["range"]
+        assert run.errors == 0
+    finally:
+        await run.stop()
