@@ -18,7 +18,6 @@ that lane is the one it was tracked from (re-configuring a lane starts over).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
@@ -30,6 +29,7 @@ from drivers.shelf.engine import (
     COUNT,
     FAULT,
     FAULT_CLEARED,
+    MAX_ABS_GRAMS,
     NEGATIVE,
     RESIDUAL,
     RISE,
@@ -144,7 +144,7 @@ class ShelfProcessor:
                 tare, config_tare = float(row["tare_g"]), float(row["config_tare_g"])
             except (KeyError, TypeError, ValueError):
                 continue
-            if math.isfinite(tare) and math.isfinite(config_tare):
+            if abs(tare) <= MAX_ABS_GRAMS and abs(config_tare) <= MAX_ABS_GRAMS:  # NaN fails too
                 self._restored[key] = (tare, config_tare)
 
     def _sku_of(self, shelf_id: str, lane_id: str) -> str | None:

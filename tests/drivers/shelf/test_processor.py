@@ -157,7 +157,9 @@ def test_tracked_tare_is_saved_and_restored(demo_manifest: Manifest, clock: Manu
     assert (last["device"], last["shelf"], last["lane"], last["config_tare_g"]) == ("shelf-1", "shelf-a1", "l1", 900.0)
     assert last["tare_g"] == pytest.approx(870.0, abs=1.5)
     again = ShelfProcessor(manifest, clock)
-    again.restore_state([last, {"device": "x"}, {**last, "lane": "l2", "tare_g": "nan?"}])
+    again.restore_state([last, {"device": "x"}, {**last, "lane": "l2", "tare_g": "nan?"},
+                         {**last, "device": "d2", "tare_g": float("nan")}, {**last, "device": "d3", "tare_g": 1e300}])
+    assert set(again._restored) == {("shelf-1", "shelf-a1", "l1")}
     feed(again, clock, "shelf-a1", "l1", 870.0 + 4 * 355.0, 0.1)  # a load: no tracking, the tare is the saved one
     eng = again.lane_engine("shelf-1", "shelf-a1", "l1")
     assert eng is not None
