@@ -555,42 +555,82 @@ def decode_ro_access_report(body: bytes, carry: Carry | None = None) -> list[Raw
     return out
 
 
+_U16 = struct.Struct("!H").unpack_from
+_U64 = struct.Struct("!Q").unpack_from
+
+
 def _decode_tag_report_data(body: bytes, start: int, end: int, carry: Carry | None) -> RawTag:
+    """One TagReportData in any field order and with any fields left out (the general path: one pass over
+    its parameters, the fields we use decoded inline, the others skipped by length)."""
     epc: str | None = None
     ant: int | None = None
     rssi: int | None = None
     first: int | None = None
     last: int | None = None
     count: int | None = None
-    for t, s, e in iter_params(body, start, end):
-        if t == P.EPC_96:
-            epc = body[s:e].hex().upper()
-        elif t == P.EPC_DATA:
+    pos = start
+    while pos < end:
+        head = body[pos]
+        if head & 0x80:
+            t = head & 0x7F
+            size = TV_LENGTHS.get(t)
+            if size is None:
+                raise FrameError(f"unknown TV parameter type {t}: its length is unknown", body)
+            s = pos + 1
+            pos = s + size
+            if pos > end:
+                raise FrameError(f"truncated TV parameter {t}", body)
+            if t == 13:  # EPC-96
+                epc = body[s:pos].hex().upper()
+            elif t == 1:  # AntennaID
+                ant = _U16(body, s)[0]
+            elif t == 6:  # PeakRSSI, signed
+                v = body[s]
+                rssi = v - 256 if v > 127 else v
+            elif t == 2:  # FirstSeenTimestampUTC
+                first = _U64(body, s)[0]
+            elif t == 4:  # LastSeenTimestampUTC
+                last = _U64(body, s)[0]
+            elif t == 8:  # TagSeenCount
+                count = _U16(body, s)[0]
+            continue
+        if pos + 4 > end:
+            raise FrameError("truncated TLV parameter header", body)
+        t = ((head << 8) | body[pos + 1]) & 0x3FF
+        length = (body[pos + 2] << 8) | body[pos + 3]
+        if length < 4 or pos + length > end:
+            raise FrameError(f"TLV parameter {t} has bad length {length}", body)
+        if t == P.EPC_DATA:
+            s, e = pos + 4, pos + length
             if e - s < 2:
                 raise FrameError("EPCData too short", body)
-            bits = struct.unpack_from("!H", body, s)[0]
+            bits = _U16(body, s)[0]
             nbytes = (bits + 7) // 8
             if s + 2 + nbytes > e:
                 raise FrameError(f"EPCData says {bits} bits but carries {e - s - 2} bytes", body)
             epc = body[s + 2 : s + 2 + nbytes].hex().upper()
-        elif t == P.ANTENNA_ID:
-            ant = struct.unpack_from("!H", body, s)[0]
-        elif t == P.PEAK_RSSI:
-            rssi = struct.unpack_from("!b", body, s)[0]
-        elif t == P.FIRST_SEEN_UTC:
-            first = struct.unpack_from("!Q", body, s)[0]
-        elif t == P.LAST_SEEN_UTC:
-            last = struct.unpack_from("!Q", body, s)[0]
-        elif t == P.TAG_SEEN_COUNT:
-            count = struct.unpack_from("!H", body, s)[0]
+        pos += length
     if epc is None:
         raise FrameError("TagReportData without an EPC", body)
     if carry is not None:
-        got = [ant, rssi, first, last, count]
-        for i, v in enumerate(got):
-            if v is None:
-                got[i] = carry[i]
-            else:
-                carry[i] = v
-        ant, rssi, first, last, count = got
+        if ant is None:
+            ant = carry[0]
+        else:
+            carry[0] = ant
+        if rssi is None:
+            rssi = carry[1]
+        else:
+            carry[1] = rssi
+        if first is None:
+            first = carry[2]
+        else:
+            carry[2] = first
+        if last is None:
+            last = carry[3]
+        else:
+            carry[3] = last
+        if count is None:
+            count = carry[4]
+        else:
+            carry[4] = count
     return (epc, 0 if ant is None else ant, rssi, first, last, 1 if count is None else count)
