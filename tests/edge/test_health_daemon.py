@@ -21,8 +21,7 @@ import yaml
 from bench.spine import manifest_dict
 from edge.brokers import Mosquitto, free_port
 from firmware_sim.hub import HubProcess
-from tests.faults.daemon import healthz, short, until
-from tests.faults.test_core_tasks import NotifySocket
+from tests.faults.daemon import NotifySocket, healthz, short, until
 
 pytestmark = pytest.mark.timeout(180)
 REPO = Path(__file__).resolve().parents[2]

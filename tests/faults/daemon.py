@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import time
 from collections import defaultdict
@@ -65,3 +66,41 @@ def holes_without_gap(events: list[dict[str, Any]], committed: dict[str, int]) -
         if missing:
             out[source] = missing[:20]
     return out
+
+
+class NotifySocket:
+    """An AF_UNIX datagram socket where systemd's would be; collects the daemon's notifications."""
+
+    def __init__(self, path: Path | None = None, abstract: str | None = None) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if abstract is not None:
+            self.sock.bind(b"\0" + abstract.encode())
+            self.env = "@" + abstract
+        else:
+            assert path is not None
+            self.sock.bind(str(path))
+            self.env = str(path)
+        self.sock.setblocking(False)
+        self.messages: list[dict[str, str]] = []
+
+    def drain(self) -> list[dict[str, str]]:
+        """Read every datagram waiting; return (and keep) them parsed."""
+        new: list[dict[str, str]] = []
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                break
+            msg = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            new.append(msg)
+        self.messages += new
+        return new
+
+    def seen(self, key: str) -> int:
+        """How many notifications so far carried `key`."""
+        self.drain()
+        return sum(1 for m in self.messages if key in m)
+
+    def close(self) -> None:
+        self.drain()
+        self.sock.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -32,49 +31,11 @@ from edge.pipeline import Pipeline
 from edge.state import StockState
 from firmware_sim.hub import HubProcess
 from firmware_sim.world import demo_manifest_text
-from tests.faults.daemon import committed_sequences, holes_without_gap, short, until
+from tests.faults.daemon import NotifySocket, committed_sequences, holes_without_gap, short, until
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = "retail/v1/demo"
 REPO = Path(__file__).resolve().parents[2]
-
-
-class NotifySocket:
-    """An AF_UNIX datagram socket where systemd's would be; collects the daemon's notifications."""
-
-    def __init__(self, path: Path | None = None, abstract: str | None = None) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        if abstract is not None:
-            self.sock.bind(b"\0" + abstract.encode())
-            self.env = "@" + abstract
-        else:
-            assert path is not None
-            self.sock.bind(str(path))
-            self.env = str(path)
-        self.sock.setblocking(False)
-        self.messages: list[dict[str, str]] = []
-
-    def drain(self) -> list[dict[str, str]]:
-        """Read every datagram waiting; return (and keep) them parsed."""
-        new: list[dict[str, str]] = []
-        while True:
-            try:
-                data = self.sock.recv(4096)
-            except BlockingIOError:
-                break
-            msg = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
-            new.append(msg)
-        self.messages += new
-        return new
-
-    def seen(self, key: str) -> int:
-        """How many notifications so far carried `key`."""
-        self.drain()
-        return sum(1 for m in self.messages if key in m)
-
-    def close(self) -> None:
-        self.drain()
-        self.sock.close()
 
 
 class Daemon:

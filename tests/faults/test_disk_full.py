@@ -21,20 +21,24 @@ import errno
 import os
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bench.spine import GatewayProc, manifest_dict
 from edge.brokers import Mosquitto, free_port
 from edge.db import integrity_check
 from firmware_sim.hub import HubProcess
-from tests.faults.daemon import committed_sequences, healthz, holes_without_gap, short, until
+from tests.faults.daemon import NotifySocket, committed_sequences, healthz, holes_without_gap, short, until
 
 pytestmark = pytest.mark.timeout(240)
 ROOT = "retail/v1/demo"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
@@ -151,5 +155,73 @@ def test_disk_full_then_space_returns(tmp_path: Path) -> None:
             s = short(str(e["source"]))
             at_hub[s] = max(at_hub.get(s, 0), int(e["sequence"]))
         assert at_hub == committed, (at_hub, committed)  # nothing beyond what was committed, nothing missing
+    hub.close()
+    broker.stop()
+
+
+def test_disk_full_without_reserve_fails_commit_check_and_starves_watchdog(tmp_path: Path) -> None:
+    """No reserve (`reserve_mb: 0`) and a full disk: even ledger events cannot commit. /healthz says 503 with
+    the commit lag and SQLite's error, the watchdog is no longer fed; once space returns both recover and
+    every committed event reaches the hub."""
+    api = free_port()
+    broker = Mosquitto(workdir=tmp_path / "mq")
+    broker.start()
+    hub = HubProcess(broker.port, f"{ROOT}/#", tmp_path / "hub.log")
+    devices = [{"id": "led", "type": "load", "cls": "ledger", "per_tick": 4, "interval_s": 0.1},
+               {"id": "tele", "type": "load", "cls": "telemetry", "per_tick": 4, "interval_s": 0.1}]
+    sd = NotifySocket(tmp_path / "notify.sock")
+    with small_fs(tmp_path / "fs", "12m") as fs:
+        data = fs / "var"
+        manifest = manifest_dict(data, broker.url, devices, api_port=api)
+        manifest["storage"]["reserve_mb"] = 0
+        manifest["health"] = {"commit_lag_max_s": 2, "stall_s": 2}
+        path = tmp_path / "manifest.yaml"
+        path.write_text(yaml.safe_dump(manifest))
+        log = tmp_path / "gateway.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "bench.load", "run", "--config", str(path)], stdout=out,
+                                    stderr=subprocess.STDOUT, cwd=REPO,
+                                    env={**os.environ, "PYTHONPATH": str(REPO), "NOTIFY_SOCKET": sd.env,
+                                         "WATCHDOG_USEC": "1500000"})
+        filler = fs / "filler"
+        try:
+            until(lambda: sd.seen("READY") == 1 and healthz(api)[0] == 200 and len(hub_events(hub, "led")) > 10,
+                  60, "daemon up, healthy, events at the hub", log)
+            fill(filler)
+
+            def commit_failing() -> bool:
+                status, body = healthz(api)
+                checks = body.get("checks", {})
+                return (status == 503 and checks["commit"]["ok"] is False
+                        and "database or disk is full" in checks["commit"]["reason"]
+                        and "commit: no progress" in checks["progress"]["reason"])
+
+            until(commit_failing, 60, "/healthz 503: commit lag, SQLite's error, no commit progress", log)
+            fed = sd.seen("WATCHDOG")
+            time.sleep(2.0)  # a window of 4 health samples
+            assert commit_failing()
+            assert sd.seen("WATCHDOG") == fed, "the watchdog was fed while nothing could be committed"
+            assert proc.poll() is None
+
+            filler.unlink()
+            until(lambda: healthz(api)[0] == 200, 60, "healthy again once space returned", log)
+            until(lambda: sd.seen("WATCHDOG") > fed + 1, 30, "the watchdog fed again", log)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                filler.unlink()
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(60)
+            sd.close()
+        assert rc == 0, log.read_text(errors="replace")[-3000:]
+        assert any("STOPPING" in m for m in sd.messages)
+        db = data / "edge.db"
+        assert integrity_check(db) == "ok"
+        committed = committed_sequences(db)
+        drain = GatewayProc(manifest_dict(data, broker.url, [], api_port=api), tmp_path)
+        try:
+            until(lambda: not holes_without_gap(hub.events(), committed), 60,
+                  "every committed sequence at the hub or covered by a gap event", log)
+        finally:
+            drain.stop()
     hub.close()
     broker.stop()
