@@ -655,6 +655,20 @@ def _unresolved(
     return f"{ref.kind} {ref.id!r} is not defined under {where} add it there or fix the id{listed}"
 
 
+def _partial(raw: dict[str, Any], found: list[ConfigIssue]) -> Manifest | None:
+    """The manifest without its failed sections, to check references in the same run; None when a section
+    that defines ids (zones, catalog, shelves) failed (every reference to it would be reported wrongly)."""
+    failed = {i.path.split(".")[0].split("[")[0] for i in found}
+    if failed & {"zones", "catalog", "shelves", ""}:
+        return None
+    part = {k: v for k, v in raw.items() if k not in failed and k != "devices"}
+    part["store"] = part.get("store", {"id": "partial"})
+    try:
+        return Manifest.model_validate(part)
+    except ValidationError:
+        return None
+
+
 Check = Callable[["Manifest"], list[tuple[Loc, str]]]
 """A further check of a valid manifest: (field path, what to fix) per problem (see `parse_manifest`)."""
 
@@ -715,9 +729,10 @@ def parse_manifest(
                 typed.append((i, family.config_model.model_validate(dev)))
             except ValidationError as err:
                 found += _issues_from(err, file, lines, family.config_model, ("devices", i))
-    if manifest is not None:
+    checked = manifest if manifest is not None else _partial(raw, found)
+    if checked is not None:
         found += [ConfigIssue(file, render_path(loc), msg, _line_for(lines, loc))
-                  for loc, msg in _reference_problems(manifest, typed)]
+                  for loc, msg in _reference_problems(checked, typed)]
     seen: set[tuple[str, str]] = set()
     for issue in found:
         # one error per cause: a field whose ${VAR} is unset is reported once, as unset; the common device

@@ -7,7 +7,6 @@ rules are compiled (`rules.restock.compile_rules`, `rules.offers.compile_offers`
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Literal
@@ -100,22 +99,6 @@ class RulesBody(StrictModel):
             if not _WINDOW.match(w):
                 raise ValueError(f"quiet hours window {w!r}: write 'HH:MM-HH:MM', e.g. '12:00-13:00'")
         return v
-
-    def mute_duration(self, requested: float | None) -> float:
-        """Seconds a restock mute lasts: `requested` (finite, above 0, at most `mute_max_s`) or `mute_max_s`.
-
-        Raises ValueError saying what to send instead (the command channel and the API answer it as a 400).
-        """
-        if requested is None:
-            return self.mute_max_s
-        if isinstance(requested, bool) or not isinstance(requested, int | float) or not math.isfinite(requested) \
-                or requested <= 0:
-            raise ValueError(f"duration_s must be a finite number of seconds above 0, at most mute_max_s "
-                             f"({self.mute_max_s:g}); leave it out for {self.mute_max_s:g}")
-        if requested > self.mute_max_s:
-            raise ValueError(f"duration_s {requested:g} is above mute_max_s ({self.mute_max_s:g} s): ask for at most "
-                             f"{self.mute_max_s:g}, or raise mute_max_s in the rules")
-        return float(requested)
 
     def references(self) -> list[Ref]:
         """Ids these rules name (categories, shelves, SKUs, shelf x SKU cells), checked against the manifest."""

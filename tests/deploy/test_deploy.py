@@ -52,3 +52,31 @@ def test_systemd_unit_is_hardened() -> None:
     assert svc["ProtectSystem"] == "strict"
     assert svc["Restart"] == "always"
     assert "run --config" in svc["ExecStart"]
+
+
+def test_check_config_names_line_and_fix_in_the_example(tmp_path: Path) -> None:
+    # the example with an operator's typical slips: each reported at its line, with the fix, exit 2
+    text = Path(EXAMPLE).read_text(encoding="utf-8")
+    for old, new in (("timezone: Europe/Amsterdam", "timezone: Europe/Amsterdm"),
+                     ("host: 10.20.0.31\n", "host: 10.20.0.31:5084\n"),
+                     ("lanes: [{channel: \"1\", shelf: shelf-a1,", "lanes: [{channel: \"1\", shelf: shelf-a2,")):
+        assert old in text
+        text = text.replace(old, new)
+    bad = tmp_path / "store.yaml"
+    bad.write_text(text, encoding="utf-8")
+    lines = text.splitlines()
+
+    def line_of(fragment: str) -> int:
+        return next(i for i, ln in enumerate(lines, 1) if fragment in ln)
+
+    res = subprocess.run([sys.executable, "-m", "edge", "check-config", str(bad)], capture_output=True, text=True,
+                         env={**ENV, "PATH": "/usr/bin:/bin"}, check=False)
+    assert res.returncode == 2
+    assert res.stderr.splitlines()[:-1] == [
+        f"{bad}:{line_of('Amsterdm')}: store.timezone: 'Europe/Amsterdm' is not a known IANA time zone: did you "
+        "mean 'Europe/Amsterdam'? (see `timedatectl list-timezones`)",
+        f"{bad}:{line_of('10.20.0.31:5084')}: devices[1].host: '10.20.0.31:5084' has a port: write host: "
+        "10.20.0.31 and put the port in port: 5084",
+        f"{bad}:{line_of('shelf-a2')}: devices[0].lanes[0].shelf: shelf 'shelf-a2' is not defined under shelves: "
+        "did you mean 'shelf-a1'? (or add it there)",
+    ], res.stderr

@@ -68,18 +68,6 @@ def test_rules_over_the_command_channel_are_bounded_too() -> None:
     assert RestockRule.model_validate({"debounce_s": 604800}).debounce_s == 604800
 
 
-@pytest.mark.parametrize(("requested", "ok"), [(None, 1800.0), (60, 60.0), (1800, 1800.0), (1801, None),
-                                               (1e9, None), (math.inf, None), (math.nan, None), (0, None),
-                                               (-5, None), (True, None), ("60", None)])
-def test_mute_duration_is_bounded_by_mute_max_s(requested: object, ok: float | None) -> None:
-    body = RulesBody()
-    if ok is not None:
-        assert body.mute_duration(requested) == ok  # type: ignore[arg-type]
-    else:
-        with pytest.raises(ValueError, match="mute_max_s"):
-            body.mute_duration(requested)  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize("urn", [
     "urn:epc:id:sgln:0614141.00001.aisle-1", "urn:epc:id:sgln:0614141.00001.0", "urn:epc:id:sgln:061414123456..0",
     "urn:epc:id:sgln:061414.123456.a!b(c)d*e+f,g:h", "urn:epc:id:sgln:0614141.00001.a%2Fb%25c",
