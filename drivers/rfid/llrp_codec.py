@@ -613,24 +613,11 @@ def _decode_tag_report_data(body: bytes, start: int, end: int, carry: Carry | No
     if epc is None:
         raise FrameError("TagReportData without an EPC", body)
     if carry is not None:
-        if ant is None:
-            ant = carry[0]
-        else:
-            carry[0] = ant
-        if rssi is None:
-            rssi = carry[1]
-        else:
-            carry[1] = rssi
-        if first is None:
-            first = carry[2]
-        else:
-            carry[2] = first
-        if last is None:
-            last = carry[3]
-        else:
-            carry[3] = last
-        if count is None:
-            count = carry[4]
-        else:
-            carry[4] = count
+        got = [ant, rssi, first, last, count]
+        for k, val in enumerate(got):
+            if val is None:
+                got[k] = carry[k]
+            else:
+                carry[k] = val
+        ant, rssi, first, last, count = got
     return (epc, 0 if ant is None else ant, rssi, first, last, 1 if count is None else count)
