@@ -269,8 +269,23 @@ class AlertBook:
             a = Alert.from_row(r)
             if a.state in LIVE:
                 self.live[a.id] = a
-                self._by_key[a.key] = a.id
+                other = self.live.get(self._by_key.get(a.key, ""))
+                if other is None or (SEVERITY.get(a.kind, 0), a.opened_at) > (SEVERITY.get(other.kind, 0),
+                                                                               other.opened_at):
+                    self._by_key[a.key] = a.id
                 out.append(a)
+        return out
+
+    def merge_duplicates(self, now: datetime) -> list[Transition]:
+        """Resolve live alerts that share a family key with a more severe (or newer) one, as rows written by an
+        older gateway may (a low-stock and an out-of-stock alert of one cell): one alert per condition."""
+        keep = set(self._by_key.values())
+        out = []
+        for alert_id in [i for i in self.live if i not in keep]:
+            a = self.live.pop(alert_id)
+            closed = replace(a, state=RESOLVED, closed_at=now, close_reason="superseded", updated_at=now)
+            out.append(Transition(closed, AlertResolved(time=now, reason="superseded", count=a.count,
+                                                        **_common(closed))))
         return out
 
     def apply(self, action: Action, now: datetime) -> list[Transition]:

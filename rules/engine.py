@@ -228,7 +228,7 @@ class RulesEngine:
                 self.faults = faults
             elif a.kind in (LANE_FAULT, UNKNOWN_OBJECT) and a.shelf and a.sku:
                 self.lanes = restore_lane_alert(self.lanes, a.kind, a.shelf, a.sku)
-        out: list[object] = []
+        out: list[object] = self._transitions(self.book.merge_duplicates(now))
         for cell in stock.cells():
             if cell.version > 0:
                 out += self._restock(StockSeen(cell.shelf, cell.sku, cell.count, 0, cell.origin), now)

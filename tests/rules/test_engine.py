@@ -193,3 +193,22 @@ def test_sighting_counts_and_event_has_no_token(demo_manifest: Manifest) -> None
     assert [o["id"] for o in reply["offers"]] == ["o1"]
     assert "secret-token" not in repr([x.data() for x in events(out)])
     assert "edge_rules_offers_triggered_total" in e.metrics_text()
+
+
+def test_restore_merges_two_live_alerts_of_one_cell_into_one(demo_manifest: Manifest) -> None:
+    # rows an older gateway wrote: a low-stock and an out-of-stock alert open for the same cell
+    def row(alert_id: str, kind: str, minutes: int) -> dict[str, object]:
+        t = (T0 + timedelta(minutes=minutes)).isoformat()
+        return {"id": alert_id, "kind": kind, "state": "open", "shelf": "shelf-a1", "sku": "cola-330",
+                "opened_at": t, "updated_at": t, "escalate_after_s": 60}
+
+    st = StockState(demo_manifest)
+    st.apply(StockUpdate(shelf="shelf-a1", sku="cola-330", time=T0, origin="manual", source="x", count=0))
+    e = RulesEngine(demo_manifest, rules=RULES, new_id=lambda: "n")
+    e.load_body(RULES.model_dump(exclude={"file", "watch_interval_s"}), "start", T0)
+    out = events(e.restore([row("low", "low_stock", 0), row("out", "out_of_stock", 1)], st, T0 + timedelta(hours=1)))
+    (merged,) = [x for x in out if isinstance(x, AlertResolved)]
+    assert (merged.alert_id, merged.reason) == ("low", "superseded")
+    assert list(e.book.live) == ["out"]
+    (resolved,) = events(e.react(stock(24, 0, 3, T0), T0 + timedelta(hours=1, seconds=1)))
+    assert isinstance(resolved, AlertResolved) and resolved.alert_id == "out"
