@@ -3,8 +3,12 @@ reach people"): the pure rule table-driven, then the engine fed the shelves' own
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +19,11 @@ from drivers.shelf.events import (
     ShelfUnknownObject,
     ShelfUnknownObjectCleared,
 )
+from edge.brokers import Mosquitto
 from edge.config import Manifest
+from edge.gateway import Gateway
 from edge.state import StockState
+from firmware_sim.hub import HubRecorder
 from rules.actions import LANE_FAULT, UNKNOWN_OBJECT, AlertClear, AlertRaise
 from rules.alerts import AlertAcknowledged, AlertEscalated, AlertExpired, AlertOpened, AlertResolved
 from rules.config import RulesConfig
@@ -179,3 +186,40 @@ def test_restored_lane_alert_stays_while_the_fault_persists_and_expires_when_nob
     e2.load_body(RULES.model_dump(exclude={"file", "watch_interval_s"}), "start", T0)
     e2.restore([row], StockState(demo_manifest), T0)
     assert [type(x) for x in split(e2.tick(T0 + timedelta(seconds=3601)))[0]] == [AlertExpired]
+
+
+async def test_fault_alert_through_a_running_gateway_reaches_the_hub(demo_manifest: Manifest, mosquitto: Mosquitto,
+                                                                      tmp_path: Path) -> None:
+    # the shelf processor's events go through the real pipeline: the rules see them, the alert is committed
+    # and published on {root}/alerts; the fault's end resolves it
+    shelf, lane, sku = lane_of(demo_manifest)
+    rules = RulesConfig.model_validate({"lane_fault_hold_s": 0.5})
+    m = demo_manifest.model_copy(update={"api": demo_manifest.api.model_copy(update={"enabled": False}),
+                                         "rules": rules})
+    hub = HubRecorder(mosquitto.port, "retail/v1/demo/alerts")
+    try:
+        async with Gateway(m, hub_url=mosquitto.url, data_dir=tmp_path / "d", tick_interval=0.1) as gw:
+            await wait_until(lambda: gw.rules.engine.ready)
+            now = gw.clock.now()
+            gw.pipeline.route([ShelfFault(source="shelf-1", time=now, subject=shelf, device="shelf-1", shelf=shelf,
+                                          lane=lane, code="timeout", held_count=3)], now)
+            await asyncio.to_thread(hub.wait_for, lambda h: len(h.events()) >= 1, 20)
+            now = gw.clock.now()
+            gw.pipeline.route([ShelfFaultCleared(source="shelf-1", time=now, subject=shelf, device="shelf-1",
+                                                 shelf=shelf, lane=lane, code="timeout")], now)
+            await asyncio.to_thread(hub.wait_for, lambda h: len(h.events()) >= 2, 20)
+        opened, resolved = hub.events()
+        assert opened["type"] == "retail.alert.opened.v1" and resolved["type"] == "retail.alert.resolved.v1"
+        assert opened["data"]["kind"] == LANE_FAULT and opened["data"]["sku"] == sku
+        assert opened["data"]["message"].startswith(f"check {shelf} lane {lane}: load cell not responding")
+        assert resolved["subject"] == opened["subject"]
+    finally:
+        hub.close()
+
+
+async def wait_until(pred: Callable[[], object], limit_s: float = 20.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.05)
