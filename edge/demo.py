@@ -66,6 +66,16 @@ async def run_demo(
 ) -> int:
     """Run the simulated store; exit 0 after `duration` seconds or on SIGINT/SIGTERM, shut down cleanly."""
     clock = SystemClock()
+    # the demo's API token holds every role (only here: `run` takes tokens from the manifest alone)
+    token = os.environ.get("EDGE_API_TOKEN")
+    if token is not None and len(token) < 16:
+        print("demo: EDGE_API_TOKEN is shorter than 16 characters: give a longer one, or none to get one made up",
+              file=sys.stderr)
+        return 2
+    if not token:
+        token = secrets.token_urlsafe(24)
+        print(f"demo: API token (every role): {token}", file=sys.stderr)
+    cmd_key = secrets.token_urlsafe(32)  # the hub's key for state-changing cmd/ requests (docs/commands.md)
     data_dir = Path.cwd() / data_dir if not data_dir.is_absolute() else data_dir
     workdir = data_dir / "sim"
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
@@ -83,12 +93,6 @@ async def run_demo(
             print("demo: mosquitto is not installed: no hub; events are buffered in the outbox "
                   f"({data_dir / 'edge.db'}) until one is given with --mqtt", file=sys.stderr)
     local_url = hub_url if (mqtt is not None or broker is not None) else None
-
-    token = os.environ.get("EDGE_API_TOKEN")
-    if not token:
-        token = secrets.token_urlsafe(24)
-        os.environ["EDGE_API_TOKEN"] = token
-        print(f"demo: API token (every role): {token}", file=sys.stderr)
 
     raw: dict[str, Any] = yaml.safe_load(demo_manifest_text())
     base = parse_manifest(demo_manifest_text(), "demo_manifest.yaml")
@@ -109,7 +113,9 @@ async def run_demo(
             raw["beacons"] = beacons()
     raw["devices"] = devices
     raw["storage"] = {**raw.get("storage", {}), "data_dir": str(data_dir)}
-    raw["api"] = {**raw.get("api", {}), "listen": api}
+    raw["api"] = {**raw.get("api", {}), "listen": api,
+                  "tokens": [{"token": token, "roles": ["staff", "hq", "shopper-app", "admin"], "name": "demo"}]}
+    raw["hub"] = {**raw.get("hub", {}), "commands": {"keys": [{"id": "demo", "secret": cmd_key}]}}
     if local_url:
         raw["local_broker"] = {"url": local_url}
     manifest = parse_manifest(yaml.safe_dump(raw, sort_keys=False), "demo (built-in)")
@@ -125,6 +131,8 @@ async def run_demo(
                 host = api.rpartition(":")[0]
                 print(f"demo: dashboard http://{host}:{port}/  API http://{host}:{port}/api/v1/stock", file=sys.stderr)
             print(f"demo: {len(devices)} simulated devices; store id 'demo'; data in {data_dir}", file=sys.stderr)
+            print(f"demo: hub command key id 'demo', secret {cmd_key} (sign cmd/ requests as docs/commands.md "
+                  "says, e.g. firmware_sim.hub.HubCommander)", file=sys.stderr)
             tasks = [asyncio.create_task(_store_life(world, clock)),
                      asyncio.create_task(_status_line(gw, live_status))]
             with contextlib.suppress(TimeoutError):

@@ -1,10 +1,13 @@
 """The local HTTP API (FastAPI): stock, alerts, devices, traffic, offers, sightings, live events, rules.
 
 Base path `/api/v1`, bearer tokens with roles (edge/api/auth.py); `/healthz` and `/metrics` need no
-token; the staff dashboard (static files, no build step) is served at `/`. OpenAPI at `/openapi.json`
-and `/docs`. Every refusal is a JSON `{"error": {"code", "message"}}` with a 4xx status; nothing changes.
-See docs/api.md. (No `from __future__ import annotations` here: FastAPI must see the local
-dependency aliases of the routes at definition time.)
+token; the staff dashboard (static files, no build step) is served at `/`. OpenAPI at `/openapi.json`; no
+Swagger UI (it loads from a CDN the store may not reach). Every refusal is a JSON `{"error": {"code",
+"message"}}` with a 4xx status; nothing changes. Hardening, outermost first: security headers on every
+response (CSP, X-Frame-Options, nosniff, Referrer-Policy), the route's token check before anything reads the
+body (401/403 before 413/422), the whole body read within `api.body_timeout_s` (408) and at most
+`api.max_body_bytes` (413, chunked too). See docs/api.md. (No `from __future__ import annotations` here:
+FastAPI must see the local dependency aliases of the routes at definition time.)
 """
 
 import asyncio
@@ -16,6 +19,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -106,54 +110,138 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes gets 413 before the handler sees it."""
+SECURITY_HEADERS = [
+    # the dashboard loads only its own files; nothing may frame it (clickjacking), no inline script or style
+    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                 b"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                                 b"frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
 
-    def __init__(self, app: ASGIApp, limit: int, counters: ApiCounters) -> None:
+
+class SecurityHeaders:
+    """ASGI middleware: the security headers on every HTTP response (dashboard, API, errors)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Add the headers to `http.response.start` unless the response set them itself."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                headers = list(msg.get("headers") or [])
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                msg = {**msg, "headers": headers}
+            await send(msg)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+AuthCheck = Callable[[Request], Awaitable[Principal]]
+
+
+class AuthFirst:
+    """ASGI middleware: a route's token check (`require(...)`) runs before anything reads the request body,
+    so a caller without a (suitable) token learns nothing from body parsing: 401/403, never 413/422."""
+
+    def __init__(self, app: ASGIApp, api: FastAPI, counters: ApiCounters) -> None:
+        self.app = app
+        self.api = api
+        self.counters = counters
+        self._checks: dict[int, AuthCheck | None] = {}  # id(route) -> its token check (routes live with the app)
+
+    def _check(self, scope: Scope) -> tuple[str, AuthCheck | None]:
+        for route in self.api.router.routes:
+            match, _ = route.matches(scope)
+            if match != Match.FULL:
+                continue
+            if not isinstance(route, APIRoute):
+                return "<unmatched>", None
+            if id(route) not in self._checks:
+                calls = [d.call for d in route.dependant.dependencies]
+                self._checks[id(route)] = next((c for c in calls if getattr(c, "edge_auth", False)), None)
+            return route.path, self._checks[id(route)]
+        return "<unmatched>", None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse a request whose route needs a token it does not carry, before the body is read."""
+        if scope["type"] == "http":
+            path, check = self._check(scope)
+            if check is not None:
+                try:
+                    await check(Request(scope))
+                except AuthError as err:
+                    self.counters.add(scope["method"], path, err.status_code)
+                    await _error(err.status_code, err.code, str(err.detail), dict(err.headers or {}))(
+                        scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """ASGI middleware: the whole request body is read before the handler sees it, within `timeout` seconds
+    (else 408) and at most `limit` bytes (else 413, also for chunked bodies); both answers close the
+    connection."""
+
+    def __init__(self, app: ASGIApp, limit: int, counters: ApiCounters, timeout: float = 30.0) -> None:
         self.app = app
         self.limit = limit
         self.counters = counters
+        self.timeout = timeout
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, refusal: tuple[int, str, str]) -> None:
+        status, code, text = refusal
+        self.counters.add(scope["method"], "<body-limit>", status)
+        await _error(status, code, text, {"Connection": "close"})(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Check Content-Length, and count the bytes of chunked bodies as they arrive."""
+        """Check Content-Length, then read (and count) the body, then run the app with it."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        too_big = _error(413, "too_large", f"the request body is over {self.limit} bytes")
+        too_big = f"the request body is over {self.limit} bytes"
         if length is not None and (not length.isdigit() or int(length) > self.limit):
-            self.counters.add(scope["method"], "<body-limit>", 413)
-            await too_big(scope, receive, send)
+            await self._refuse(scope, receive, send, (413, "too_large", too_big))
             return
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return msg
-
-        async def tracking_send(msg: Message) -> None:
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                self.counters.add(scope["method"], "<body-limit>", 413)
-                await too_big(scope, receive, send)
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    msg = await receive()
+                    if msg["type"] == "http.disconnect":
+                        return
+                    body = msg.get("body", b"")
+                    seen += len(body)
+                    if seen > self.limit:
+                        await self._refuse(scope, receive, send, (413, "too_large", too_big))
+                        return
+                    chunks.append(body)
+                    if not msg.get("more_body", False):
+                        break
+        except TimeoutError:
+            await self._refuse(scope, receive, send,
+                               (408, "timeout", f"the request body did not arrive within {self.timeout:g} s"))
+            return
+        pending: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
+        async def replay() -> Message:
+            nonlocal pending
+            if pending is not None:
+                msg, pending = pending, None
+                return msg
+            return await receive()  # after the body: http.disconnect (streaming responses wait for it)
 
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 def _route_of(app: FastAPI, scope: Scope) -> str:
@@ -177,9 +265,16 @@ def _traffic(gw: GatewayView) -> dict[str, Any]:
 
 
 def create_app(
-    gw: GatewayView, tokens: list[TokenConfig], *, rules: Any = None, env_token: str | None = None
+    gw: GatewayView,
+    tokens: list[TokenConfig],
+    *,
+    rules: Any = None,
+    env_token: str | None = None,
+    body_timeout: float = 30.0,
+    extra_metrics: Callable[[], str] | None = None,
 ) -> FastAPI:
-    """The FastAPI application over a running gateway (and its rules service, `gw.rules` by default)."""
+    """The FastAPI application over a running gateway (and its rules service, `gw.rules` by default);
+    `env_token`, if given, holds every role (the demo's token; `edge-gateway run` gives none)."""
     store = TokenStore(tokens, env_token, clock=gw.clock)
     counters = ApiCounters()
     stop = asyncio.Event()
@@ -188,6 +283,8 @@ def create_app(
         title="Smart-store edge gateway",
         version=VERSION,
         description="Local API of one store's edge gateway: live stock, staff alerts, devices, traffic, offers.",
+        docs_url=None,  # Swagger UI and ReDoc load their assets from a CDN: off; /openapi.json stays
+        redoc_url=None,
     )
     app.state.stop = stop
     app.state.counters = counters
@@ -250,6 +347,8 @@ def create_app(
         r = rules if rules is not None else getattr(gw, "rules", None)
         extra = r.metrics_text() if r is not None and hasattr(r, "metrics_text") else ""
         text = gw.metrics_text() + extra + counters.text() + store.metrics_text()
+        if extra_metrics is not None:
+            text += extra_metrics()
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.get("/", include_in_schema=False)
@@ -352,5 +451,8 @@ def create_app(
         return dict(await svc().reload(body.rules if body else None))
 
     app.state.started = time.monotonic()
-    app.add_middleware(BodyLimit, limit=gw.manifest.api.max_body_bytes, counters=counters)
+    # outermost last: security headers on everything, then the token, then the body
+    app.add_middleware(BodyLimit, limit=gw.manifest.api.max_body_bytes, counters=counters, timeout=body_timeout)
+    app.add_middleware(AuthFirst, api=app, counters=counters)
+    app.add_middleware(SecurityHeaders)
     return app

@@ -4,7 +4,10 @@ No or unknown token -> 401 with `WWW-Authenticate: Bearer`; a token past its man
 against the gateway's clock) -> 401 with `error="invalid_token", error_description="token expired"` (RFC 6750
 section 3); a known token without the role -> 403. Refusals are counted by reason
 (`edge_api_auth_refused_total`).
-`EDGE_API_TOKEN` grants every role (the demo prints the one it uses). Tokens are compared in constant time.
+Only the demo (`edge-gateway demo`) has a token with every role: it puts `EDGE_API_TOKEN` (or one it makes
+up and prints) into its built-in manifest. `edge-gateway run` ignores that variable (and warns when it is
+set but matches no manifest token). Tokens are compared in constant time. The check runs before the body is
+read (edge/api/app.py `AuthFirst`).
 The SSE stream also accepts `?access_token=` because browsers' EventSource cannot send headers.
 """
 
@@ -56,9 +59,12 @@ class TokenStore:
             (t.token.encode(), Principal(t.name or f"token-{i}", frozenset(t.roles), t.expires))
             for i, t in enumerate(tokens)
         ]
-        env = env_token if env_token is not None else os.environ.get("EDGE_API_TOKEN")
-        if env:
-            self._tokens.append((env.encode(), Principal("EDGE_API_TOKEN", frozenset(ROLES))))
+        if env_token:
+            self._tokens.append((env_token.encode(), Principal("EDGE_API_TOKEN", frozenset(ROLES))))
+        env = os.environ.get("EDGE_API_TOKEN")
+        if env and env_token is None and self.lookup(env) is None:
+            log.warning("EDGE_API_TOKEN is set but ignored: only `edge-gateway demo` accepts it; give tokens "
+                        "and their roles in the manifest (api.tokens)")
         now = self.clock.now()
         for _, p in self._tokens:
             if p.expires is not None and p.expires <= now:
@@ -126,4 +132,5 @@ def require(store: TokenStore, *roles: str, query_token: bool = False) -> Callab
         request.state.principal = principal
         return principal
 
+    dep.edge_auth = True  # type: ignore[attr-defined]  # AuthFirst runs it before the body is read
     return dep

@@ -58,21 +58,6 @@ async def test_roles(running: Running, method: str, path: str, role: str | None,
         assert r.json()["error"]["code"] == "unauthorized"
 
 
-async def test_env_token_grants_every_role(
-    mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("EDGE_API_TOKEN", "env-token-abcdefghijkl")
-    m = manifest_for_tests(tmp_path)
-    async with Gateway(m, hub_url=mosquitto.url, data_dir=tmp_path / "var", tick_interval=0.1) as gw:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.api.port}") as c:
-            h = {"Authorization": "Bearer env-token-abcdefghijkl"}
-            assert (await c.get("/api/v1/stock", headers=h)).status_code == 200
-            assert (await c.post("/api/v1/rules/reload", headers=h)).status_code == 200
-            r = await c.post("/api/v1/sightings", headers=h, json={"shopper": "t", "consent": False, "zone": "aisle-1"})
-            assert r.status_code == 200
-        await gw.rules.stop()
-
-
 async def test_stock_rest_matches_gateway_state_and_stock_get(running: Running, mosquitto: Mosquitto) -> None:
     running.set_stock("shelf-a1", "cola-330", 12)
     running.set_stock("shelf-a1", "water-500", 7)
@@ -297,7 +282,7 @@ async def test_metrics_and_openapi(running: Running) -> None:
     spec = (await running.client.get("/openapi.json")).json()
     for p in ["/api/v1/stock", "/api/v1/alerts/{alert_id}/ack", "/api/v1/sightings", "/api/v1/events"]:
         assert p in spec["paths"]
-    assert (await running.client.get("/docs")).status_code == 200
+    assert (await running.client.get("/docs")).status_code == 404  # Swagger UI needs a CDN: off
 
 
 async def test_traffic_from_the_traffic_processor(mosquitto: Mosquitto, tmp_path: Path) -> None:

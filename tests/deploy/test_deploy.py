@@ -12,7 +12,7 @@ from edge.config import load_manifest
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = str(ROOT / "deploy/store-manifest.example.yaml")
 ENV = {"HUB_PASSWORD": "x", "EDGE_TOKEN_STAFF": "s" * 20, "EDGE_TOKEN_HQ": "h" * 20, "EDGE_TOKEN_APP": "a" * 20,
-       "EDGE_TOKEN_ADMIN": "d" * 20}
+       "EDGE_TOKEN_ADMIN": "d" * 20, "EDGE_CMD_KEY_HQ": "k" * 40}
 
 
 def test_example_manifest_is_valid() -> None:

@@ -116,6 +116,6 @@ def test_duplicate_keys_name_both_lines_and_merge_keys_still_work() -> None:
 
 def test_shipped_manifests_stay_valid() -> None:
     env = {"HUB_PASSWORD": "x", "EDGE_TOKEN_STAFF": "s" * 20, "EDGE_TOKEN_HQ": "h" * 20, "EDGE_TOKEN_APP": "a" * 20,
-           "EDGE_TOKEN_ADMIN": "d" * 20}
+           "EDGE_TOKEN_ADMIN": "d" * 20, "EDGE_CMD_KEY_HQ": "k" * 40}
     assert load_manifest(ROOT / "deploy/store-manifest.example.yaml", env=env).store.id == "s0421"
     assert parse_manifest(demo_manifest_text(), "demo", env={}).store.id == "demo"

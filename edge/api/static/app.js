@@ -61,11 +61,13 @@ function renderShelves() {
       const pct = c.capacity ? Math.min(100, Math.round((100 * c.count) / c.capacity)) : 0;
       html.push(`<div class="cell ${flag}" data-sku="${esc(c.sku)}"><span>${esc(c.sku)}</span>` +
         `<strong class="count">${c.count}<span class="muted">/${c.capacity}</span></strong>` +
-        `<div class="bar"><span style="width:${pct}%"></span></div></div>`);
+        `<div class="bar"><span data-pct="${pct}"></span></div></div>`);
     }
     html.push("</article>");
   }
   $("shelves").innerHTML = html.join("");
+  // widths through the CSSOM: the Content-Security-Policy (style-src 'self') refuses inline style attributes
+  for (const bar of $("shelves").querySelectorAll(".bar span[data-pct]")) bar.style.width = `${bar.dataset.pct}%`;
 }
 
 // ---- alerts ----
