@@ -251,7 +251,6 @@ class ApiConfig(StrictModel):
     tokens: list[TokenConfig] = []
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024, description="at most 64 MiB")
 
-    @field_validator("listen")
     header_timeout_s: float = Field(default=10, gt=0, le=300, allow_inf_nan=False,
                                     description="a connection must finish a request's headers this soon after it "
                                                 "opened or its previous response ended, else it is closed")
@@ -261,6 +260,8 @@ class ApiConfig(StrictModel):
         default=32, ge=1, le=1024,
         description="per client address; a new connection beyond it closes that client's oldest idle one",
     )
+
+    @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
         host, sep, port = v.rpartition(":")
