@@ -13,12 +13,22 @@ rest a hand on a shelf for a few seconds, check out; staff restock a cell (the s
 some time after its low-stock alert or when it stays low; beacons and phones advertise; in the middle the
 hub broker is down for `outage_s`.
 
+Faults (`StoreDayConfig.faults`, issue 14), at fixed store seconds of the day: the LLRP reader's RF section
+goes silent for longer than its lost-timeout (`go_silent`: connection and keepalives up, no report), the
+reader restarts (ConnectionCloseEvent, connection refused for `reader_restart_down_s`), a load cell sticks
+(repeats its last raw value; shoppers keep picking from that lane after the first seconds, so its count
+really is unknown), a heavy object is left on a lane, someone leans on a lane for a few seconds. Shoppers
+and hands keep off the object's lane and the leaned-on lane while that lasts.
+
 Checker (`check`):
 - count accuracy: every `sample_s` store seconds every planogram cell (shelf x SKU) is compared with the
   truth (`StockState`, what the API and `cmd/stock.get` serve). A cell is skipped (settling) while its truth
   changed less than the settle allowance ago: `weight_settle_s` for weight shelves, `rfid_settle_s` for RFID
   shelves (the reader's lost timeout plus cycles). Everything else, including a hand resting on the lane,
-  counts. accuracy = exact samples / samples.
+  counts. A sample is right when the count is exact, or when it is wrong and the cell is flagged stale (the
+  gateway says it cannot see the cell: a stale cell counts as wrong unless flagged stale). accuracy = right
+  samples / samples; `storeday_count_exact_pct` is exact samples / samples, `storeday_samples_stale_flagged`
+  the wrong-but-flagged ones.
 - alerts: an oracle replays the truth timeline through the restock definition (low: count <= min held for
   `debounce_s`, clears at min + clear_margin; out: count == 0, clears at 1; cooldown 0) and gives the expected
   raise times. An actual `retail.alert.opened.v1` (accepted by the gateway) of the same cell and kind within
@@ -27,7 +37,16 @@ Checker (`check`):
   at the tag's last read, the best it can know; the simulated readers record those reads at the gateway's
   RSSI filter). Unmatched actual = false alert; unmatched
   expected = missed alert (expected raises later than the end minus the allowance are not yet due).
-  Latency = actual raise time - start of the truth condition (goal <= debounce + 1 s).
+  Latency = actual raise time - start of the truth condition (goal <= debounce + 1 s). A stock-out that
+  escalates the cell's live low-stock alert (`retail.alert.escalated.v1`, reason out_of_stock) is its raise.
+  While a cell is flagged stale the gateway cannot see it: an expected raise whose condition overlaps a
+  stale window of its cell may come as late as the window's end + debounce + the allowance (those raises are
+  counted in `storeday_alerts_after_stale`, their latency is not). The same holds for a hand that came to
+  rest on a weight lane before the scale had settled on the count that started the condition.
+- fault alerts: every injected lane fault (stuck cell) and unknown object (the heavy object) must open its
+  staff alert (`lane_fault` / `unknown_object`, that shelf x SKU) while it lasts or within the allowance after
+  `lane_fault_hold_s`, and the alert must be resolved after the fault ended; any other fault alert (the short
+  lean) is false.
 - visitors: the door's real entries (no staff use the counted door) vs the gateway's `visitors_today`.
 - hub: every alert-opened event the gateway accepted reached the hub after the outage.
 """
@@ -56,6 +75,10 @@ from firmware_sim.door import DoorSim
 from firmware_sim.world import World, WorldChange, demo_manifest_text
 
 OPENED = "retail.alert.opened.v1"
+ESCALATED = "retail.alert.escalated.v1"
+RESOLVED = "retail.alert.resolved.v1"
+STOCK_KINDS = ("low_stock", "out_of_stock")
+FAULT_KINDS = ("lane_fault", "unknown_object")
 
 
 class ScaledClock:
@@ -97,6 +120,24 @@ class StoreDayConfig:
     hand_p: float = 0.04  # chance per store second that a hand comes to rest on a weight lane
     ble: bool = True
     tick_s: float = 0.25  # the gateway's processor/rules tick (its default is 1 s, which alone adds up to 1 s)
+    faults: bool = True  # inject the reader and load cell faults below (times in store seconds of the day)
+    lane_fault_hold_s: float = 10.0  # rules: a lane fault / unknown object held this long -> staff alert
+    reader_silent_at_s: float = 20.0
+    reader_silent_s: float = 25.0  # longer than the reader's lost-timeout (10 s)
+    reader_restart_at_s: float = 100.0
+    reader_restart_down_s: float = 5.0
+    stuck_at_s: float = 30.0
+    stuck_s: float = 50.0
+    stuck_lane: tuple[str, str] = ("shelf-b1", "l1")
+    object_at_s: float = 70.0
+    object_s: float = 30.0
+    object_g: float = 2340.0  # 4.5 bottles of water: no whole count (a bag that weighs a whole number of units
+    # within the shelf's tolerance is indistinguishable from stock, and counted as such)
+    object_lane: tuple[str, str] = ("shelf-a1", "l2")
+    lean_at_s: float = 115.0
+    lean_s: float = 6.0
+    lean_g: float = 12000.0
+    lean_lane: tuple[str, str] = ("shelf-a1", "l1")
 
 
 @dataclass(slots=True)
@@ -109,6 +150,13 @@ class Truth:
     backdate: dict[tuple[str, str, float], float] = field(default_factory=dict)
     samples: int = 0
     exact: int = 0
+    stale_flagged: int = 0  # wrong samples of a cell flagged stale (not wrong: the gateway says it cannot see)
+    stale: dict[tuple[str, str], list[list[float]]] = field(default_factory=dict)  # cell -> [[from, to], ...]
+    hands: dict[tuple[str, str], list[list[float]]] = field(default_factory=dict)  # cell -> [[on, off], ...]
+    faults: list[tuple[str, str, str, float, float]] = field(default_factory=list)  # (kind, shelf, sku, from, to)
+    # alert id -> [opened t, kind, shelf, sku, resolved t or None] of the fault alerts (lane_fault, unknown_object)
+    fault_alerts: dict[str, list[Any]] = field(default_factory=dict)
+    opened: int = 0  # every retail.alert.opened.v1 the gateway accepted (stock, fault, device)
     by_source: dict[str, list[int]] = field(default_factory=lambda: {"weight": [0, 0], "rfid": [0, 0]})
     skipped: int = 0
     wrong: dict[str, int] = field(default_factory=dict)  # "shelf/sku" -> wrong samples
@@ -123,7 +171,8 @@ def _manifest_raw(cfg: StoreDayConfig, data_dir: Path) -> dict[str, Any]:
     raw: dict[str, Any] = yaml.safe_load(demo_manifest_text())
     raw["store"].update(opening_time="00:00", closing_time="00:00")  # open all day: alerts always allowed
     raw["rules"] = {"defaults": {"min": 4, "debounce_s": cfg.debounce_s, "clear_margin": 2, "cooldown_s": 0,
-                                 "escalate_after_s": 3600}, "categories": {"apparel": {"min": 8}}}
+                                 "escalate_after_s": 3600}, "categories": {"apparel": {"min": 8}},
+                    "lane_fault_hold_s": cfg.lane_fault_hold_s}
     raw["api"] = {"enabled": False}
     raw["storage"] = {"data_dir": str(data_dir)}
     return raw
@@ -161,7 +210,7 @@ def check(truth: Truth, manifest: Manifest, cfg: StoreDayConfig, end: float) -> 
     """Figures of the day (see the module docstring for exactly how each is computed)."""
     rules = {"apparel": 8}
     weight = {s.id: s.stock_source == "weight" for s in manifest.shelves}
-    missed = false = 0
+    missed = false = after_stale = 0
     latencies: list[float] = []
     by_source: dict[str, list[float]] = {"weight": [], "rfid": []}
     details: list[str] = []
@@ -175,11 +224,22 @@ def check(truth: Truth, manifest: Manifest, cfg: StoreDayConfig, end: float) -> 
                 if due > end - allowance - 1:
                     continue  # not yet due when the day ended
                 lo = due - truth.backdate.get((shelf, sku, start), 0.0) - 1
+                hi = due + allowance + 1
+                # the cell was flagged stale while the condition ran: the gateway learns it at the window's end
+                blind = [b for a, b in truth.stale.get((shelf, sku), []) if a <= due and b >= start - allowance]
+                # a hand came to rest before the scale settled on the new count: it settles when the hand leaves
+                blind += [b for a, b in truth.hands.get((shelf, sku), []) if start - 1 <= a <= start + allowance]
+                late_ok = max(blind, default=-1.0) + cfg.debounce_s + allowance + 1
                 hit = next((a for a in actual
-                            if a[1:] == (shelf, sku, kind) and lo <= a[0] <= due + allowance + 1), None)
+                            if a[1:] == (shelf, sku, kind) and lo <= a[0] <= max(hi, late_ok)), None)
                 if hit is None:
+                    if late_ok > end:
+                        continue  # the cell was still blind (or just back) at the end: not yet due
                     missed += 1
                     details.append(f"missed {kind} {shelf}/{sku} due {due:.0f}")
+                elif hit[0] > hi:
+                    actual.remove(hit)
+                    after_stale += 1
                 else:
                     actual.remove(hit)
                     latencies.append(hit[0] - start)
@@ -193,17 +253,28 @@ def check(truth: Truth, manifest: Manifest, cfg: StoreDayConfig, end: float) -> 
                 continue
         false += 1
         details.append(f"false {kind} {shelf}/{sku} at {t:.0f}")
+    fault_raised, fault_cleared, fault_false, fault_details = _check_faults(truth, cfg, end)
+    details += fault_details
+    right = truth.exact + truth.stale_flagged
     out: dict[str, Any] = {
         "storeday_compression": cfg.factor,
         "storeday_store_s": round(end, 1),
         "storeday_samples": truth.samples,
         "storeday_samples_settling": truth.skipped,
-        "storeday_count_accuracy_pct": 100.0 * truth.exact / truth.samples if truth.samples else float("nan"),
+        "storeday_count_accuracy_pct": 100.0 * right / truth.samples if truth.samples else float("nan"),
+        "storeday_count_exact_pct": 100.0 * truth.exact / truth.samples if truth.samples else float("nan"),
+        "storeday_samples_stale_flagged": truth.stale_flagged,
+        "storeday_stale_windows": sum(len(w) for w in truth.stale.values()),
+        "storeday_faults_injected": len(truth.faults),
+        "storeday_fault_alerts_raised": fault_raised,
+        "storeday_fault_alerts_cleared": fault_cleared,
+        "storeday_fault_alerts_false": fault_false,
+        "storeday_alerts_after_stale": after_stale,
         "storeday_count_accuracy_weight_pct": _pct(truth.by_source["weight"]),
         "storeday_count_accuracy_rfid_pct": _pct(truth.by_source["rfid"]),
         "storeday_false_alerts": false,
         "storeday_missed_alerts": missed,
-        "storeday_alerts_expected": missed + len(latencies),
+        "storeday_alerts_expected": missed + len(latencies) + after_stale,
         "storeday_alert_latency_p50_s": statistics.median(latencies) if latencies else float("nan"),
         "storeday_alert_latency_max_s": max(latencies) if latencies else float("nan"),
         "storeday_alert_latency_weight_max_s": max(by_source["weight"], default=float("nan")),
@@ -220,6 +291,31 @@ def check(truth: Truth, manifest: Manifest, cfg: StoreDayConfig, end: float) -> 
     return out
 
 
+def _check_faults(truth: Truth, cfg: StoreDayConfig, end: float) -> tuple[int, int, int, list[str]]:
+    """(raised, cleared, false, details) of the fault alerts against the injected lane faults and objects."""
+    allowance = cfg.weight_settle_s + 1
+    alerts = dict(truth.fault_alerts)
+    raised = cleared = 0
+    details: list[str] = []
+    for kind, shelf, sku, t0, t1 in truth.faults:
+        if t1 - t0 < cfg.lane_fault_hold_s:
+            continue  # shorter than the hold: no alert is due (one is false)
+        hit = next((aid for aid, (t, k, sh, sk, _r) in alerts.items()
+                    if (k, sh, sk) == (kind, shelf, sku) and t0 <= t <= t1 + allowance), None)
+        if hit is None:
+            details.append(f"missed {kind} {shelf}/{sku} ({t0:.0f}-{t1:.0f})")
+            continue
+        raised += 1
+        resolved = alerts.pop(hit)[4]
+        if resolved is not None and resolved >= t1 - 1:
+            cleared += 1
+        elif t1 + allowance < end:
+            details.append(f"not cleared {kind} {shelf}/{sku} (fault over at {t1:.0f})")
+    for t, k, sh, sk, _r in alerts.values():
+        details.append(f"false {k} {sh}/{sk} at {t:.0f}")
+    return raised, cleared, len(alerts), details
+
+
 class StoreDay:
     """Runs one compressed day; `await run()` returns the checker's figures."""
 
@@ -232,6 +328,8 @@ class StoreDay:
         self.parts: list[Any] = []
         self.door: DoorSim | None = None
         self.hub_alerts = 0
+        self.rfid: Any = None  # the RFID and shelf sim parts (fault injection)
+        self.shelves: Any = None
 
     def _on_world(self, world: World, rfid_reads: dict[str, float] | None) -> Any:
         rfid_shelves = {s.id for s in world.manifest.shelves if s.stock_source != "weight"}
@@ -241,6 +339,10 @@ class StoreDay:
             lane = world.lanes[(change.shelf, change.lane)]
             key = (change.shelf, lane.sku)
             self.truth.changes.setdefault(key, []).append((t, world.count(*key)))
+            if change.kind == "hand_on":
+                self.truth.hands.setdefault(key, []).append([t, float("inf")])
+            elif change.kind == "hand_off" and self.truth.hands.get(key):
+                self.truth.hands[key][-1][1] = t
             if rfid_reads is not None and change.epcs and change.shelf in rfid_shelves:
                 reads = [rfid_reads[e] for e in change.epcs if e in rfid_reads]
                 if reads:
@@ -271,7 +373,9 @@ class StoreDay:
             self.truth.changes[key] = [(t0, world.count(*key))]
         rfid = RfidSimPart(record_reads=True)
         world.listeners.append(self._on_world(world, rfid.last_read))
-        parts: list[Any] = [ShelfSimPart(hz=25.0), ScannerSimPart(), rfid]
+        shelves = ShelfSimPart(hz=25.0)
+        self.rfid, self.shelves = rfid, shelves
+        parts: list[Any] = [shelves, ScannerSimPart(), rfid]
         if cfg.ble and shutil.which("dbus-daemon"):
             parts.append(BleSimPart(period_s=1.0, max_zones=2, shoppers=3))
         devices: list[dict[str, Any]] = []
@@ -313,7 +417,7 @@ class StoreDay:
                 self.truth.visitors_seen = _visitors(gw)
                 # the alerts raised before and during the outage reach the hub once it is back
                 deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and len(_opened(recorder)) < len(self.truth.alerts):  # noqa: ASYNC110
+                while time.monotonic() < deadline and len(_opened(recorder)) < self.truth.opened:  # noqa: ASYNC110
                     await asyncio.sleep(0.2)  # polling another process's subscriber: there is no event to wait on
                 self.hub_alerts = len(_opened(recorder))
                 listener.cancel()
@@ -332,18 +436,31 @@ class StoreDay:
         self.truth.entered = self.door.entered if self.door else 0
         out = check(self.truth, manifest, cfg, end)
         out["storeday_hub_alerts_received"] = self.hub_alerts
-        out["storeday_alerts_accepted"] = len(self.truth.alerts)
+        out["storeday_alerts_accepted"] = self.truth.opened
         out["storeday_ble"] = ble_note
         out["storeday_real_s"] = round(end / cfg.factor, 1)
         return out
 
     async def _listen(self, gw: Gateway) -> None:
+        tr = self.truth
         async for env in gw.subscribe():
-            self.truth.events_seen += 1
-            if env.get("type") == OPENED:
-                d = env["data"]
-                t = (datetime.fromisoformat(str(env["time"]).replace("Z", "+00:00")) - self.clock.start)
-                self.truth.alerts.append((t.total_seconds(), str(d.get("shelf")), str(d.get("sku")), str(d["kind"])))
+            tr.events_seen += 1
+            kind = env.get("type")
+            if kind not in (OPENED, ESCALATED, RESOLVED):
+                continue
+            d = env["data"]
+            t = (datetime.fromisoformat(str(env["time"]).replace("Z", "+00:00")) - self.clock.start).total_seconds()
+            cell = (str(d.get("shelf")), str(d.get("sku")))
+            if kind == OPENED:
+                tr.opened += 1
+                if d["kind"] in STOCK_KINDS:
+                    tr.alerts.append((t, *cell, str(d["kind"])))
+                elif d["kind"] in FAULT_KINDS:
+                    tr.fault_alerts[str(d["alert_id"])] = [t, str(d["kind"]), *cell, None]
+            elif kind == ESCALATED and d.get("reason") == "out_of_stock":
+                tr.alerts.append((t, *cell, "out_of_stock"))  # the stock-out superseded the live low-stock alert
+            elif kind == RESOLVED and str(d.get("alert_id")) in tr.fault_alerts:
+                tr.fault_alerts[str(d["alert_id"])][4] = t
 
     async def _warmup(self, gw: Gateway, world: World) -> None:
         """Until every cell shows the truth once (readers' first cycles, shelves' first stable windows)."""
@@ -361,6 +478,13 @@ class StoreDay:
             await self.clock.sleep(self.cfg.sample_s)
             now = self.clock.monotonic()
             for key, n in world.snapshot().items():
+                cell = gw.stock.get(*key)
+                if cell is not None and cell.stale_since is not None:
+                    windows = tr.stale.setdefault(key, [])
+                    if windows and now - windows[-1][1] <= 2 * self.cfg.sample_s:
+                        windows[-1][1] = now
+                    else:
+                        windows.append([now, now])
                 allowance = self.cfg.weight_settle_s if weight.get(key[0]) else self.cfg.rfid_settle_s
                 last_change = tr.changes[key][-1][0]
                 if last_change > start - 1 and now - last_change < allowance:
@@ -369,9 +493,11 @@ class StoreDay:
                 tr.samples += 1
                 src = tr.by_source["weight" if weight.get(key[0]) else "rfid"]
                 src[0] += 1
-                cell = gw.stock.get(*key)
                 if cell is not None and cell.count == n:
                     tr.exact += 1
+                    src[1] += 1
+                elif cell is not None and cell.stale_since is not None:
+                    tr.stale_flagged += 1  # wrong, but the gateway says it cannot see the cell
                     src[1] += 1
                 else:
                     name = f"{key[0]}/{key[1]}"
@@ -390,7 +516,9 @@ class StoreDay:
         hands: dict[tuple[str, str], float] = {}
         low_since: dict[tuple[str, str], float] = {}
         outage = False
+        faults = Faults(self, world, start) if cfg.faults else None
         while (t := self.clock.monotonic() - start) < cfg.sim_s:
+            busy = faults.step(t) if faults is not None else {}  # lanes nobody touches while a fault lasts
             # door: shoppers arrive (busier after the first minutes), some leave
             if rng.random() < (0.3 if t < 60 else 0.6):
                 door.walk_in(1)
@@ -401,11 +529,12 @@ class StoreDay:
             # shoppers pick, put back, check out
             if rng.random() < cfg.pick_p:
                 lane = rng.choices(lanes, weights)[0]
-                if lane.count and (lane.shelf, lane.lane) not in hands:
+                if lane.count and (lane.shelf, lane.lane) not in hands and busy.get((lane.shelf, lane.lane), 0) < 2:
                     world.pick(lane.shelf, lane.lane, 1 if rng.random() < 0.85 else 2)
             if world.carried and rng.random() < 0.08:
                 _epc, sku = rng.choice(world.carried)
-                back = [ln for ln in lanes if ln.sku == sku and (ln.shelf, ln.lane) not in hands]
+                back = [ln for ln in lanes if ln.sku == sku and (ln.shelf, ln.lane) not in hands
+                        and (ln.shelf, ln.lane) not in busy]
                 if back:
                     world.put_back(back[0].shelf, back[0].lane, 1)
             if world.carried and rng.random() < 0.1:
@@ -418,7 +547,7 @@ class StoreDay:
             if rng.random() < cfg.hand_p:
                 lane = rng.choice([ln for ln in lanes if ln.shelf != "rack-c1"])
                 key = (lane.shelf, lane.lane)
-                if key not in hands:
+                if key not in hands and key not in busy:
                     hands[key] = t + rng.uniform(2.0, 8.0)
                     world.hand(*key, rng.uniform(150.0, 600.0))
             # staff restock a lane that stayed low (after its alert had time to fire)
@@ -427,7 +556,7 @@ class StoreDay:
                 low = 8 if ln.shelf == "rack-c1" else 4
                 if ln.count <= low:
                     low_since.setdefault(key, t)
-                    if t - low_since[key] > cfg.debounce_s + 40 and key not in hands:
+                    if t - low_since[key] > cfg.debounce_s + 40 and key not in hands and key not in busy:
                         world.receive(ln.sku, ln.capacity)
                         world.restock(ln.shelf, ln.lane)
                         low_since.pop(key, None)
@@ -444,8 +573,82 @@ class StoreDay:
             await self.clock.sleep(1.0)
         for key in list(hands):
             world.hand(*key, 0.0)
+        if faults is not None:
+            await faults.end()
         if outage:
             hub.start()
+
+
+class Faults:
+    """The day's injected faults (see the module docstring), stepped once per store second of `_day`."""
+
+    PICK_GRACE_S = 8.0  # shoppers keep off a stuck lane this long (its fault is being detected)
+
+    def __init__(self, day: StoreDay, world: World, start: float) -> None:
+        self.day, self.world, self.start = day, world, start
+        self.cfg = day.cfg
+        self.done: set[str] = set()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def _cell_sim(self, shelf: str, lane: str) -> Any:
+        for sim in (self.day.shelves.serial, self.day.shelves.modbus, self.day.shelves.mqtt):
+            if sim is not None and any(ln.shelf == shelf and ln.lane == lane for ln in sim.lanes):
+                return sim
+        raise KeyError(f"no simulated shelf has {shelf}/{lane}")
+
+    def _once(self, name: str, t: float, at: float) -> bool:
+        if name in self.done or t < at:
+            return False
+        self.done.add(name)
+        return True
+
+    def _record(self, kind: str, lane: tuple[str, str], t0: float, t1: float) -> None:
+        sku = self.world.lanes[lane].sku
+        self.day.truth.faults.append((kind, lane[0], sku, self.start + t0, self.start + t1))
+
+    def step(self, t: float) -> dict[tuple[str, str], int]:
+        """Start and end faults due at `t`; the lanes nobody may touch now (2: nor pick from; 1: no hands)."""
+        cfg, world = self.cfg, self.world
+        llrp = self.day.rfid.llrp if self.day.rfid is not None else None
+        if llrp is not None and self._once("silent", t, cfg.reader_silent_at_s):
+            self.tasks.append(asyncio.create_task(llrp.go_silent(cfg.reader_silent_s)))
+        if llrp is not None and self._once("restart", t, cfg.reader_restart_at_s):
+            self.tasks.append(asyncio.create_task(llrp.restart(cfg.reader_restart_down_s)))
+        busy: dict[tuple[str, str], int] = {}
+        stuck, obj, lean = cfg.stuck_lane, cfg.object_lane, cfg.lean_lane
+        if self._once("stuck", t, cfg.stuck_at_s):
+            self._cell_sim(*stuck).stick_cell(*stuck)
+            self._record("lane_fault", stuck, cfg.stuck_at_s, cfg.stuck_at_s + cfg.stuck_s)
+        if "stuck" in self.done and self._once("heal", t, cfg.stuck_at_s + cfg.stuck_s):
+            self._cell_sim(*stuck).heal_cell(*stuck)
+        if "stuck" in self.done and "heal" not in self.done:
+            busy[stuck] = 2 if t < cfg.stuck_at_s + self.PICK_GRACE_S else 1
+        if self._once("object", t, cfg.object_at_s):
+            world.place_object(*obj, cfg.object_g)
+            self._record("unknown_object", obj, cfg.object_at_s, cfg.object_at_s + cfg.object_s)
+        if "object" in self.done and self._once("object_off", t, cfg.object_at_s + cfg.object_s):
+            world.remove_object(*obj)
+        if "object" in self.done and "object_off" not in self.done:
+            busy[obj] = 2
+        if self._once("lean", t, cfg.lean_at_s):
+            world.lean(*lean, cfg.lean_g)
+            self._record("unknown_object", lean, cfg.lean_at_s, cfg.lean_at_s + cfg.lean_s)
+        if "lean" in self.done and self._once("lean_off", t, cfg.lean_at_s + cfg.lean_s):
+            world.lean(*lean, 0.0)
+        if "lean" in self.done and "lean_off" not in self.done:
+            busy[lean] = 2
+        return busy
+
+    async def end(self) -> None:
+        """Undo what is still on (the day ended first) and wait for the reader's fault tasks."""
+        cfg, world = self.cfg, self.world
+        if "stuck" in self.done and "heal" not in self.done:
+            self._cell_sim(*cfg.stuck_lane).heal_cell(*cfg.stuck_lane)
+        if "object" in self.done and "object_off" not in self.done:
+            world.remove_object(*cfg.object_lane)
+        if "lean" in self.done and "lean_off" not in self.done:
+            world.lean(*cfg.lean_lane, 0.0)
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 def _opened(recorder: Any) -> list[dict[str, Any]]:
