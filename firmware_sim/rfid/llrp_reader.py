@@ -31,8 +31,8 @@ behaviour the spec does not promise fails against it as it would against a real 
 Reader state (ROSpecs, event/keepalive configuration) belongs to the reader, not to a connection, as on a
 real reader: it survives a client disconnect and is lost only on `restart()`. Fault injection for tests
 and the store day: `go_silent`, `restart`, `disconnect_antenna`/`connect_antenna`, `reader_exception`,
-`inject`, `drop_client`, `clock_offset_us`. Not modelled: ROSpec priorities/preemption, AccessSpecs, GPI
-triggers, LLRP 1.1 LoopSpec.
+`disable_rospecs`, `preempt`, `inject`, `drop_client`, `clock_offset_us`. Not modelled: ROSpec priorities
+(preemption only as the `preempt` fault), AccessSpecs, GPI triggers, LLRP 1.1 LoopSpec.
 """
 
 from __future__ import annotations
@@ -268,6 +268,15 @@ class LlrpReaderSim:
         """Every ROSpec Disabled behind the client's back (another client, the reader's web UI)."""
         for rs in self.rospecs.values():
             self._rospec_op(DISABLE_ROSPEC, rs.rospec_id)
+
+    def preempt(self, by_rospec_id: int = 999) -> None:
+        """Every Active ROSpec preempted by a higher-priority one (another client's, `by_rospec_id`): it goes
+        back to Inactive with a ROSpecEvent Preemption (§13.2.6.4); its triggers stay armed."""
+        for rs in self.rospecs.values():
+            if rs.state == RoState.ACTIVE:
+                self._halt(rs)
+                rs.state = RoState.INACTIVE
+                self._event(EV_ROSPEC, c.tlv(ROSPEC_EVENT, struct.pack("!BII", 2, rs.rospec_id, by_rospec_id)))
 
     def reader_exception(self, message: str, *, stop_inventory: bool = False) -> None:
         """A ReaderExceptionEvent (when enabled); with `stop_inventory` every Active ROSpec also ends."""

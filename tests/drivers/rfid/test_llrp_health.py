@@ -25,7 +25,7 @@ from edge.config import Manifest
 from edge.errors import DeviceError
 from edge.metrics import Metrics
 from edge.supervisor import Backoff, Supervisor
-from firmware_sim.rfid.llrp_reader import LlrpReaderSim
+from firmware_sim.rfid.llrp_reader import LlrpReaderSim, RoState
 from firmware_sim.rfid.population import Population
 from firmware_sim.world import World
 from tests.drivers.rfid.frames import collect
@@ -139,6 +139,25 @@ async def test_rospec_disabled_behind_our_back_is_reinstalled(demo_manifest: Man
         await collect(drv.stream(), until, timeout=20)
         assert drv.counters["rospec_restarts"] >= 1
         assert sim.stats.requests.count("ADD_ROSPEC") >= 2
+
+
+async def test_preempted_rospec_is_not_inventorying_until_it_runs_again(
+    demo_manifest: Manifest, tmp_path: Path
+) -> None:
+    async with reader(demo_manifest) as sim:
+        drv = driver(demo_manifest, sim.port, tmp_path)
+        preempted = False
+
+        def until(rs: list[Reading]) -> bool:
+            nonlocal preempted
+            st = statuses(rs)
+            if not preempted and st and sim.rospecs[drv.config.rospec_id].state == RoState.ACTIVE:
+                sim.preempt()
+                preempted = True
+            return (False, "ROSpec preempted by another ROSpec") in st and st[-1] == (True, "ROSpec started")
+
+        await asyncio.wait_for(collect(drv.stream(), until), 20)
+        assert drv.counters["rospec_restarts"] == 0  # the periodic trigger ran it again by itself
 
 
 async def test_antenna_events_and_reader_exceptions(demo_manifest: Manifest, tmp_path: Path) -> None:
