@@ -86,7 +86,7 @@ def lane_seen(event_type: str, data: Mapping[str, object], sku_of: Mapping[tuple
     device = data.get("device") if isinstance(data.get("device"), str) else data.get("source")
     dev = device if isinstance(device, str) else None
     since = data.get("since")
-    at = since if isinstance(since, datetime) else None
+    at = since if isinstance(since, datetime) and since.tzinfo is not None else None
     code, reason = data.get("code"), data.get("reason")
     code = code if isinstance(code, str) else ""
     reason = reason if isinstance(reason, str) else ""

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.shelf.events import (
     ShelfCountChanged,
@@ -28,7 +31,15 @@ from rules.actions import LANE_FAULT, UNKNOWN_OBJECT, AlertClear, AlertRaise
 from rules.alerts import AlertAcknowledged, AlertEscalated, AlertExpired, AlertOpened, AlertResolved
 from rules.config import RulesConfig
 from rules.engine import RulesEngine, split
-from rules.lanes import LaneSeen, LaneState, lane_condition_holds, step_lanes
+from rules.lanes import (
+    EVENT_TYPES,
+    LANE_FIELDS,
+    LaneSeen,
+    LaneState,
+    lane_condition_holds,
+    lane_seen,
+    step_lanes,
+)
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 HOLD = 60.0
@@ -223,3 +234,34 @@ async def wait_until(pred: Callable[[], object], limit_s: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met")
         await asyncio.sleep(0.05)
+
+
+FIELD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=12),
+                         st.datetimes(timezones=st.just(UTC)), st.datetimes(),
+                         st.sampled_from(["shelf-a1", "a1-l1", "a1-l2"]))
+LANE_EVENTS = st.tuples(
+    st.sampled_from([*sorted(EVENT_TYPES), "retail.shelf.other.v1"]),
+    st.dictionaries(st.sampled_from([*LANE_FIELDS, "source"]), FIELD_VALUES, max_size=9),
+    st.floats(0, 120),
+)
+
+
+@settings(max_examples=int(os.environ.get("EDGE_FUZZ_EXAMPLES", "10000" if os.environ.get("EDGE_FUZZ") == "long"
+                                          else "200")), deadline=None)
+@given(st.lists(LANE_EVENTS, max_size=40))
+def test_fuzz_lane_events_never_crash_and_alerts_alternate(events: list[tuple[str, dict[str, object], float]]) -> None:
+    sku_of = {("shelf-a1", "a1-l1"): "cola-330", ("shelf-a1", "a1-l2"): "cola-330"}
+    state, now, live = LaneState(), T0, set()
+    for etype, data, dt in events:
+        now += timedelta(seconds=dt)
+        for seen in [*lane_seen(etype, data, sku_of), None]:
+            state, actions = step_lanes(HOLD, None, state, seen, now)
+            for a in actions:
+                key = (a.kind, a.shelf, a.sku)
+                if isinstance(a, AlertRaise):
+                    assert key not in live
+                    live.add(key)
+                else:
+                    assert key in live
+                    live.remove(key)
+    assert live == set(state.raised)
