@@ -10,11 +10,11 @@ moves and marked once acknowledged. `cmd/+` requests are served here too.
 Staff alerts go ahead of any backlog, live or read back from disk after an outage: at the start of each
 session the alerts lane loads every unacknowledged row of the `alerts` topic from the outbox, and from
 then on takes every newly committed one, so an alert takes the next free window slot instead of queueing
-behind the events committed before it (with 20,000 rows queued, it went out as message 20,001 of 20,001
-before). The whole `alerts` topic goes through that lane in commit order and the main stream skips what
-it sent, so the order per topic still holds; the outbox watermark still only advances over an unbroken
-acknowledged prefix. (More than `ALERTS_LANE_MAX` unacknowledged alerts on disk: the lane stays off for
-that session and everything goes in commit order.)
+behind the events committed before it (bench.rules.bench_alert_behind_backlog measures it). The whole
+`alerts` topic goes through that lane in commit order and the main stream skips what it sent, so the
+order per topic still holds; the outbox watermark still only advances over an unbroken acknowledged
+prefix. (More than `ALERTS_LANE_MAX` unacknowledged alerts on disk: the lane stays off for that session
+and everything goes in commit order.)
 """
 
 from __future__ import annotations
