@@ -560,48 +560,29 @@ _U64 = struct.Struct("!Q").unpack_from
 
 
 def _decode_tag_report_data(body: bytes, start: int, end: int, carry: Carry | None) -> RawTag:
-    """One TagReportData in any field order and with any fields left out (the general path: one pass over
-    its parameters, the fields we use decoded inline, the others skipped by length)."""
+    """One TagReportData in any field order and with any fields left out (the general path; type numbers
+    as int literals: comparing with the IntEnum members costs more than the parsing)."""
     epc: str | None = None
     ant: int | None = None
     rssi: int | None = None
     first: int | None = None
     last: int | None = None
     count: int | None = None
-    pos = start
-    while pos < end:
-        head = body[pos]
-        if head & 0x80:
-            t = head & 0x7F
-            size = TV_LENGTHS.get(t)
-            if size is None:
-                raise FrameError(f"unknown TV parameter type {t}: its length is unknown", body)
-            s = pos + 1
-            pos = s + size
-            if pos > end:
-                raise FrameError(f"truncated TV parameter {t}", body)
-            if t == 13:  # EPC-96
-                epc = body[s:pos].hex().upper()
-            elif t == 1:  # AntennaID
-                ant = _U16(body, s)[0]
-            elif t == 6:  # PeakRSSI, signed
-                v = body[s]
-                rssi = v - 256 if v > 127 else v
-            elif t == 2:  # FirstSeenTimestampUTC
-                first = _U64(body, s)[0]
-            elif t == 4:  # LastSeenTimestampUTC
-                last = _U64(body, s)[0]
-            elif t == 8:  # TagSeenCount
-                count = _U16(body, s)[0]
-            continue
-        if pos + 4 > end:
-            raise FrameError("truncated TLV parameter header", body)
-        t = ((head << 8) | body[pos + 1]) & 0x3FF
-        length = (body[pos + 2] << 8) | body[pos + 3]
-        if length < 4 or pos + length > end:
-            raise FrameError(f"TLV parameter {t} has bad length {length}", body)
-        if t == P.EPC_DATA:
-            s, e = pos + 4, pos + length
+    for t, s, e in iter_params(body, start, end):
+        if t == 13:  # EPC-96
+            epc = body[s:e].hex().upper()
+        elif t == 1:  # AntennaID
+            ant = _U16(body, s)[0]
+        elif t == 6:  # PeakRSSI, signed
+            v = body[s]
+            rssi = v - 256 if v > 127 else v
+        elif t == 2:  # FirstSeenTimestampUTC
+            first = _U64(body, s)[0]
+        elif t == 4:  # LastSeenTimestampUTC
+            last = _U64(body, s)[0]
+        elif t == 8:  # TagSeenCount
+            count = _U16(body, s)[0]
+        elif t == 241:  # EPCData
             if e - s < 2:
                 raise FrameError("EPCData too short", body)
             bits = _U16(body, s)[0]
@@ -609,7 +590,6 @@ def _decode_tag_report_data(body: bytes, start: int, end: int, carry: Carry | No
             if s + 2 + nbytes > e:
                 raise FrameError(f"EPCData says {bits} bits but carries {e - s - 2} bytes", body)
             epc = body[s + 2 : s + 2 + nbytes].hex().upper()
-        pos += length
     if epc is None:
         raise FrameError("TagReportData without an EPC", body)
     if carry is not None:
