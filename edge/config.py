@@ -39,6 +39,8 @@ from edge.configbase import (
     Seconds,
     Sgln,
     StrictModel,
+    TooLarge,
+    check_expansion,
     check_mqtt_url,
     gs1_check_digit,
     load_yaml,
@@ -250,7 +252,6 @@ class ApiConfig(StrictModel):
     listen: str = "127.0.0.1:8080"
     tokens: list[TokenConfig] = []
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024, description="at most 64 MiB")
-
     header_timeout_s: float = Field(default=10, gt=0, le=300, allow_inf_nan=False,
                                     description="a connection must finish a request's headers this soon after it "
                                                 "opened or its previous response ended, else it is closed")
@@ -395,6 +396,7 @@ def _line_map(text: str) -> dict[Loc, int]:
     lines: dict[Loc, int] = {}
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        check_expansion(root)
     except (yaml.YAMLError, RecursionError):
         return lines
 
@@ -562,7 +564,9 @@ def parse_yaml(text: str, file: str, lines: Mapping[Loc, int] | None = None) -> 
                                       f"{d.first_line}: YAML keeps only the last one; remove one of them", d.line))
         return exc.data, issues
     except RecursionError:
-        raise ConfigError([ConfigIssue(file, "", "the YAML is nested too deeply: is it the right file?")]) from None
+        raise ConfigError([ConfigIssue(file, "", "the YAML is nested too deeply: is it the right file?", 1)]) from None
+    except TooLarge as exc:
+        raise ConfigError([ConfigIssue(file, "", str(exc), 1)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -216,11 +216,42 @@ class StrictSafeLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+YAML_NODES_MAX = 100_000
+"""Most nodes a manifest or rules file may expand to, aliases counted each time they are used."""
+
+
+class TooLarge(yaml.YAMLError):
+    """The document expands (through anchors and aliases) to more than YAML_NODES_MAX nodes."""
+
+
+def check_expansion(node: yaml.Node | None, limit: int = YAML_NODES_MAX) -> None:
+    """Raise `TooLarge` when `node` expands to more than `limit` nodes (a 'billion laughs' alias bomb)."""
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:
+        if id(n) not in sizes:
+            sizes[id(n)] = 0  # a recursive alias counts as nothing more
+            children: list[yaml.Node] = []
+            if isinstance(n, yaml.MappingNode):
+                children = [c for pair in n.value for c in pair]
+            elif isinstance(n, yaml.SequenceNode):
+                children = list(n.value)
+            sizes[id(n)] = min(1 + sum(size(c) for c in children), limit + 1)
+        return sizes[id(n)]
+
+    if node is not None and size(node) > limit:
+        raise TooLarge(f"the document expands to more than {limit:,} values (anchors and aliases counted where "
+                       "they are used): write it out plainly")
+
+
 def load_yaml(text: str) -> Any:
-    """Parse YAML text safely; raises `yaml.YAMLError`, and `DuplicateKeyError` naming every duplicate key."""
+    """Parse YAML text safely; raises `yaml.YAMLError`, `TooLarge` for an alias bomb, and `DuplicateKeyError`
+    naming every duplicate key."""
     loader = StrictSafeLoader(text)
     try:
-        data = loader.get_single_data()
+        node = loader.get_single_node()
+        check_expansion(node)
+        data = loader.construct_document(node) if node is not None else None
     finally:
         loader.dispose()
     if loader.duplicates:

@@ -73,6 +73,10 @@ class Case:
     data: bytes | None = None  # the file's bytes instead of the manifest
 
 
+# 'billion laughs': ten aliases of ten aliases ... nine levels deep; the old loader expanded it while
+# substituting ${VAR}s and never finished
+BOMB = ("store: {id: s1}\na: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"b{i}: &b{i} [{','.join([f'*b{i - 1}' if i > 1 else '*a'] * 10)}]\n" for i in range(1, 9))).encode()
 DEV = "  - {id: shelf-ctrl, type: shelf_serial, port: /dev/null/nope, lanes: [{channel: '1', shelf: %s, lane: %s}]}"
 HUB_URL = "  url: mqtt://127.0.0.1:1\n"
 
@@ -121,6 +125,7 @@ CASES: list[Case] = [
     Case("duplicate key", {}, 7, "hub.url", "duplicate key 'url', first at line 6",
          edit=(HUB_URL, "  url: mqtts://127.0.0.1:1\n" + HUB_URL)),
     Case("not UTF-8", {}, 3, "", "not UTF-8 text", data=b"store:\n  id: s1\n  name: Caf\xe9\n"),
+    Case("alias bomb (10**9 values)", {}, 1, "", "expands to more than 100,000 values", data=BOMB),
     Case("unset secret reported once", {}, 13, "api.tokens[0].token", "environment variable H6_UNSET_SECRET is not set",
          edit=("  listen: 127.0.0.1:0\n",
                "  listen: 127.0.0.1:0\n  tokens: [{token: '${H6_UNSET_SECRET}', roles: [hq]}]\n")),
