@@ -45,6 +45,7 @@ class SubOptions:
     tls: ssl.SSLContext | None = None
     connect_timeout: float = 10.0
     max_packet: int = MAX_PACKET  # a PUBLISH longer than this is dropped as it arrives and reported
+    extra_topics: tuple[str, ...] = ()  # more filters in the same SUBSCRIBE (a device's event/response topics)
 
     @classmethod
     def from_url(cls, url: str, *, client_id: str, topic: str, qos: int = 0,
@@ -96,9 +97,9 @@ def connect_packet(o: SubOptions) -> bytes:
     return _packet(0x10, _str("MQTT") + bytes([4, flags]) + struct.pack("!H", o.keepalive) + payload)
 
 
-def subscribe_packet(topic: str, qos: int, packet_id: int = 1) -> bytes:
-    """SUBSCRIBE to one filter."""
-    return _packet(0x82, struct.pack("!H", packet_id) + _str(topic) + bytes([qos]))
+def subscribe_packet(topic: str, qos: int, packet_id: int = 1, extra: tuple[str, ...] = ()) -> bytes:
+    """SUBSCRIBE to one filter (and the `extra` ones, same QoS)."""
+    return _packet(0x82, struct.pack("!H", packet_id) + b"".join(_str(t) + bytes([qos]) for t in (topic, *extra)))
 
 
 PINGREQ = b"\xc0\x00"
@@ -205,10 +206,10 @@ class Subscriber:
         if len(body) != 2 or body[1] != 0:
             code = body[1] if len(body) == 2 else "?"
             raise MqttSubError(f"connection refused by {o.host}:{o.port} (CONNACK return code {code})")
-        writer.write(subscribe_packet(o.topic, o.qos))
+        writer.write(subscribe_packet(o.topic, o.qos, extra=o.extra_topics))
         body = await self._expect({9})
-        if len(body) < 3 or body[2] == 0x80:
-            raise MqttSubError(f"subscription to {o.topic!r} refused")
+        if len(body) < 3 + len(o.extra_topics) or 0x80 in body[2:]:
+            raise MqttSubError(f"subscription to {', '.join(repr(t) for t in (o.topic, *o.extra_topics))} refused")
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
@@ -227,6 +228,12 @@ class Subscriber:
                     w.write(DISCONNECT)
                 w.close()
                 await asyncio.wait_for(w.wait_closed(), 1.0)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Send one PUBLISH at QoS 0 on this connection (a device command; no delivery guarantee)."""
+        if self._writer is None or self._writer.is_closing():
+            raise MqttSubError("not connected")
+        self._writer.write(_packet(0x30, _str(topic) + payload))
 
     async def _expect(self, kinds: set[int]) -> bytes:
         """Read until a packet of one of `kinds` arrives (before the subscription: nothing else matters)."""

@@ -40,14 +40,19 @@ class RfidSimPart:
                              "smoothing": {"min_rssi_dbm": MIN_RSSI_DBM}})  # fmt: skip
         zebra_ants = {a: z for a, z in {1: "aisle-1", 2: "aisle-2"}.items() if z in zones}
         if local_broker_url and zebra_ants:
-            topic = "zebra/fx9600-demo/data"
+            base = "zebra/fx9600-demo"
+            topics = {"topic": f"{base}/data", "events_topic": f"{base}/mevents", "control_topic": f"{base}/ctrl",
+                      "response_topic": f"{base}/ctrl-res"}
+            # a reader out of the box: radio stopped until the gateway sets its mode and starts it
             self.zebra = ZebraMqttSim(Population(world, zebra_ants, seed=22, last_read=self.last_read,
-                                                 record_min_rssi=MIN_RSSI_DBM), local_broker_url, topic,
-                                      clock=world.clock)  # fmt: skip
+                                                 record_min_rssi=MIN_RSSI_DBM), local_broker_url, topics["topic"],
+                                      clock=world.clock, running=False, heartbeat_s=10.0,
+                                      events_topic=topics["events_topic"], control_topic=topics["control_topic"],
+                                      response_topic=topics["response_topic"])  # fmt: skip
             await self.zebra.start()
             sections.append({"id": "rfid-zebra-1", "type": "zebra_iotc", "name": "Aisles Zebra FX9600",
-                             "broker_url": local_broker_url, "topic": topic, "antennas": zebra_ants,
-                             "smoothing": {"min_rssi_dbm": MIN_RSSI_DBM}})  # fmt: skip
+                             "broker_url": local_broker_url, **topics, "antennas": zebra_ants,
+                             "mode": "INVENTORY", "smoothing": {"min_rssi_dbm": MIN_RSSI_DBM}})  # fmt: skip
         return sections
 
     async def stop(self) -> None:
