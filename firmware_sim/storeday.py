@@ -123,7 +123,7 @@ class StoreDayConfig:
     faults: bool = True  # inject the reader and load cell faults below (times in store seconds of the day)
     lane_fault_hold_s: float = 10.0  # rules: a lane fault / unknown object held this long -> staff alert
     reader_silent_at_s: float = 20.0
-    reader_silent_s: float = 25.0  # longer than the reader's lost-timeout (10 s)
+    reader_silent_s: float = 40.0  # longer than the lost-timeout (10 s) + the debounce (20 s): a stock-out if believed
     reader_restart_at_s: float = 100.0
     reader_restart_down_s: float = 5.0
     stuck_at_s: float = 30.0
