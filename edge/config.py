@@ -258,8 +258,9 @@ class ApiConfig(StrictModel):
     body_timeout_s: float = Field(default=30, gt=0, le=600, allow_inf_nan=False,
                                   description="a request body must arrive whole this soon after its headers (408)")
     max_connections_per_client: int = Field(
-        default=32, ge=1, le=1024,
-        description="per client address; a new connection beyond it closes that client's oldest idle one",
+        default=64, ge=1, le=1024,
+        description="per client address; a new connection beyond it closes that client's oldest idle one "
+                    "(or gets 503 when all are busy)",
     )
 
     @field_validator("listen")
@@ -598,8 +599,21 @@ def _reference_problems(m: Manifest, devices: list[tuple[int, DeviceConfigBase]]
     for i, shelf in enumerate(m.shelves):
         refs.append((("shelves", i), Ref(("zone",), "zone", shelf.zone)))
         refs += [(("shelves", i), Ref(("lanes", j, "sku"), "sku", ln.sku)) for j, ln in enumerate(shelf.lanes)]
+    weighed: dict[tuple[str, str], Loc] = {}
     for i, dev in devices:
         refs += [(("devices", i), r) for r in dev.references()]
+        for r in dev.references():
+            if r.kind != "lane" or r.shelf is None:
+                continue
+            loc = ("devices", i, *r.loc)
+            first = weighed.setdefault((r.shelf, r.id), loc)
+            if first != loc:  # two counts for one lane: the stock would flip between them
+                out.append((loc, f"lane {r.id!r} of shelf {r.shelf!r} is already measured at {render_path(first)}: "
+                                 "map every planogram lane to one device channel"))
+        mqtt = "broker_url" in type(dev).model_fields and getattr(dev, "transport", "mqtt") == "mqtt"
+        if mqtt and getattr(dev, "broker_url", None) is None and m.local_broker is None:
+            out.append((("devices", i, "type"), f"a {dev.type} device reads an MQTT broker: set its broker_url: or "
+                                                "the manifest's local_broker: url (it would stay offline)"))
     refs += [(("beacons", i), Ref(("zone",), "zone", b.zone)) for i, b in enumerate(m.beacons)]
     if "entrance_zones" in m.traffic.model_fields_set:
         refs += [(("traffic",), Ref(("entrance_zones", j), "zone", z)) for j, z in enumerate(m.traffic.entrance_zones)]

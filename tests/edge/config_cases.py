@@ -133,6 +133,12 @@ CASES: list[Case] = [
          "did you mean 'mute_max_s'?"),
     Case("unknown device type", {"devices": "  - {id: rfid-1, type: lrp, host: 127.0.0.1}"}, LINE_DEVICES,
          "devices[0].type", "did you mean 'llrp'?"),
+    Case("two devices weigh one lane", {"devices": DEV % ("shelf-a1", "l1") + "\n" + (DEV % ("shelf-a1", "l1")).replace(
+        "shelf-ctrl", "shelf-ctrl-2")}, LINE_DEVICES + 1, "devices[1].lanes[0].lane",
+         "already measured at devices[0].lanes[0].lane"),
+    Case("MQTT device without a broker", {"devices": "  - {id: zebra-1, type: zebra_iotc, topic: zebra/fx/data,\n"
+                                                     "     antennas: {1: apparel}}"},
+         LINE_DEVICES, "devices[0].type", "set its broker_url: or the manifest's local_broker: url"),
     Case("duplicate device id", {"devices": "  - {id: rfid-1, type: llrp, host: 127.0.0.1, antennas: {1: apparel}}\n"
                                             "  - {id: rfid-1, type: llrp, host: 127.0.0.2, antennas: {1: apparel}}"},
          LINE_DEVICES + 1, "devices[1].id", "duplicate device id 'rfid-1' (also at devices[0])"),
