@@ -5,9 +5,9 @@ Slow clients cannot starve the others (uvicorn alone answers 503 to everyone onc
 adds, per connection: a header deadline (`api.header_timeout_s` from the moment the connection opened or its
 previous response ended until the request's headers are complete; then it is closed), and per client address
 a cap (`api.max_connections_per_client`): a new connection beyond it closes that client's oldest connection
-still waiting for a request, or is itself closed when none is waiting. At most `MAX_WAITING` connections wait
-for a request at any time (the oldest is closed first). The body deadline (`api.body_timeout_s`, 408) and the
-413 for oversized bodies are in the app (edge/api/app.py).
+still waiting for a request, or is itself answered 503 and closed when none is waiting. At most `MAX_WAITING`
+connections wait for a request at any time (the oldest is closed first). The body deadline
+(`api.body_timeout_s`, 408) and the 413 for oversized bodies are in the app (edge/api/app.py).
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ MAX_WAITING = 128  # connections waiting for a request (idle keep-alive or heade
 LIMIT_CONCURRENCY = 512  # uvicorn answers 503 beyond this many connections or running requests
 MAX_HEADER_BYTES = 16 * 1024  # h11_max_incomplete_event_size: request line + headers
 KEEP_ALIVE_S = 5
+_BUSY_BODY = b'{"error":{"code":"busy","message":"too many connections from this address: retry later"}}'
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+        b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 
 class ConnectionGuard:
@@ -111,6 +114,7 @@ class GuardedH11Protocol(H11Protocol):
         self.host = self.client[0] if self.client else "?"
         self._deadline = None
         if not self.guard.admit(self):
+            transport.write(BUSY)
             transport.close()
             return
         self._wait()

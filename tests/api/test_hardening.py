@@ -119,6 +119,35 @@ async def test_header_timeout_closes_a_connection_that_never_finishes(mosquitto:
         await gw.rules.stop()
 
 
+async def test_per_client_cap_with_every_connection_busy(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """Two live event streams fill a cap of 2: the client's next connection is answered 503 busy, not queued."""
+    m = manifest_for_tests(tmp_path)
+    m = m.model_copy(update={"api": m.api.model_copy(update={"max_connections_per_client": 2})})
+    async with Gateway(m, hub_url=mosquitto.url, data_dir=tmp_path / "var", tick_interval=0.1) as gw:
+        port = gw.api.port
+        request = (f"GET /api/v1/events?access_token={TOKENS['staff']} HTTP/1.1\r\nHost: x\r\n\r\n").encode()
+        streams = []
+        try:
+            for _ in range(2):
+                s = socket.create_connection(("127.0.0.1", port), timeout=20)
+                s.sendall(request)
+                assert (await asyncio.to_thread(s.recv, 65536)).startswith(b"HTTP/1.1 200")  # streaming now
+                streams.append(s)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as c:
+                busy = await c.get("/api/v1/stock", headers={"Authorization": f"Bearer {TOKENS['staff']}"})
+                assert busy.status_code == 503, busy.text
+                assert (busy.json()["error"]["code"], busy.headers["retry-after"]) == ("busy", "1")
+                streams.pop().close()
+                await wait_for(lambda: gw.api.guard.open < 2, 10, "the closed stream forgotten")
+                ok = await c.get("/api/v1/stock", headers={"Authorization": f"Bearer {TOKENS['staff']}"})
+                assert ok.status_code == 200
+            assert gw.api.guard.counts["refused"] == 1
+        finally:
+            for s in streams:
+                s.close()
+        await gw.rules.stop()
+
+
 async def test_stalled_body_gets_408(slow_api: Running) -> None:
     s = socket.create_connection(("127.0.0.1", slow_api.gw.api.port), timeout=20)
     try:
