@@ -359,3 +359,26 @@ async def test_reader_clock_offset_from_heartbeats(demo_manifest: Manifest, mosq
     before = [r for r in got[:beat] if isinstance(r, TagRead)]  # before any live sample: not trusted as fresh
     assert len(before) <= drv.counters["replayed"]
     assert abs(drv.clock.offset_us - 600_000_000) < 1_000_000
+
+
+async def test_demo_sim_part_reader_is_started_by_the_gateway(demo_manifest: Manifest, mosquitto: Mosquitto,
+                                                              tmp_path: Path) -> None:  # fmt: skip
+    """The demo's Zebra reader comes up stopped; the driver built from the demo's section starts it."""
+    from firmware_sim.rfid.simpart import RfidSimPart
+
+    part = RfidSimPart()
+    sections = await part.start(World(demo_manifest, SystemClock()), tmp_path, mosquitto.url)
+    try:
+        section = next(s for s in sections if s["type"] == "zebra_iotc")
+        assert part.zebra is not None and not part.zebra.running
+        deadline = time.monotonic() + 10
+        while not part.zebra.online:  # connected to the store's broker before the gateway (else: supervisor retry)
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        cfg = ZebraIotcConfig.model_validate(section)
+        drv = ZebraIotcDriver(cfg, DriverContext(manifest=demo_manifest, clock=SystemClock(), data_dir=tmp_path))
+        got = await collect(drv.stream(), lambda rs: ntags(rs) > 10, timeout=20)
+        assert part.zebra.running and part.zebra.mode["type"] == "INVENTORY"
+        assert any(isinstance(r, ReaderStatus) and r.inventorying for r in got)
+    finally:
+        await part.stop()
