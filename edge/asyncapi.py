@@ -132,8 +132,16 @@ COMMANDS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 REQUEST_BASE = {
-    "id": {"type": ["string", "integer"], "description": "echoed in the reply"},
-    "reply_to": {"type": "string", "description": "topic for the reply (no wildcards)"},
+    "id": {"type": ["string", "integer"], "description": "echoed in the reply; the nonce of a signed request (a "
+                                                         "string of 1-128 characters or an integer)"},
+    "reply_to": {"type": "string", "maxLength": 256,
+                 "description": "topic for the reply: a valid MQTT topic name under {root}/reply/ (or a prefix the "
+                                "manifest allows); otherwise no reply at all (docs/commands.md)"},
+    "auth": {"type": "object", "required": ["alg", "kid", "ts", "sig"],
+             "description": "the hub's signature, required by commands that change state (docs/commands.md)",
+             "properties": {"alg": {"const": "HMAC-SHA256"}, "kid": {"type": "string"},
+                            "ts": {"type": "integer", "description": "seconds since 1970-01-01T00:00:00Z"},
+                            "sig": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}},
 }
 REPLY = {
     "type": "object",
@@ -143,7 +151,10 @@ REPLY = {
         "ok": {"type": "boolean"},
         "result": {},
         "error": {"type": "object", "required": ["code", "message"],
-                  "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
+                  "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                                 "reason": {"type": "string", "description": "why an `unauthorized` refusal: "
+                                            "missing, no_keys, malformed, unknown_key, bad_signature, stale, "
+                                            "before_start, replay"}}},
     },
 }
 
