@@ -36,14 +36,11 @@ from firmware_sim.rfid.impinj_http import ImpinjHttpSim
 from firmware_sim.rfid.population import Population
 from firmware_sim.world import World
 from tests.drivers.rfid.frames import collect
+from tests.drivers.rfid.vendor_helpers import collect_some, ntags
 
 FUZZ = 10_000 if os.environ.get("EDGE_FUZZ") == "long" else 200
 EPC = "3074257BF7194E4000001A85"
 ANTS = {1: "apparel", 2: "entrance"}
-
-
-def ntags(rs: list[Reading]) -> int:
-    return sum(isinstance(r, TagRead) for r in rs)
 
 
 def driver(manifest: Manifest, sim: ImpinjHttpSim, tmp_path: Path, **kw: object) -> ImpinjIotDriver:
@@ -227,21 +224,6 @@ async def test_inventory_terminated(demo_manifest: Manifest, tmp_path: Path) -> 
         assert "stopTrigger" in tail[-1].reason
         with pytest.raises(DeviceError, match="not running"):  # store-managed: stays a fault until restarted
             await collect(drv.stream(), lambda rs: False)
-
-
-async def collect_some(stream: AsyncIterator[Reading], until: object, timeout: float = 10,
-                       into: list[Reading] | None = None) -> list[Reading]:  # fmt: skip
-    """Readings until `until(got)`, leaving the stream open."""
-    got = into if into is not None else []
-
-    async def run() -> None:
-        async for r in stream:
-            got.append(r)
-            if until(got):  # type: ignore[operator]
-                return
-
-    await asyncio.wait_for(run(), timeout)
-    return got
 
 
 # ---- 3. keep-alive timing ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,11 @@ from firmware_sim.rfid.population import Population
 from firmware_sim.rfid.zebra_mqtt import ZebraMqttSim
 from firmware_sim.world import World
 from tests.drivers.rfid.frames import collect
+from tests.drivers.rfid.vendor_helpers import collect_some, ntags
 
 FUZZ = 10_000 if os.environ.get("EDGE_FUZZ") == "long" else 200
 EPC = "3074257BF7194E4000001A85"
 ANTS = {1: "aisle-1", 2: "aisle-2"}
-
-
-def ntags(rs: list[Reading]) -> int:
-    return sum(isinstance(r, TagRead) for r in rs)
 
 
 def event(kind: str = "INVENTORY", **data: object) -> dict[str, object]:
@@ -151,20 +148,6 @@ async def running(sim: ZebraMqttSim) -> AsyncIterator[None]:
         yield
     finally:
         await sim.stop()
-
-
-async def collect_some(stream: AsyncIterator[Reading], until: Callable[[list[Reading]], bool],
-                       into: list[Reading] | None = None, timeout: float = 10) -> list[Reading]:  # fmt: skip
-    got = into if into is not None else []
-
-    async def run() -> None:
-        async for r in stream:
-            got.append(r)
-            if until(got):
-                return
-
-    await asyncio.wait_for(run(), timeout)
-    return got
 
 
 async def test_inventory_mode_batched_arrays(demo_manifest: Manifest, mosquitto: Mosquitto, tmp_path: Path) -> None:
