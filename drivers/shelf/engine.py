@@ -4,8 +4,9 @@ count = round((grams - tare) / unit_weight), taken only from a stable window (st
 `stable_std_g` over `settle_s`) and only when the load is *plausible*: the residual is within
 `tolerance_units` of a whole number, the count is not negative, not above the lane's capacity (planogram),
 and not a rise of more than `max_rise_units` at once unless that rise fills the lane (a restock). Anything
-else is an unknown object (a bag, a lean, a tool): the count holds and, after `unknown_after_s`, an unknown
-object is reported once; the lane is untrusted until it settles at a plausible load again (`SETTLED`, or a
+else is an unknown object (a bag, a lean, a tool): the count holds, the lane is in doubt at once (`DOUBT`: its
+count cannot be verified) and, after `unknown_after_s`, an unknown object is reported once; the lane is
+untrusted until it settles at a plausible load again (`SETTLED`, or a
 `COUNT` with `resolved=True`). The rise rule needs a watched lane: the first settle after a fault is
 checked against tolerance and capacity only (staff may have restocked while the cell was unplugged). A hand
 resting on the lane or several picks in a row never produce
@@ -39,6 +40,7 @@ UNKNOWN = "unknown_object"
 FAULT = "fault"
 FAULT_CLEARED = "fault_cleared"
 SETTLED = "settled"  # a plausible settle at the held count that ends an untrusted period (fault, unknown)
+DOUBT = "doubt"  # the lane settled at an implausible load: the held count is unverified (unknown object pending)
 TARE = "tare"  # zero tracking moved the tare by `tare_report_g` since it was last reported
 
 MAX_ABS_GRAMS = 1e9  # a reading beyond a thousand tonnes is no weight: a "range" fault
@@ -284,12 +286,17 @@ class LaneEngine:
         residual = units - n
         why = self.implausible(n, residual)
         if why is not None:
-            if self._unknown_since is None:
-                self._unknown_since = self._t[0]
-            if not self._unknown_reported and t - self._unknown_since >= p.unknown_after_s:
+            since = self._unknown_since
+            first = since is None
+            if since is None:
+                since = self._unknown_since = self._t[0]
+            if not self._unknown_reported and t - since >= p.unknown_after_s:
                 self._unknown_reported = True
                 self.suspect = True
-                return Decision(UNKNOWN, self.count, net, residual, code=why, since=self._unknown_since)
+                return Decision(UNKNOWN, self.count, net, residual, code=why, since=since)
+            if first and not self.suspect:  # the held count cannot be verified from now on
+                self.suspect = True
+                return Decision(DOUBT, self.count, net, residual, code=why, since=since)
             return None
         self._unknown_since = None
         self._unknown_reported = False

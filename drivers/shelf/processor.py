@@ -27,6 +27,7 @@ from drivers.shelf.config import CountingConfig, LaneMap, ShelfConfigBase
 from drivers.shelf.engine import (
     CAPACITY,
     COUNT,
+    DOUBT,
     FAULT,
     FAULT_CLEARED,
     MAX_ABS_GRAMS,
@@ -250,6 +251,9 @@ class ShelfProcessor:
             return self._count(lane, d, when)
         if d.kind == SETTLED:
             return self._resolved(lane, d, when)
+        if d.kind == DOUBT:  # no event yet (that waits for unknown_after_s), but the count is not served as true
+            return self._flag(lane, True, _time(d.since) or when,
+                              f"lane {lane.lane}: {_unknown_text(d.code, lane.engine.capacity)}")
         if d.kind == TARE:
             lane.saved_tare = d.grams
             return [Upsert(TARE_TABLE, {

@@ -87,21 +87,25 @@ PLAUSIBLE = [
     (
         "6 cans + a 2.5 kg bag: unknown object, stale, no 13",
         6, 6 * 355.0 + 2500.0, 6 * 355.0,
-        [("ShelfUnknownObject", "rise"), ("StockFlag", True), ("ShelfUnknownObjectCleared", 6), ("StockFlag", False)],
+        [("StockFlag", True), ("ShelfUnknownObject", "rise"), ("ShelfUnknownObjectCleared", 6), ("StockFlag", False)],
     ),
     (
         "a 12 kg lean on the empty lane: unknown object, stale, no 34",
         0, 12000.0, 0.0,
-        [("ShelfUnknownObject", "capacity"), ("StockFlag", True), ("ShelfUnknownObjectCleared", 0),
+        [("StockFlag", True), ("ShelfUnknownObject", "capacity"), ("ShelfUnknownObjectCleared", 0),
          ("StockFlag", False)],
     ),
     (
         "the bag taken away with a can: the new count ends the unknown object",
         6, 6 * 355.0 + 2500.0, 5 * 355.0,
-        [("ShelfUnknownObject", "rise"), ("StockFlag", True), ("StockUpdate", 5), ("ShelfUnknownObjectCleared", 5),
+        [("StockFlag", True), ("ShelfUnknownObject", "rise"), ("StockUpdate", 5), ("ShelfUnknownObjectCleared", 5),
          ("StockFlag", False)],
     ),
     ("a restock to capacity is stock", 6, 24 * 355.0, 24 * 355.0, [("StockUpdate", 24)]),
+    (
+        "a 12 kg lean shorter than unknown_after_s: stale while it lasts, no event, no count",
+        6, 6 * 355.0 + 12000.0, 6 * 355.0, [("StockFlag", True), ("StockFlag", False)],
+    ),
 ]
 
 
@@ -111,7 +115,8 @@ def test_plausible_weight(demo_manifest: Manifest, clock: ManualClock, name: str
     proc = ShelfProcessor(demo_manifest, clock)
     out = feed(proc, clock, "shelf-a1", "l1", first * 355.0, 2)
     assert [o.count for o in out if isinstance(o, StockUpdate)] == [first]
-    out = feed(proc, clock, "shelf-a1", "l1", during, 5) + feed(proc, clock, "shelf-a1", "l1", after, 2)
+    seconds = 2.5 if "shorter" in name else 5.0
+    out = feed(proc, clock, "shelf-a1", "l1", during, seconds) + feed(proc, clock, "shelf-a1", "l1", after, 2)
     assert _kinds(out) == want
     flags = [o for o in out if isinstance(o, StockFlag)]
     assert all((f.shelf, f.sku, f.flag, f.origin) == ("shelf-a1", "cola-330", "stale", "weight") for f in flags)
