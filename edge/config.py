@@ -34,6 +34,7 @@ from edge.configbase import (
     Gln,
     Ident,
     Megabytes,
+    MqttUrl,
     PositiveCount,
     Ref,
     Seconds,
@@ -41,7 +42,6 @@ from edge.configbase import (
     StrictModel,
     TooLarge,
     check_expansion,
-    check_mqtt_url,
     gs1_check_digit,
     load_yaml,
 )
@@ -151,7 +151,7 @@ class CommandsConfig(StrictModel):
 class HubConfig(StrictModel):
     """The cloud inventory hub's MQTT broker."""
 
-    url: str = "mqtt://127.0.0.1:1883"
+    url: MqttUrl = "mqtt://127.0.0.1:1883"
     client_id: str | None = None
     username: str | None = None
     password: str | None = None
@@ -163,11 +163,6 @@ class HubConfig(StrictModel):
     reconnect_min: Seconds = 0.5
     reconnect_max: Seconds = 30.0
     commands: CommandsConfig = CommandsConfig()
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return check_mqtt_url(v)
 
     @field_validator("topic_prefix")
     @classmethod
@@ -275,12 +270,7 @@ class ApiConfig(StrictModel):
 class LocalBrokerConfig(StrictModel):
     """The store-local MQTT broker that networked devices publish to (Zebra readers, shelves, counters)."""
 
-    url: str = "mqtt://127.0.0.1:1883"
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return check_mqtt_url(v)
+    url: MqttUrl = "mqtt://127.0.0.1:1883"
 
 
 class Zone(StrictModel):

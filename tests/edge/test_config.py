@@ -4,13 +4,14 @@ line; bounded numbers, strict SGLN/GLN, duplicate keys, references, and the rule
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from edge.config import load_manifest, parse_manifest
-from edge.configbase import check_gln, check_sgln, gs1_check_digit, load_yaml
+from edge.configbase import check_gln, check_host, check_mqtt_url, check_sgln, gs1_check_digit, load_yaml
 from edge.errors import ConfigError
 from firmware_sim.world import demo_manifest_text
 from rules.config import RestockRule, RulesBody
@@ -119,3 +120,30 @@ def test_shipped_manifests_stay_valid() -> None:
            "EDGE_TOKEN_ADMIN": "d" * 20, "EDGE_CMD_KEY_HQ": "k" * 40}
     assert load_manifest(ROOT / "deploy/store-manifest.example.yaml", env=env).store.id == "s0421"
     assert parse_manifest(demo_manifest_text(), "demo", env={}).store.id == "demo"
+
+
+@pytest.mark.parametrize(("host", "fix"), [
+    ("10.20.0.31", None), ("reader-1.store.lan", None), ("fe80::1", None), ("::1", None),
+    ("10.20.0.31:5084", "write host: 10.20.0.31 and put the port in port: 5084"),
+    ("reader-1:5084", "write host: reader-1 and put the port in port: 5084"),
+    ("[fe80::1]:5084", "without brackets"), ("tcp://10.20.0.31", "is a URL"), ("reader 1", "neither"),
+])
+def test_host_is_a_host_alone(host: str, fix: str | None) -> None:
+    if fix is None:
+        assert check_host(host) == host
+    else:
+        with pytest.raises(ValueError, match=re.escape(fix)):
+            check_host(host)
+
+
+@pytest.mark.parametrize(("url", "fix"), [
+    ("mqtt://h", None), ("mqtts://user:pw@h:8883", None), ("mqtt://[::1]:1883", None),
+    ("http://h", "use mqtt://host"), ("mqtt://h:0", "1..65535"), ("mqtt://h:99999", "1..65535"),
+    ("mqtt://h:x", "1..65535"), ("mqtt://h/topic", "no path"),
+])
+def test_mqtt_urls(url: str, fix: str | None) -> None:
+    if fix is None:
+        assert check_mqtt_url(url) == url
+    else:
+        with pytest.raises(ValueError, match=re.escape(fix)):
+            check_mqtt_url(url)
