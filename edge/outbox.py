@@ -185,6 +185,9 @@ class Outbox:
         self._shed: dict[str, list[int]] = {}  # source -> [first, last, count] shed since the last gap event
         self._retry: list[tuple[int, _Batch]] = []  # batches of failed commits, by generation
         self._gen = 0
+        self._inflight = 0  # commits waiting for the writer thread (the committer's and flush()'s)
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._errors_seen = 0  # the database's write_errors when the last failure was handled
         self.commits = 0
         self.commit_failures = 0
@@ -399,9 +402,12 @@ class Outbox:
                     await previous
                 previous = current
                 if self._retry:
-                    # a commit failed: once nothing is in flight, its batch goes back in front, then retry
+                    # a commit failed: once nothing is in flight (a flush() may have one too), the batches go
+                    # back in front, in their order, then retry
                     await previous
                     previous = None
+                    while self._inflight:
+                        await self._idle.wait()
                     self._requeue()
                     delay = min(max(delay * 2, 0.05), 5.0)
                     await asyncio.sleep(delay)
@@ -495,6 +501,14 @@ class Outbox:
         racked, self._retained_acked = self._retained_acked, []
         if not len(batch) and mark == old_mark and not racked:
             self._room.set()
+            if batch.futures:  # submit([]) from flush(): resolved once everything before it is committed
+                if self._retry or self._inflight:
+                    self._batch.futures[:0] = batch.futures
+                    self._wake.set()
+                else:
+                    for f in batch.futures:
+                        if not f.done():
+                            f.set_result(None)
             return True
         sweep = time.monotonic() - self._last_sweep > 60
         floor = max(self.inflight_floor(), mark)
@@ -506,6 +520,8 @@ class Outbox:
                 raise _Skipped  # an earlier commit failed: this one must not overtake its batch
             return self._transaction(c, batch, acked=(old_mark, mark), racked=racked, sweep=sweep, floor=floor)
 
+        self._inflight += 1
+        self._idle.clear()
         try:
             result = await self.db.write(txn)
         except BaseException as exc:
@@ -527,6 +543,10 @@ class Outbox:
                 if not f.done():
                     f.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
             raise
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
         if self.last_error is not None:
             log.info("commits work again after %d failures", self.commit_failures)
             self.last_error = None

@@ -16,6 +16,7 @@ covered by a gap event, and the last numbers at the hub equal the committed ones
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -30,9 +31,13 @@ from typing import Any
 import pytest
 import yaml
 
+from bench.load import Counted
 from bench.spine import GatewayProc, manifest_dict
 from edge.brokers import Mosquitto, free_port
-from edge.db import integrity_check
+from edge.clock import SystemClock
+from edge.db import Database, integrity_check
+from edge.metrics import Metrics
+from edge.outbox import Outbox
 from firmware_sim.hub import HubProcess
 from tests.faults.daemon import NotifySocket, committed_sequences, healthz, holes_without_gap, short, until
 
@@ -225,3 +230,45 @@ def test_disk_full_without_reserve_fails_commit_check_and_starves_watchdog(tmp_p
             drain.stop()
     hub.close()
     broker.stop()
+
+
+async def test_outbox_keeps_every_event_in_order_through_failed_commits(tmp_path: Path) -> None:
+    """In-process, on a real full tmpfs: events submitted while every commit fails (no reserve), with flush()
+    calls racing the committer, are all committed once space returns, in submission order per source, with
+    their sequence numbers 1..n and no hole; every submitter's future resolves."""
+    with small_fs(tmp_path / "fs", "4m") as fs:
+        db = Database(fs / "edge.db")
+        await db.open()
+        metrics = Metrics()
+        ob = Outbox(db, store_id="demo", topic_root=ROOT, clock=SystemClock(), metrics=metrics,
+                    telemetry_budget_bytes=1 << 30, commit_interval=0.005)
+        await ob.open()
+        committer = asyncio.create_task(ob.run())
+        futures: list[asyncio.Future[None]] = []
+        flushes: list[asyncio.Task[None]] = []
+        filler = fs / "filler"
+        try:
+            await asyncio.to_thread(fill, filler)
+            n = 0
+            while ob.commit_failures < 5 and n < 5000:
+                for source in ("led-a", "led-b"):
+                    futures.append(ob.submit([Counted(source=source, time=ob.clock.now(), n=n)]))
+                n += 1
+                if n % 7 == 0:
+                    flushes.append(asyncio.create_task(ob.flush()))
+                await asyncio.sleep(0.002)
+            assert ob.commit_failures >= 5, "the full disk never failed a commit"
+            assert "database or disk is full" in str(ob.last_error)
+            filler.unlink()
+            await asyncio.wait_for(asyncio.gather(*futures, *flushes), 60)
+            assert ob.last_error is None
+            rows = await db.query("SELECT source, sequence FROM outbox ORDER BY seq")
+            for source in ("led-a", "led-b"):
+                seqs = [int(r["sequence"]) for r in rows if r["source"] == source]
+                assert seqs == list(range(1, n + 1)), source
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                filler.unlink()
+            await ob.close()
+            await asyncio.wait_for(committer, 30)
+            await db.close()
