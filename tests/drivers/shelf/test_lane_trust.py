@@ -285,12 +285,20 @@ async def test_faults_reach_people(mosquitto: Mosquitto, demo_manifest: Manifest
                 await until(lambda: (e := proc.lane_engine("a1", "shelf-a1", "l1")) is not None
                             and e.count is not None, "first count")
                 sim.stick_cell("shelf-a1", "l1")
+
+                def stale() -> bool:
+                    cell = gw.stock.get("shelf-a1", "cola-330")
+                    return cell is not None and cell.stale_since is not None
+
+                await until(stale, "the cell is served as stale")
                 await until(lambda: bool(alerts("lane_fault", "opened")), "lane fault alert")
+                assert stale()
                 opened = alerts("lane_fault", "opened")[0]
                 assert (opened["shelf"], opened["sku"]) == ("shelf-a1", "cola-330")
                 assert "l1" in opened["message"] and "stuck" in opened["message"], opened
                 sim.heal_cell("shelf-a1", "l1")
                 await until(lambda: bool(alerts("lane_fault", "resolved")), "lane fault alert resolved")
+                await until(lambda: not stale(), "the cell is trusted again")
                 world.place_object("shelf-a1", "l2", 2500.0)  # 14 bottles + 2.5 kg = 18.8: over capacity 18
                 await until(lambda: bool(alerts("unknown_object", "opened")), "unknown object alert")
                 world.remove_object("shelf-a1", "l2")
