@@ -301,6 +301,9 @@ class Health:
         m.describe("edge_commit_lag_seconds", "age of the oldest event not yet committed")
         m.describe("edge_uplink_lag_seconds", "age of the oldest unacknowledged event while the hub is reachable")
         m.describe("edge_disk_reserve_ok", "1 while the disk space reserve holds and no telemetry is shed")
+        m.describe("edge_core_task_failures_total", "failures of a core task (each logged with its traceback)")
+        m.describe("edge_outbox_commit_failures_total", "commits that failed for a storage reason and were retried")
+        m.describe("edge_outbox_shed_total", "telemetry events dropped for lack of disk space (gap events say which)")
         m.gauge_fn("edge_health_ok", lambda: {(("check", k),): float(v["ok"]) for k, v in self.checks().items()})
 
         def up() -> dict[Labels, float]:
