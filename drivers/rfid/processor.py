@@ -13,7 +13,7 @@ coalesced per tick, so a warm-up of hundreds of arrivals gives one update per ce
 Reader-aware presence (issue 14): a tag's absence counts only while the reader that last read it could see
 it. A reader is *blind* while it is offline (`DeviceOffline` from the supervisor), not inventorying
 (`ReaderStatus(inventorying=False)`), or silent (nothing at all, no read and no status beat, for its silence
-bound: `max(lost_timeout_s, 2 x keepalive_s)`); a read point is blind while an antenna mapped to it is
+bound: `max(lost_timeout_s, 2 x its beat period)`, see `beat_s`); a read point is blind while an antenna mapped to it is
 disconnected (`AntennaStatus`). Blind tags never depart (no stock change, no alert); every cell of a blind
 reader's zones gets `StockFlag(stale, on)` dated from when it was last known to see (its last message); a
 configured reader not heard from by the first tick is blind from then (a count kept across a restart, or a
@@ -58,6 +58,23 @@ def params_of(cfg: RfidConfigBase) -> Params:
                   s.move_hold_s, s.zone_stale_s, s.min_rssi_dbm)  # fmt: skip
 
 
+IMPINJ_KEEPALIVE_S = 30.0  # Impinj IoT interface: a CR-LF keep-alive after 30 s without data (drivers/rfid/impinj.py)
+UNKNOWN_BEAT_S = 30.0  # a reader whose beat period the manifest does not say (Zebra without heartbeat_timeout_s)
+
+
+def beat_s(cfg: RfidConfigBase) -> float:
+    """How often a reader with no tag in its field still says something (its liveness beat)."""
+    keepalive = getattr(cfg, "keepalive_s", None)  # LLRP KEEPALIVE
+    if isinstance(keepalive, int | float):
+        return float(keepalive)
+    if hasattr(cfg, "idle_timeout_s"):
+        return IMPINJ_KEEPALIVE_S
+    heartbeat_timeout = getattr(cfg, "heartbeat_timeout_s", None)  # Zebra: 3 x the heartbeat period
+    if isinstance(heartbeat_timeout, int | float):
+        return heartbeat_timeout / 3
+    return UNKNOWN_BEAT_S
+
+
 class RfidProcessor:
     """One instance for all RFID readers of the store (zones cross readers)."""
 
@@ -69,15 +86,13 @@ class RfidProcessor:
         self.params: dict[str, Params] = {}
         self.epcis_readers: set[str] = set()
         self.silence_s: dict[str, float] = {}  # reader -> nothing heard for longer than this: silent
-        self.covers: dict[str, set[str]] = {}  # reader -> read points (zones) it reads
+        self.covers: dict[str, set[str]] = {}  # reader -> read points (zones) its antennas map to
         for dev in manifest.typed_devices():
             if isinstance(dev, RfidConfigBase):
                 self.params[dev.id] = params_of(dev)
                 if dev.epcis:
                     self.epcis_readers.add(dev.id)
-                keepalive = getattr(dev, "keepalive_s", None)
-                lost = dev.smoothing.lost_timeout_s
-                self.silence_s[dev.id] = max(lost, 2 * keepalive) if isinstance(keepalive, int | float) else lost
+                self.silence_s[dev.id] = max(dev.smoothing.lost_timeout_s, 2 * beat_s(dev))
                 points = set(dev.antennas.values())
                 if dev.zone is not None:
                     points.add(dev.zone)
@@ -131,7 +146,6 @@ class RfidProcessor:
         if rp is None:
             self.unmapped += 1
             return flags or ()
-        self.covers.setdefault(dev, set()).add(rp)
         changes = self.engine.observe(reading.epc, rp, reading.rssi_dbm, t, dev, p)
         if flags is None:
             return self.outputs(changes, now) if changes else ()

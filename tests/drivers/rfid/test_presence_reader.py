@@ -204,3 +204,27 @@ def test_a_reader_not_heard_since_start_vouches_for_nothing(demo_manifest: Manif
     # is heard from, its cells are stale, and one lost-timeout after its first read they are trusted again
     seen = play(demo_manifest, lambda s: rack(s) if s >= 5 else [], seconds=20)
     assert seen == [(0, ("stale", 0)), (5, ("reconciling", 0)), (6, ("count", 3)), (15, ("trusted",))]
+
+
+@pytest.mark.parametrize(
+    ("section", "silence_s"),
+    [
+        ({"type": "llrp", "host": "127.0.0.1"}, 10.0),  # keepalive 5 s: the lost-timeout bounds it
+        ({"type": "llrp", "host": "127.0.0.1", "keepalive_s": 20}, 40.0),
+        ({"type": "llrp", "host": "127.0.0.1", "smoothing": {"lost_timeout_s": 30}}, 30.0),
+        ({"type": "impinj_iot", "base_url": "http://127.0.0.1:1"}, 60.0),  # its keep-alive comes after 30 s idle
+        ({"type": "zebra_iotc", "topic": "z/data", "heartbeat_timeout_s": 30}, 20.0),  # 3 x a 10 s heartbeat
+        ({"type": "zebra_iotc", "topic": "z/data"}, 60.0),  # period unknown: 30 s assumed
+    ],
+)
+def test_silence_bound_outlasts_the_readers_beat(demo_manifest: Manifest, section: dict[str, object],
+                                                 silence_s: float) -> None:
+    # an empty field (everything sold) is not silence: the bound is twice the beat, at least the lost-timeout
+    from drivers.rfid.config import ImpinjIotConfig, RfidConfigBase, ZebraIotcConfig
+
+    models: dict[str, type[RfidConfigBase]] = {"llrp": LlrpConfig, "impinj_iot": ImpinjIotConfig,
+                                               "zebra_iotc": ZebraIotcConfig}  # fmt: skip
+    model = models[str(section["type"])]
+    cfg = model.model_validate({"id": DEV, "antennas": {1: "apparel"}, **section})
+    proc = RfidProcessor(demo_manifest.model_copy(update={"devices": [cfg]}), ManualClock(T0))
+    assert proc.silence_s[DEV] == silence_s
