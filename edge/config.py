@@ -167,8 +167,12 @@ class HubConfig(StrictModel):
     @field_validator("topic_prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
-        if not v or any(c in v for c in "+#") or v.startswith("/") or v.endswith("/"):
-            raise ValueError("a topic prefix like 'retail/v1': no wildcards, no leading or trailing '/'")
+        if not v or any(c in v for c in "+#") or v.startswith(("/", "$")) or v.endswith("/") or "//" in v:
+            raise ValueError("a topic prefix like 'retail/v1': no wildcards, no leading $ or '/', no empty level, "
+                             "no trailing '/'")
+        if len(v.encode()) > 128 or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c == "\uffff" for c in v):
+            raise ValueError("a topic prefix like 'retail/v1': at most 128 bytes, no control characters (the broker "
+                             "would drop every message)")
         return v
 
 
@@ -589,6 +593,12 @@ def _reference_problems(m: Manifest, devices: list[tuple[int, DeviceConfigBase]]
     for i, shelf in enumerate(m.shelves):
         refs.append((("shelves", i), Ref(("zone",), "zone", shelf.zone)))
         refs += [(("shelves", i), Ref(("lanes", j, "sku"), "sku", ln.sku)) for j, ln in enumerate(shelf.lanes)]
+    tokens: dict[str, int] = {}
+    for i, tok in enumerate(m.api.tokens):
+        first_tok = tokens.setdefault(tok.token, i)
+        if first_tok != i:  # which roles would it get? (the value itself is a secret: not printed)
+            out.append((("api", "tokens", i, "token"), f"the same token as api.tokens[{first_tok}]: give every "
+                                                       "client its own token (or one entry with several roles)"))
     weighed: dict[tuple[str, str], Loc] = {}
     for i, dev in devices:
         refs += [(("devices", i), r) for r in dev.references()]

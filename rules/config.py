@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -148,6 +149,10 @@ class BeaconConfig(StrictModel):
         return self
 
 
+AlertTransition = Literal["opened", "acknowledged", "escalated", "updated", "resolved", "expired"]
+"""Alert transitions a webhook can subscribe to (rules/alerts.py `TRANSITION`)."""
+_DEFAULT_TRANSITIONS: tuple[AlertTransition, ...] = ("opened", "acknowledged", "escalated", "resolved", "expired")
+
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -208,11 +213,23 @@ class WebhookConfig(StrictModel):
     id: Ident
     url: str = Field(pattern=r"^https?://", description="http(s) URL of the receiver")
     secret: str = Field(min_length=16, description="HMAC-SHA256 key; write ${ENV_VAR} to keep it out of the file")
-    events: list[str] = Field(
-        default_factory=lambda: ["opened", "acknowledged", "escalated", "resolved", "expired"],
-        description="alert transitions to send",
+    events: list[AlertTransition] = Field(
+        default_factory=lambda: list(_DEFAULT_TRANSITIONS),
+        description="alert transitions to send (rules/alerts.py TRANSITION)",
     )
     max_attempts: int = Field(default=8, ge=1, le=100)
     backoff_s: PositiveSeconds = Field(default=2.0, description="first retry delay; doubles per attempt")
     backoff_max_s: PositiveSeconds = 600.0
     timeout_s: float = Field(default=5.0, gt=0, le=300, description="at most 300 s")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        try:
+            parts = urlsplit(v)
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError:
+            raise ValueError(f"{v!r}: the port must be a number in 1..65535") from None
+        if not parts.hostname:
+            raise ValueError(f"{v!r} has no host: write e.g. https://alerts.example.com/hook")
+        return v

@@ -139,6 +139,16 @@ CASES: list[Case] = [
     Case("MQTT device without a broker", {"devices": "  - {id: zebra-1, type: zebra_iotc, topic: zebra/fx/data,\n"
                                                      "     antennas: {1: apparel}}"},
          LINE_DEVICES, "devices[0].type", "set its broker_url: or the manifest's local_broker: url"),
+    Case("topic prefix with a control character", {}, 8, "hub.topic_prefix", "no control characters",
+         edit=("  reconnect_max: 1\n", '  reconnect_max: 1\n  topic_prefix: "retail/v1\\x01"\n')),
+    Case("one token twice", {}, 15, "api.tokens[1].token", "the same token as api.tokens[0]",
+         edit=("  listen: 127.0.0.1:0\n", "  listen: 127.0.0.1:0\n  tokens:\n    - {token: s3cr3t-t0ken-0123456789, "
+               "roles: [staff]}\n    - {token: s3cr3t-t0ken-0123456789, roles: [admin]}\n")),
+    Case("webhook without host", {}, 13, "webhooks[0].url", "has no host",
+         edit=("zones:\n", "webhooks: [{id: w1, url: 'https:///hook', secret: 0123456789abcdef}]\nzones:\n")),
+    Case("webhook event misspelt", {}, 13, "webhooks[0].events[0]", "did you mean 'opened'?",
+         edit=("zones:\n", "webhooks: [{id: w1, url: 'https://h/hook', secret: 0123456789abcdef, events: [opend]}]\n"
+                           "zones:\n")),
     Case("duplicate device id", {"devices": "  - {id: rfid-1, type: llrp, host: 127.0.0.1, antennas: {1: apparel}}\n"
                                             "  - {id: rfid-1, type: llrp, host: 127.0.0.2, antennas: {1: apparel}}"},
          LINE_DEVICES + 1, "devices[1].id", "duplicate device id 'rfid-1' (also at devices[0])"),
