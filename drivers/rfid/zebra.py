@@ -22,6 +22,7 @@ events topic and the control response topic:
   reportFilter: SIMPLE reports each unique tag once unless a reportFilter duration makes it report a
   present tag again) and start; without, get_mode must show the manifest's mode (and for SIMPLE a
   reportFilter shorter than the lost-timeout). A refusal, a missing answer or another mode: DeviceError.
+  When the gateway closes the stream, a mode it started is stopped (`stop`, not awaited).
 - Management events ("Configuration of Management Events"): heartbeats carry the radio activity
   (active/inactive -> `ReaderStatus`, a liveness beat), per-antenna connection status (-> `AntennaStatus`
   on change) and the reader gateway's message counts (dropped / retained data messages).
@@ -279,6 +280,13 @@ class ZebraIotcDriver:
                         if self._fault is not None:
                             fault, self._fault = self._fault, None
                             raise fault
+                except (GeneratorExit, asyncio.CancelledError):
+                    if cfg.manage_mode and cfg.control_topic is not None:  # the gateway leaves: stop its mode
+                        with contextlib.suppress(MqttSubError, OSError):
+                            sub.publish(cfg.control_topic, orjson.dumps(
+                                {"command": "stop", "command_id": f"edge-{self.device_id}-{next(_ids)}",
+                                 "payload": {}}))
+                    raise
                 finally:
                     # Python 3.11's asyncio.wait_for (inside batches()) can drop a cancel that meets a completed
                     # read; the pump would then block on the full queue forever: cancel until it is done
