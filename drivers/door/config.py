@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from drivers.ble.config import PresenceConfig
-from edge.configbase import DeviceConfigBase, Seconds, StrictModel
+from edge.configbase import DeviceConfigBase, MqttUrl, Seconds, StrictModel
 
 
 class DoorCounterConfig(DeviceConfigBase):
@@ -21,7 +21,7 @@ class DoorCounterConfig(DeviceConfigBase):
     port: str | None = Field(default=None, description="serial device or pyserial URL (transport: serial)")
     baudrate: int = Field(default=9600, ge=300, le=4_000_000)
     topic: str | None = Field(default=None, description="MQTT topic on the local broker (transport: mqtt)")
-    broker_url: str | None = Field(default=None, description="mqtt(s)://[user:password@]host:port (transport: "
+    broker_url: MqttUrl | None = Field(default=None, description="mqtt(s)://[user:password@]host:port (transport: "
                                    "mqtt); default: the manifest's local_broker url")
     counter_bits: Literal[16, 32] = Field(default=16, description="width of the device's counters (wrap)")
     swap_directions: bool = Field(default=False, description="the counter is mounted the other way round")

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edge.configbase import DeviceConfigBase, Host, Ident, Ref, StrictModel
+from edge.configbase import DeviceConfigBase, Host, Ident, MqttUrl, Ref, StrictModel
 
 
 class SmoothingConfig(StrictModel):
@@ -178,7 +178,7 @@ class ZebraIotcConfig(RfidConfigBase):
     """
 
     type: Literal["zebra_iotc"] = "zebra_iotc"
-    broker_url: str | None = Field(default=None, description="mqtt(s)://[user:password@]host:port; default: the "
+    broker_url: MqttUrl | None = Field(default=None, description="mqtt(s)://[user:password@]host:port; default: the "
                                    "local_broker url")
     topic: str = Field(description="the reader's tag data topic, e.g. zebra/fx9600-1/data")
     events_topic: str | None = Field(default=None, description="management events topic (heartbeats, "

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edge.configbase import DeviceConfigBase, Ident, Ref, StrictModel
+from edge.configbase import DeviceConfigBase, Ident, MqttUrl, Ref, StrictModel
 
 
 class CountingConfig(StrictModel):
@@ -138,6 +138,6 @@ class ShelfMqttConfig(ShelfConfigBase):
     """Networked shelves publishing JSON weight readings to the store-local broker."""
 
     type: Literal["shelf_mqtt"] = "shelf_mqtt"
-    broker_url: str | None = Field(default=None, description="defaults to the manifest's local_broker url")
+    broker_url: MqttUrl | None = Field(default=None, description="defaults to the manifest's local_broker url")
     topic: str = Field(default="shelves/+/weight", description="subscription filter; wildcards allowed")
     client_id: str | None = None

@@ -149,6 +149,9 @@ CASES: list[Case] = [
     Case("webhook event misspelt", {}, 13, "webhooks[0].events[0]", "did you mean 'opened'?",
          edit=("zones:\n", "webhooks: [{id: w1, url: 'https://h/hook', secret: 0123456789abcdef, events: [opend]}]\n"
                            "zones:\n")),
+    Case("MQTT device broker URL with a bad port",
+         {"devices": "  - {id: shelf-mq, type: shelf_mqtt, broker_url: 'mqtt://127.0.0.1:99999'}"},
+         LINE_DEVICES, "devices[0].broker_url", "not a number in 1..65535"),
     Case("duplicate device id", {"devices": "  - {id: rfid-1, type: llrp, host: 127.0.0.1, antennas: {1: apparel}}\n"
                                             "  - {id: rfid-1, type: llrp, host: 127.0.0.2, antennas: {1: apparel}}"},
          LINE_DEVICES + 1, "devices[1].id", "duplicate device id 'rfid-1' (also at devices[0])"),
