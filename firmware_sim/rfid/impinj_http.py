@@ -201,6 +201,7 @@ class ImpinjHttpSim:
         return self._event("tagInventoryEvent", ev, "tagInventory")
 
     def _ports(self) -> set[int]:
+        # InventoryRequest.antennaConfigs: only the preset's antenna ports read (minus unplugged ones)
         preset = self.presets.get(self.active or "", {})
         ports = {a.get("antennaPort") for a in preset.get("antennaConfigs", []) if isinstance(a, dict)}
         return {p for p in ports if isinstance(p, int)} - self.dead_antennas
@@ -231,6 +232,7 @@ class ImpinjHttpSim:
     # ---- HTTP ---------------------------------------------------------------------------------------------
 
     def _authorized(self, method: str, headers: dict[str, str]) -> bool:
+        # "Reader authentication": none, basic, or digest (RFC 7616: MD5, qop=auth, nonce from our challenge)
         got = headers.get("authorization", "")
         if self.auth == "none":
             return True
@@ -272,19 +274,19 @@ class ImpinjHttpSim:
 
     def _rest(self, method: str, path: str, body: bytes) -> bytes:
         parts = path.strip("/").split("/")
-        if method == "GET" and path == "/api/v1/status":
+        if method == "GET" and path == "/api/v1/status":  # "ReaderStatus": status, time, activePreset
             st: dict[str, Any] = {"status": self.status, "time": _ts(self.now()), "serialNumber": "37017090614"}
             if self.active is not None:
                 st["activePreset"] = {"id": self.active, "profile": "inventory"}
             return self._reply(200, st)
-        if method == "POST" and path == "/api/v1/profiles/stop":
+        if method == "POST" and path == "/api/v1/profiles/stop":  # "Profiles": stop whatever runs
             self.active = None
             if self.status != "idle":
                 self._set_status("idle")
             return self._reply(204)
         if parts[:5] == ["api", "v1", "profiles", "inventory", "presets"] and len(parts) >= 6:
             pid = parts[5]
-            if len(parts) == 6 and method == "PUT":
+            if len(parts) == 6 and method == "PUT":  # "Presets": store an InventoryRequest under an id
                 try:
                     preset = json.loads(body)
                 except ValueError:
@@ -295,7 +297,7 @@ class ImpinjHttpSim:
                 return self._reply(204)
             if len(parts) == 6 and method == "GET":
                 return self._reply(200, self.presets[pid]) if pid in self.presets else self._reply(404)
-            if len(parts) == 7 and parts[6] == "start" and method == "POST":
+            if len(parts) == 7 and parts[6] == "start" and method == "POST":  # "Presets": start -> running
                 if pid not in self.presets:
                     return self._reply(404, {"message": f"preset {pid} not found"})
                 if self.refuse_start is not None:

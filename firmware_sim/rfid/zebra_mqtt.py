@@ -150,6 +150,7 @@ class ZebraMqttSim:
 
     def payloads(self, events: list[dict[str, Any]]) -> list[bytes]:
         """Events as MQTT payloads: single objects, or arrays of up to `batch` (batching)."""
+        # Data interface: batching off -> one JSON object per message; on -> a JSON array of events
         if self.batch <= 1:
             return [json.dumps(e, separators=(",", ":")).encode() for e in events]
         return [json.dumps(events[i: i + self.batch], separators=(",", ":")).encode()
@@ -181,6 +182,8 @@ class ZebraMqttSim:
 
     def heartbeat(self) -> dict[str, Any]:
         """A heartbeat management event (radio_control and reader_gateway sections)."""
+        # Configuration of Management Events: heartbeat radio_control ANTENNAS, RADIO_ACTIVITY,
+        # RADIO_CONNECTION; reader_gateway data message counts (sent, retained, dropped)
         return {"type": "heartbeat", "timestamp": _ts(self.now()), "data": {
             "radio_control": {
                 "antennas": {str(p): "disconnected" if p in self.dead_antennas else "connected"
@@ -196,6 +199,8 @@ class ZebraMqttSim:
 
     def command(self, msg: Any) -> dict[str, Any] | None:
         """Handle one control command; its response (None when it is not a command)."""
+        # Control interface, raw MQTT payloads: {"command", "command_id", "payload"} ->
+        # {"command", "command_id", "payload", "response": "success" | "failure"} on the response topic
         if not isinstance(msg, dict) or not isinstance(msg.get("command"), str):
             return None
         name, payload = msg["command"], msg.get("payload")
