@@ -126,6 +126,8 @@ CASES: list[Case] = [
          edit=(HUB_URL, "  url: mqtts://127.0.0.1:1\n" + HUB_URL)),
     Case("not UTF-8", {}, 3, "", "not UTF-8 text", data=b"store:\n  id: s1\n  name: Caf\xe9\n"),
     Case("alias bomb (10**9 values)", {}, 1, "", "expands to more than 100,000 values", data=BOMB),
+    Case("nested 50,000 deep", {}, 1, "", "nested too deeply",
+         data=b"store: {id: s1}\nx: " + b"[" * 50_000 + b"]" * 50_000 + b"\n"),
     Case("unset secret reported once", {}, 13, "api.tokens[0].token", "environment variable H6_UNSET_SECRET is not set",
          edit=("  listen: 127.0.0.1:0\n",
                "  listen: 127.0.0.1:0\n  tokens: [{token: '${H6_UNSET_SECRET}', roles: [hq]}]\n")),

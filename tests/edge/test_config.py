@@ -147,3 +147,13 @@ def test_mqtt_urls(url: str, fix: str | None) -> None:
     else:
         with pytest.raises(ValueError, match=re.escape(fix)):
             check_mqtt_url(url)
+
+
+def test_a_directory_or_a_huge_file_is_a_clear_error(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"a" * (5 * 1024 * 1024))
+    for path, message in ((tmp_path, "cannot read the file"), (big, "larger than 4 MiB")):
+        with pytest.raises(ConfigError) as info:
+            load_manifest(path, env={})
+        (issue,) = info.value.issues
+        assert message in issue.message
