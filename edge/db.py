@@ -107,6 +107,8 @@ class Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
         def _open_w() -> None:
+            if self._w is not None:  # a failed open before (disk full at start): start over
+                self._w.close()
             self._w = _connect(self.path, self._synchronous)
             migrate(self._w)
             self._w.execute("PRAGMA wal_autocheckpoint=0")  # see run_checkpoints
@@ -238,7 +240,7 @@ class SpaceReserve:
 
     When a commit fails for lack of space the file is deleted: its space lets alerts, ledger and control
     events (and the deletes that free telemetry) commit while telemetry is shed. `restore()` takes the
-    space back once the file system has room again (the reserve plus as much again of headroom).
+    space back once the file system has room again (the reserve plus half as much again of headroom).
     """
 
     def __init__(self, path: Path, size: int) -> None:
@@ -261,11 +263,11 @@ class SpaceReserve:
         return st.f_bavail * st.f_frsize
 
     def restore(self) -> bool:
-        """Allocate the reserve if the file system has room for it and as much again; True when it holds."""
+        """Allocate the reserve if the file system has room for it and half as much again; True when it holds."""
         if self.holds:
             return True
         try:
-            if self.free_bytes() < 2 * self.size:
+            if self.free_bytes() < self.size + self.size // 2:
                 return False
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from drivers.registry import FAMILIES, PROCESSORS, load
 from edge.clock import Clock, SystemClock
 from edge.commands import CommandRouter
 from edge.config import Manifest
-from edge.db import Database, SpaceReserve
+from edge.db import Database, SpaceReserve, describe, is_disk_full, is_transient
 from edge.errors import CommandError
 from edge.events import DeviceStatusChanged, Event
 from edge.health import CoreTasks, Health, Thresholds
@@ -136,9 +137,20 @@ class Gateway:
         # 1,000-row commit then took ~100 ms instead of ~12). 1 ms keeps them moving at little cost.
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL_S))
-        await self.db.open()
+        try:
+            await self.db.open()
+        except (sqlite3.Error, OSError) as exc:
+            # started on a full disk (the reserve from the last run is still there): use its space
+            # (opening WAL mode on a full tmpfs says SQLITE_IOERR, not SQLITE_FULL: ask the file system)
+            full = is_disk_full(exc) or (is_transient(exc) and self.reserve.free_bytes() < 64 * 1024)
+            if not full or not self.reserve.release():
+                raise
+            log.error("disk full at start (%s): released the space reserve; telemetry is shed until space "  # noqa: TRY400 (the error is the news; no traceback)
+                      "returns", describe(exc))
+            self.outbox.shedding = True
+            await self.db.open()
         await self.outbox.open()
-        if not await asyncio.to_thread(self.reserve.restore):
+        if not self.outbox.shedding and not await asyncio.to_thread(self.reserve.restore):
             log.warning("disk space reserve (%d bytes) not allocated: free space is low", self.reserve.size)
         self.stock.load(await self.db.query("SELECT * FROM stock"))
         self.stock.load_trust(await self.db.query("SELECT key, value FROM kv WHERE key >= ? AND key < ?",

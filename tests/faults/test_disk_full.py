@@ -145,6 +145,26 @@ def test_disk_full_then_space_returns(tmp_path: Path) -> None:
         assert "cannot rollback" not in text
         db = data / "edge.db"
         assert integrity_check(db) == "ok"
+
+        # systemd restarts the daemon while the disk is full again: it starts on the reserve's space
+        fill(filler)
+        alarm = {"id": "alr2", "type": "load", "cls": "alert", "total": 10, "per_tick": 1, "interval_s": 0.1}
+        manifest = manifest_dict(data, broker.url, [alarm], api_port=api)
+        manifest["storage"]["reserve_mb"] = 1
+        again = GatewayProc(manifest, tmp_path)
+        try:
+            until(lambda: len(hub_events(hub, "alr2")) >= 10, 60, "alerts accepted by a daemon started on a full disk",
+                  log)
+            status, body = healthz(api)
+            assert status == 503 and body["checks"]["disk"]["ok"] is False, body
+            filler.unlink()
+            until(lambda: healthz(api)[0] == 200, 60, "healthy once space returned", log)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                filler.unlink()
+            assert again.stop() == 0
+        assert "disk full at start" in log.read_text(errors="replace")
+
         committed = committed_sequences(db)
         # every accepted event arrives (the outbox drains after the clean stop's last commits: restart to drain)
         drain = GatewayProc(manifest_dict(data, broker.url, [], api_port=api), tmp_path)
