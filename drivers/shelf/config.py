@@ -141,3 +141,8 @@ class ShelfMqttConfig(ShelfConfigBase):
     broker_url: MqttUrl | None = Field(default=None, description="defaults to the manifest's local_broker url")
     topic: str = Field(default="shelves/+/weight", description="subscription filter; wildcards allowed")
     client_id: str | None = None
+    qos: Literal[0, 1] = Field(
+        default=0,
+        description="subscription QoS: 1 when the shelves publish at QoS 1 and the broker must not downgrade "
+        "their readings to fire-and-forget on the way to the gateway",
+    )

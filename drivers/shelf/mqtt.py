@@ -85,7 +85,7 @@ class ShelfMqttDriver:
     def _options(self) -> SubOptions:
         client_id = self.config.client_id or f"edge-{self.device_id}-{secrets.token_hex(4)}"
         url = self._ctx.broker_url(self.device_id, self.config.broker_url)
-        return SubOptions.from_url(url, client_id=client_id, topic=self.config.topic)
+        return SubOptions.from_url(url, client_id=client_id, topic=self.config.topic, qos=self.config.qos)
 
     def _lane(self, msg: ShelfMessage) -> tuple[str, str] | None:
         key = (msg.shelf, msg.lane)

@@ -125,3 +125,33 @@ async def test_broker_gone_raises(mosquitto: Mosquitto, demo_manifest: Manifest,
     with pytest.raises(DeviceError):
         async with asyncio.timeout(10):
             await anext(stream)
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+async def test_subscription_qos(qos: int, demo_manifest: Manifest, tmp_path: Path) -> None:
+    """`qos: 1` subscribes at QoS 1: mosquitto (its own log) delivers QoS 1 readings at QoS 1 and gets PUBACKs."""
+    log = tmp_path / "mosquitto.log"
+    broker = Mosquitto(workdir=tmp_path / "mq", extra=f"log_dest file {log}\nlog_type all\n")
+    broker.start()
+    cfg = ShelfMqttConfig(id="mq-q", broker_url=broker.url, client_id="edge-qos-test", qos=qos)
+    ctx = DriverContext(manifest=demo_manifest, clock=SystemClock(), data_dir=tmp_path)
+    stream = ShelfMqttDriver(cfg, ctx).stream()
+    try:
+        assert isinstance(await anext(stream), DeviceOnline)
+        async with aiomqtt.Client("127.0.0.1", broker.port) as c:
+            for g in (100.0, 200.0, 300.0):
+                await c.publish("shelves/rack-c1/weight", orjson.dumps({"shelf": "rack-c1", "lane": "l1", "grams": g}),
+                                qos=1)
+        got: list[Reading] = []
+        async with asyncio.timeout(10):
+            while len(got) < 3:
+                got.append(await anext(stream))
+        assert [r.grams for r in got if isinstance(r, WeightSample)] == [100.0, 200.0, 300.0]
+    finally:
+        await stream.aclose()
+        broker.stop()
+    text = log.read_text(errors="replace")
+    sent = [ln for ln in text.splitlines() if "Sending PUBLISH to edge-qos-test" in ln]
+    assert len(sent) == 3, text[-2000:]
+    assert all(f"q{qos}," in ln for ln in sent), sent
+    assert ("Received PUBACK from edge-qos-test" in text) == (qos == 1)
