@@ -3,11 +3,17 @@ line; bounded numbers, strict SGLN/GLN, duplicate keys, references, and the rule
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
+import os
 import re
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from edge.config import load_manifest, parse_manifest
@@ -157,3 +163,52 @@ def test_a_directory_or_a_huge_file_is_a_clear_error(tmp_path: Path) -> None:
             load_manifest(path, env={})
         (issue,) = info.value.issues
         assert message in issue.message
+
+
+# ---- fuzz: no input makes the manifest parser fail other than with ConfigError ---------------------------
+
+FUZZ_N = 10_000 if os.environ.get("EDGE_FUZZ") == "long" else 200
+JUNK = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _paths(node: object, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    out = [path]
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _paths(v, (*path, i))
+    return out
+
+
+BASE_DATA = yaml.safe_load(manifest())
+BASE_PATHS = [p for p in _paths(BASE_DATA) if p]
+
+
+@settings(max_examples=FUZZ_N, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(BASE_PATHS), JUNK)
+def test_fuzz_any_value_anywhere(path: tuple[object, ...], junk: object) -> None:
+    data = copy.deepcopy(BASE_DATA)
+    node = data
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = junk
+    try:
+        parse_manifest(yaml.safe_dump(data, allow_unicode=True), "m.yaml", env={})
+        return
+    except ConfigError as err:
+        issues = err.issues
+    assert issues and all(i.message for i in issues)  # every refusal says something
+
+
+@settings(max_examples=FUZZ_N, deadline=None)
+@given(st.text(max_size=400) | st.binary(max_size=400).map(lambda b: b.decode("latin-1")))
+def test_fuzz_any_text(text: str) -> None:
+    with contextlib.suppress(ConfigError):
+        parse_manifest(text, "m.yaml", env={})
