@@ -41,8 +41,10 @@ Checker (`check`):
   escalates the cell's live low-stock alert (`retail.alert.escalated.v1`, reason out_of_stock) is its raise.
   While a cell is flagged stale the gateway cannot see it: an expected raise whose condition overlaps a
   stale window of its cell may come as late as the window's end + debounce + the allowance (those raises are
-  counted in `storeday_alerts_after_stale`, their latency is not). The same holds for a hand that came to
-  rest on a weight lane before the scale had settled on the count that started the condition.
+  counted in `storeday_alerts_after_stale`, their latency is not); a low-stock raise is then also met by the
+  cell's stock-out alert (the gateway saw the cell low and empty at once: one out_of_stock alert). The same
+  holds for a hand that came to rest on a weight lane before the scale had settled on the count that started
+  the condition.
 - fault alerts: every injected lane fault (stuck cell) and unknown object (the heavy object) must open its
   staff alert (`lane_fault` / `unknown_object`, that shelf x SKU) while it lasts or within the allowance after
   `lane_fault_hold_s`, and the alert must be resolved after the fault ended; any other fault alert (the short
@@ -232,14 +234,18 @@ def check(truth: Truth, manifest: Manifest, cfg: StoreDayConfig, end: float) -> 
                 late_ok = max(blind, default=-1.0) + cfg.debounce_s + allowance + 1
                 hit = next((a for a in actual
                             if a[1:] == (shelf, sku, kind) and lo <= a[0] <= max(hi, late_ok)), None)
+                if hit is None and blind and kind == "low_stock" and any(
+                        a[1:] == (shelf, sku, "out_of_stock") and lo <= a[0] <= late_ok for a in truth.alerts):
+                    after_stale += 1  # blind while it went low and then empty: it saw both at once, one stock-out
+                    continue
                 if hit is None:
                     if late_ok > end:
                         continue  # the cell was still blind (or just back) at the end: not yet due
                     missed += 1
                     details.append(f"missed {kind} {shelf}/{sku} due {due:.0f}")
-                elif hit[0] > hi:
+                elif blind:
                     actual.remove(hit)
-                    after_stale += 1
+                    after_stale += 1  # the gateway could not see when the condition started: no latency
                 else:
                     actual.remove(hit)
                     latencies.append(hit[0] - start)

@@ -98,6 +98,7 @@ def _faulty_truth(stale: list[list[float]] | None, alert_at: float) -> object:
         ([[90.0, 140.0]], 160.0, 0, 0, 2),  # the reader was silent 90-140: it learnt of the stock-out at 140
         ([[90.0, 140.0]], 200.0, 2, 2, 0),  # later than the window's end + debounce + allowance
         ([[10.0, 20.0]], 160.0, 2, 2, 0),  # a stale window long before the condition excuses nothing
+        ([[90.0, 105.0]], 124.0, 0, 0, 2),  # back before the due time: on time, but no latency (start unseen)
     ],
 )
 def test_checker_stale_windows_excuse_late_alerts(stale: list[list[float]] | None, alert_at: float, false: int,
@@ -140,3 +141,20 @@ def test_checker_a_wrong_count_flagged_stale_is_not_wrong() -> None:
     truth.samples, truth.exact, truth.stale_flagged = 1000, 990, 8
     got = check(truth, _manifest(), StoreDayConfig(), end=400.0)  # type: ignore[arg-type]
     assert (got["storeday_count_accuracy_pct"], got["storeday_count_exact_pct"]) == (99.8, 99.0)
+
+
+def test_checker_blind_low_then_empty_is_one_stock_out() -> None:
+    # a stuck cell hid the lane going low (at 100) and empty (at 110); healed at 115, the gateway saw 0 at once
+    # and opened one out_of_stock alert at 135: both expected raises are met
+    from firmware_sim.storeday import Truth, check
+
+    truth = Truth()
+    truth.changes[("shelf-b1", "crisps-150")] = [(0.0, 16), (100.0, 3), (110.0, 0), (300.0, 20)]
+    truth.stale[("shelf-b1", "crisps-150")] = [[60.0, 115.0]]
+    truth.alerts.append((135.0, "shelf-b1", "crisps-150", "out_of_stock"))
+    got = check(truth, _manifest(), StoreDayConfig(debounce_s=20.0), end=400.0)  # type: ignore[arg-type]
+    assert (got["storeday_false_alerts"], got["storeday_missed_alerts"], got["storeday_alerts_after_stale"]) == (
+        0, 0, 2), got["storeday_alert_details"]
+    truth.stale.clear()  # trusted all along, the same alert misses the low-stock one
+    got = check(truth, _manifest(), StoreDayConfig(debounce_s=20.0), end=400.0)  # type: ignore[arg-type]
+    assert got["storeday_missed_alerts"] == 1, got["storeday_alert_details"]
