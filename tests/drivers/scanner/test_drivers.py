@@ -16,6 +16,7 @@ from drivers.scanner.serial import ScannerSerialDriver, split_scan
 from edge.clock import SystemClock
 from edge.config import Manifest
 from edge.errors import DeviceError
+from edge.events import Event
 from edge.processing import StockUpdate
 from firmware_sim.scanner import ScannerSimPart
 from firmware_sim.world import World
@@ -54,7 +55,10 @@ async def test_restock_flow_from_world(demo_manifest: Manifest, tmp_path: Path) 
                     part.sim.port.write(b"\xff\xfe\r")
                     world.restock("shelf-a1", "l1", 3)
                 for o in proc.feed(r, r.time):
-                    types.append(f"delta {o.delta}" if isinstance(o, StockUpdate) else o.TYPE)
+                    if isinstance(o, StockUpdate):
+                        types.append(f"delta {o.delta}")
+                    elif isinstance(o, Event):
+                        types.append(o.TYPE)
                 if "retail.restock.finished.v1" in types:
                     break
     finally:
