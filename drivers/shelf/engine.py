@@ -70,6 +70,7 @@ class LaneEngine:
 
     __slots__ = (
         "_fail_run",
+        "_doubt",
         "_fail_since",
         "_gap",
         "_last_raw",
@@ -117,6 +118,7 @@ class LaneEngine:
         self.fault_since: float | None = None
         self.suspect = False  # a fault or an unknown object since the last plausible settle: count not trusted
         self._gap = False  # a fault since the last plausible settle: the lane was not watched meanwhile
+        self._doubt = False  # settled at an implausible load since the last plausible settle
         self._reported_tare = tare_g
         self._t: deque[float] = deque()
         self._w: deque[float] = deque()  # grams - _ref
@@ -264,8 +266,7 @@ class LaneEngine:
         p = self.p
         if n < 0:
             return NEGATIVE
-        # hysteresis: once an unknown object was reported, only a clearly whole load ends it (no flapping)
-        if abs(residual) > (p.tolerance_units / 2 if self._unknown_reported else p.tolerance_units):
+        if abs(residual) > p.tolerance_units:
             return RESIDUAL
         cap = self.capacity
         if cap is not None:
@@ -276,6 +277,9 @@ class LaneEngine:
             if (self.count is not None and not self._gap and n - self.count > p.max_rise_units
                     and n < cap - p.restock_free_units):
                 return RISE
+        # hysteresis: once in doubt, only a clearly whole load ends it (a load at the edge does not flap)
+        if self._doubt and abs(residual) > p.tolerance_units / 2:
+            return RESIDUAL
         return None
 
     def _settled(self, t: float, dt: float, gross: float) -> Decision | None:
@@ -290,6 +294,7 @@ class LaneEngine:
             first = since is None
             if since is None:
                 since = self._unknown_since = self._t[0]
+            self._doubt = True
             if not self._unknown_reported and t - since >= p.unknown_after_s:
                 self._unknown_reported = True
                 self.suspect = True
@@ -299,7 +304,7 @@ class LaneEngine:
                 return Decision(DOUBT, self.count, net, residual, code=why, since=since)
             return None
         self._unknown_since = None
-        self._unknown_reported = False
+        self._unknown_reported = self._doubt = False
         resolved = self.suspect
         self.suspect = self._gap = False
         if n != self.count:

@@ -206,6 +206,11 @@ CASES = [
         [(COUNT, 6, ""), (FAULT, 6, "nan"), (FAULT_CLEARED, 6, "nan"), (UNKNOWN, 6, "capacity"), (SETTLED, 6, "")],
     ),
     Case(
+        "a load right at the tolerance edge: one doubt, one unknown object, no flapping",
+        [Seg(2, units(10)), Seg(10, units(10, 0.3 * UNIT), noise=2.0)],
+        [(COUNT, 10, ""), (DOUBT, 10, "residual"), (UNKNOWN, 10, "residual")],
+    ),
+    Case(
         "an unknown object near the tolerance edge is raised once (no flapping)",
         [Seg(2, units(10)), Seg(20, units(10, 0.31 * UNIT), noise=4.0)],
         [(COUNT, 10, ""), (DOUBT, 10, "residual"), (UNKNOWN, 10, "residual")],
