@@ -97,6 +97,20 @@ def check_mqtt_url(v: str) -> str:
 
 
 MqttUrl = Annotated[str, AfterValidator(check_mqtt_url)]
+
+
+def check_http_url(v: str, example: str = "https://host.example.com/path") -> str:
+    """An http(s) URL with a host and, when given, a port in 1..65535; `example` goes into the error."""
+    try:
+        parts = urlsplit(v)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{v!r}: the port must be a number in 1..65535") from None
+    if parts.scheme not in ("http", "https") or port == 0:
+        raise ValueError(f"{v!r}: write an http(s) URL, e.g. {example}")
+    if not parts.hostname:
+        raise ValueError(f"{v!r} has no host: write e.g. {example}")
+    return v
 """An MQTT broker URL: mqtt(s)://[user:password@]host[:port]."""
 
 

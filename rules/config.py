@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -23,6 +22,7 @@ from edge.configbase import (
     Ref,
     Seconds,
     StrictModel,
+    check_http_url,
 )
 
 _HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
@@ -225,11 +225,4 @@ class WebhookConfig(StrictModel):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        try:
-            parts = urlsplit(v)
-            parts.port  # noqa: B018 - raises ValueError for a port out of range
-        except ValueError:
-            raise ValueError(f"{v!r}: the port must be a number in 1..65535") from None
-        if not parts.hostname:
-            raise ValueError(f"{v!r} has no host: write e.g. https://alerts.example.com/hook")
-        return v
+        return check_http_url(v, "https://alerts.example.com/hook")
