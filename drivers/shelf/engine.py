@@ -69,8 +69,8 @@ class LaneEngine:
     """State of one weighed lane. `feed` per sample, `fail` per failed sample, `tick` for silence."""
 
     __slots__ = (
-        "_fail_run",
         "_doubt",
+        "_fail_run",
         "_fail_since",
         "_gap",
         "_last_raw",
