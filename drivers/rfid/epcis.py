@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from drivers.rfid.epc import Epc, decode_epc
@@ -75,20 +75,37 @@ def event_time(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def hash_epc_uri(epc: Epc) -> str:
+    """The form an EPC takes in the pre-hash string: canonical GS1 Digital Link URI of an SGTIN, else raw URI."""
+    return _hash_epc(epc)
+
+
 def canonical_string(doc: dict[str, Any], epcs: list[Epc]) -> str:
     """The (simplified) CBV 2.0 pre-hash string of an ObjectEvent built by `object_event`."""
-    parts = [f"eventType={doc['type']}", f"eventTime={doc['eventTime']}",
+    return pre_hash(doc, [_hash_epc(e) for e in epcs])
+
+
+def pre_hash(doc: dict[str, Any], epc_links: list[str]) -> str:
+    """The CBV 2.0 pre-hash string of an OBSERVE-style ObjectEvent (the fields `object_event` writes) whose EPCs
+    are already in their hash form (`hash_epc_uri`); `eventTime` may carry any offset (it is hashed in UTC)."""
+    t = datetime.fromisoformat(doc["eventTime"].replace("Z", "+00:00"))
+    when = event_time(t + timedelta(microseconds=500))  # rounded half up to the millisecond, as the reference
+    parts = [f"eventType={doc['type']}", f"eventTime={when}",
              f"eventTimeZoneOffset={doc['eventTimeZoneOffset']}", "epcList"]  # fmt: skip
-    parts += [f"epc={u}" for u in sorted(_hash_epc(e) for e in epcs)]
+    parts += [f"epc={u}" for u in sorted(epc_links)]
     parts.append(f"action={doc['action']}")
     if "bizStep" in doc:
-        parts.append(f"bizStep={CBV_BIZSTEP}{doc['bizStep']}")
+        parts.append(f"bizStep={_cbv(CBV_BIZSTEP, doc['bizStep'])}")
     if "disposition" in doc:
-        parts.append(f"disposition={CBV_DISP}{doc['disposition']}")
+        parts.append(f"disposition={_cbv(CBV_DISP, doc['disposition'])}")
     for key in ("readPoint", "bizLocation"):
         if key in doc:
             parts += [key, f"id={sgln_digital_link(doc[key]['id'])}"]
     return "".join(parts)
+
+
+def _cbv(prefix: str, value: str) -> str:
+    return value if ":" in value else prefix + value  # a bare CBV word, or already a URI
 
 
 def event_hash(pre_hash: str) -> str:
@@ -123,3 +140,23 @@ def object_event(
         doc["bizLocation"] = {"id": biz_location}
     doc["eventID"] = event_hash(canonical_string(doc, epcs))
     return doc
+
+
+# ---- EPCISDocument (EPCIS 2.0 §9.3 / the JSON schema's `epcisDocument`) ----
+SCHEMA_VERSION = "2.0"
+
+
+def epcis_document(events: list[dict[str, Any]], created: datetime) -> dict[str, Any]:
+    """An EPCISDocument carrying `events` (their own `@context` is dropped: the document's applies)."""
+    body = [{k: v for k, v in e.items() if k != "@context"} for e in events]
+    return {"@context": [CONTEXT], "type": "EPCISDocument", "schemaVersion": SCHEMA_VERSION,
+            "creationDate": event_time(created), "epcisBody": {"eventList": body}}  # fmt: skip
+
+
+def epcis_document_bytes(event_bodies: list[bytes], created: datetime) -> bytes:
+    """The same document built from events already serialised without `@context` (the capture outbox's rows),
+    by concatenation: a 1,000-event document is not parsed and re-serialised on its way out."""
+    head = (b'{"@context":["' + CONTEXT.encode() + b'"],"type":"EPCISDocument","schemaVersion":"'
+            + SCHEMA_VERSION.encode() + b'","creationDate":"' + event_time(created).encode()
+            + b'","epcisBody":{"eventList":[')  # fmt: skip
+    return head + b",".join(event_bodies) + b"]}}"
