@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from edge.brokers import Mosquitto
+from firmware_sim.hub import HubProcess
 
 STORE = "demo"
 
@@ -104,3 +108,18 @@ class NotifySocket:
     def close(self) -> None:
         self.drain()
         self.sock.close()
+
+
+@contextlib.contextmanager
+def hub_broker(workdir: Path, topic: str = "retail/v1/demo/#") -> Iterator[tuple[Mosquitto, HubProcess]]:
+    """A private mosquitto as the hub and a recorder of everything published under `topic`; both stopped after."""
+    broker = Mosquitto(workdir=workdir / "mq")
+    broker.start()
+    try:
+        rec = HubProcess(broker.port, topic, workdir / "hub.log")
+        try:
+            yield broker, rec
+        finally:
+            rec.close()
+    finally:
+        broker.stop()

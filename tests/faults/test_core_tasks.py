@@ -31,7 +31,7 @@ from edge.pipeline import Pipeline
 from edge.state import StockState
 from firmware_sim.hub import HubProcess
 from firmware_sim.world import demo_manifest_text
-from tests.faults.daemon import NotifySocket, committed_sequences, holes_without_gap, short, until
+from tests.faults.daemon import NotifySocket, committed_sequences, holes_without_gap, hub_broker, short, until
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = "retail/v1/demo"
@@ -66,14 +66,8 @@ class Daemon:
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[tuple[Mosquitto, HubProcess]]:
-    broker = Mosquitto(workdir=tmp_path / "mq")
-    broker.start()
-    rec = HubProcess(broker.port, f"{ROOT}/#", tmp_path / "hub.log")
-    try:
-        yield broker, rec
-    finally:
-        rec.close()
-        broker.stop()
+    with hub_broker(tmp_path) as pair:
+        yield pair
 
 
 def devices(trigger: Path) -> list[dict[str, Any]]:

@@ -33,13 +33,13 @@ import yaml
 
 from bench.load import Counted
 from bench.spine import GatewayProc, manifest_dict
-from edge.brokers import Mosquitto, free_port
+from edge.brokers import free_port
 from edge.clock import SystemClock
 from edge.db import Database, integrity_check
 from edge.metrics import Metrics
 from edge.outbox import Outbox
 from firmware_sim.hub import HubProcess
-from tests.faults.daemon import NotifySocket, committed_sequences, healthz, holes_without_gap, short, until
+from tests.faults.daemon import NotifySocket, committed_sequences, healthz, holes_without_gap, hub_broker, short, until
 
 pytestmark = pytest.mark.timeout(240)
 ROOT = "retail/v1/demo"
@@ -94,15 +94,12 @@ def gaps(hub: HubProcess) -> list[dict[str, Any]]:
 
 def test_disk_full_then_space_returns(tmp_path: Path) -> None:
     api = free_port()
-    broker = Mosquitto(workdir=tmp_path / "mq")
-    broker.start()
-    hub = HubProcess(broker.port, f"{ROOT}/#", tmp_path / "hub.log")
     devices = [
         {"id": "tele", "type": "load", "cls": "telemetry", "per_tick": 10, "interval_s": 0.1},
         {"id": "led", "type": "load", "cls": "ledger", "per_tick": 4, "interval_s": 0.1},
         {"id": "alr", "type": "load", "cls": "alert", "per_tick": 1, "interval_s": 0.25},
     ]
-    with small_fs(tmp_path / "fs", "12m") as fs:
+    with hub_broker(tmp_path) as (broker, hub), small_fs(tmp_path / "fs", "12m") as fs:
         data = fs / "var"
         manifest = manifest_dict(data, broker.url, devices, api_port=api)
         manifest["storage"]["reserve_mb"] = 1
@@ -180,8 +177,6 @@ def test_disk_full_then_space_returns(tmp_path: Path) -> None:
             s = short(str(e["source"]))
             at_hub[s] = max(at_hub.get(s, 0), int(e["sequence"]))
         assert at_hub == committed, (at_hub, committed)  # nothing beyond what was committed, nothing missing
-    hub.close()
-    broker.stop()
 
 
 def test_disk_full_without_reserve_fails_commit_check_and_starves_watchdog(tmp_path: Path) -> None:
@@ -189,13 +184,10 @@ def test_disk_full_without_reserve_fails_commit_check_and_starves_watchdog(tmp_p
     the commit lag and SQLite's error, the watchdog is no longer fed; once space returns both recover and
     every committed event reaches the hub."""
     api = free_port()
-    broker = Mosquitto(workdir=tmp_path / "mq")
-    broker.start()
-    hub = HubProcess(broker.port, f"{ROOT}/#", tmp_path / "hub.log")
     devices = [{"id": "led", "type": "load", "cls": "ledger", "per_tick": 4, "interval_s": 0.1},
                {"id": "tele", "type": "load", "cls": "telemetry", "per_tick": 4, "interval_s": 0.1}]
     sd = NotifySocket(tmp_path / "notify.sock")
-    with small_fs(tmp_path / "fs", "12m") as fs:
+    with hub_broker(tmp_path) as (broker, hub), small_fs(tmp_path / "fs", "12m") as fs:
         data = fs / "var"
         manifest = manifest_dict(data, broker.url, devices, api_port=api)
         manifest["storage"]["reserve_mb"] = 0
@@ -248,8 +240,6 @@ def test_disk_full_without_reserve_fails_commit_check_and_starves_watchdog(tmp_p
                   "every committed sequence at the hub or covered by a gap event", log)
         finally:
             drain.stop()
-    hub.close()
-    broker.stop()
 
 
 async def test_outbox_keeps_every_event_in_order_through_failed_commits(tmp_path: Path) -> None:
