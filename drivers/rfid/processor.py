@@ -195,8 +195,12 @@ class RfidProcessor:
         return self._restale(now)
 
     def _blind(self, key: BlindKey, since: float, reason: str) -> None:
-        if key in self.blind:
-            self.blind[key] = (self.blind[key][0], reason)
+        old = self.blind.get(key)
+        if old is not None:
+            # a new kind of blindness (offline -> not inventorying) is said; the same one again (every failed
+            # reconnect of an offline reader) is not, so the shelf snapshot is not republished per retry
+            if old[1].split(":", 1)[0] != reason.split(":", 1)[0]:
+                self.blind[key] = (old[0], reason)
         else:
             self.blind[key] = (since, reason)
             self.engine.freeze(key, since)
@@ -271,7 +275,10 @@ class RfidProcessor:
         """Blind readers, departures after the lost-timeout, one stock update per changed zone x GTIN cell, then
         stale flags that a reconciliation ended."""
         presence = self._presence(now)
-        changes = self.engine.expire(now.timestamp())
+        t = now.timestamp()
+        if self.engine.frozen or self.engine.frozen_points:
+            self.engine.unpark_moved(t, every=self.default_params.lost_timeout_s)
+        changes = self.engine.expire(t)
         out: list[Output] = self.outputs(changes, now) if changes else []
         for cell in sorted(self.engine.take_dirty()):
             target = self.cells.get(cell)

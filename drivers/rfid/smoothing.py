@@ -129,6 +129,7 @@ class SmoothingEngine:
         self.resumed: dict[str | tuple[str, str], float] = {}
         self._parked: dict[str | tuple[str, str], list[str]] = {}
         self.held = 0  # deadline checks that did not depart a tag because its reader could not see it
+        self._unparked_at = float("-inf")
 
     def __len__(self) -> int:
         return len(self.tags)
@@ -229,6 +230,25 @@ class SmoothingEngine:
         if h is not None and h < deadline:
             return now + RECHECK_S  # the reader has said nothing since the deadline: it may be what is silent
         return None
+
+    def unpark_moved(self, now: float, every: float) -> None:
+        """Parked tags read since by another reader (or at another read point) are that one's now: back on the
+        heap. Scans the parked tags, so at most once per `every` seconds (while something is frozen)."""
+        if now - self._unparked_at < every:
+            return
+        self._unparked_at = now
+        for key, epcs in self._parked.items():
+            reader, zone = (key, None) if isinstance(key, str) else key
+            keep: list[str] = []
+            for epc in epcs:
+                tag = self.tags.get(epc)
+                if tag is None:
+                    continue
+                if tag.reader == reader and (zone is None or tag.zone == zone):
+                    keep.append(epc)
+                else:
+                    heapq.heappush(self._heap, (now, epc))
+            epcs[:] = keep
 
     def freeze(self, key: str | tuple[str, str], since: float) -> None:
         """A reader (key: its id) or a read point of it (key: (reader, zone)) cannot see its tags from `since`."""

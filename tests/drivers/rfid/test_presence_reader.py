@@ -9,6 +9,7 @@ Three T-shirts (tee-m) lie on the rack; in most cases one of them (tag 2) is tak
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -228,3 +229,34 @@ def test_silence_bound_outlasts_the_readers_beat(demo_manifest: Manifest, sectio
     cfg = model.model_validate({"id": DEV, "antennas": {1: "apparel"}, **section})
     proc = RfidProcessor(demo_manifest.model_copy(update={"devices": [cfg]}), ManualClock(T0))
     assert proc.silence_s[DEV] == silence_s
+
+
+def test_a_tag_another_reader_took_over_departs_under_that_reader(demo_manifest: Manifest) -> None:
+    # rfid-1 goes offline for good; rfid-2 (same rack) reads the tags from 35 s; tag 2 leaves at 45 s: rfid-2 saw
+    # it go, so it departs one lost-timeout after its last read, although rfid-1 never comes back
+    readers = [LlrpConfig(id=d, host="127.0.0.1", antennas={1: "apparel"}) for d in (DEV, "rfid-2")]
+    proc = RfidProcessor(demo_manifest.model_copy(update={"devices": readers}), ManualClock(T0))
+    departed: list[tuple[int, int]] = []
+    for s in range(90):
+        reads: list[Reading] = [tag_read(i, s) for i in (0, 1, 2)] if s < 20 else []
+        if s == 20:
+            reads = [offline(s)]
+        if s >= 35:
+            reads = [replace(tag_read(i, s), device_id="rfid-2") for i in ((0, 1, 2) if s < 45 else (0, 1))]
+        if s < 35:
+            reads.append(ReaderStatus(device_id="rfid-2", time=at(s), inventorying=True))  # rfid-2 runs, sees none
+        outs = [o for r in reads for o in proc.feed(r, at(s))] + list(proc.tick(at(s)))
+        departed += [(s, TAGS.index(o.epc)) for o in outs if isinstance(o, TagDeparted)]
+    assert departed == [(54, 2)]
+
+
+def test_an_offline_reader_retrying_does_not_republish_its_cells(demo_manifest: Manifest) -> None:
+    reader = LlrpConfig(id=DEV, host="127.0.0.1", antennas={1: "apparel"})
+    proc = RfidProcessor(demo_manifest.model_copy(update={"devices": [reader]}), ManualClock(T0))
+    proc.feed(tag_read(0, 0), at(0))
+    proc.tick(at(0))
+    assert len(proc.feed(offline(1), at(1))) == 2  # tee-m, tee-l stale
+    retry = DeviceOffline(device_id=DEV, time=at(3), reason="ConnectionRefusedError: [Errno 111]")
+    assert proc.feed(retry, at(3)) == []  # still offline: nothing new to say
+    flags = proc.feed(status(4, False), at(4))  # connected, but not inventorying: a new reason
+    assert [f.reason for f in flags if isinstance(f, StockFlag)] == ["reader rfid-1 not inventorying: ROSpec ended"] * 2
