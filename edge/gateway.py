@@ -106,6 +106,7 @@ class Gateway:
                                      clock=self.clock, metrics=self.metrics, backoff=backoff)
         self.install_rules = install_rules
         self.rules: Any = None
+        self.sinks: Any = None  # optional outputs (sinks.install): EPCIS capture
         self.api: Any = None
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self.core = CoreTasks(self.metrics)
@@ -179,6 +180,11 @@ class Gateway:
             install = getattr(rules, "install", None)
             if install is not None:
                 self.rules = install(self)
+        import sinks  # optional outputs (EPCIS capture); queued with the events, so installed before the devices
+
+        install_sinks = getattr(sinks, "install", None)
+        if install_sinks is not None:
+            self.sinks = await install_sinks(self)
         if self.manifest.api.enabled:
             try:
                 from edge.api.server import start_api
@@ -207,6 +213,8 @@ class Gateway:
             await self.api.stop()
         if self.rules is not None and hasattr(self.rules, "stop"):
             await self.rules.stop()
+        if self.sinks is not None:
+            await self.sinks.stop()
         # let the pipeline drain what the devices already delivered
         for _ in range(200):
             if self.pipeline.queue.empty():
@@ -234,8 +242,8 @@ class Gateway:
         await self.outbox.flush()
 
     def devices(self) -> list[DeviceStatus]:
-        """Status of every device."""
-        return self.supervisor.statuses()
+        """Status of every device (and of the sinks: an EPCIS repository that refuses events is a fault)."""
+        return self.supervisor.statuses() + (self.sinks.statuses() if self.sinks is not None else [])
 
     def add_reactor(self, reactor: Reactor) -> None:
         """Feed every event to `reactor`."""

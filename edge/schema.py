@@ -138,4 +138,17 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (device, shelf, lane)
     );
     """,
+    # 6: EPCIS capture outbox (issue 19, sinks/epcis_capture.py): one row per ObjectEvent, written with the event
+    """
+    CREATE TABLE epcis_capture (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,   -- capture number (gap events name skipped ranges)
+        event_id TEXT NOT NULL,                  -- the EPCIS eventID (CBV 2.0 event hash)
+        body TEXT NOT NULL,                      -- the ObjectEvent JSON as it goes into eventList
+        size INTEGER NOT NULL,
+        state TEXT NOT NULL,                     -- pending | failed (captured rows are deleted)
+        created REAL NOT NULL,                   -- UNIX seconds when queued
+        last_error TEXT
+    );
+    CREATE INDEX epcis_capture_state ON epcis_capture(state, seq);
+    """,
 ]

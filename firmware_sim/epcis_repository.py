@@ -123,7 +123,7 @@ class EpcisRepository:
         class Handler(_Handler):
             server_repo = repo
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="epcis-repository", daemon=True)
         self._thread.start()
@@ -139,6 +139,8 @@ class EpcisRepository:
     # ---- the capture job ----
     def _run_job(self, job: CaptureJob) -> None:
         with self.lock:
+            if job.finished is not None:
+                return
             bad = [e for e in job.events if e.get("eventID") in self.reject_ids]
             job.errors = [{"type": f"{EXC}ValidationException", "title": "event rejected", "status": 400,
                            "detail": f"eventID {e.get('eventID')} refused by the repository's rules"}
@@ -180,6 +182,17 @@ class EpcisRepository:
             else:
                 self._run_job(job)
         return job.document()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer (a gateway stopped while polling) is not an error here."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
