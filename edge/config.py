@@ -47,6 +47,7 @@ from edge.configbase import (
 )
 from edge.errors import ConfigError, ConfigIssue
 from rules.config import OffersConfig, RulesBody, RulesConfig, WebhookConfig
+from sinks.config import EpcisCaptureConfig
 
 # ---- sections -------------------------------------------------------------------------------
 
@@ -353,6 +354,7 @@ class Manifest(StrictModel):
     rules: RulesConfig = RulesConfig()  # restock and alert rules (rules/config.py)
     offers: OffersConfig = OffersConfig()  # shopper offers (rules/config.py)
     webhooks: list[WebhookConfig] = []  # alert webhooks (rules/config.py)
+    epcis_capture: EpcisCaptureConfig | None = None  # RFID EPCIS events to an EPCIS repository (sinks/config.py)
 
     # references between sections (zone, sku, shelf, lane ids) are checked by `parse_manifest`, which
     # reports each at the line of the field that names the missing id
