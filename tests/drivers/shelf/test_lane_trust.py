@@ -331,3 +331,47 @@ async def test_absurd_mqtt_weights_are_a_fault(mosquitto: Mosquitto, demo_manife
         assert run.errors == 0
     finally:
         await run.stop()
+
+
+async def test_controller_unplugged_faults_its_lanes_at_once(mosquitto: Mosquitto, demo_manifest: Manifest,
+                                                            tmp_path: Path) -> None:
+    """The serial controller's port goes away: the supervisor's DeviceOffline faults both lanes ('offline') and
+    both cells are served stale at once, not only after the lanes' timeout; replugged, they settle and clear."""
+    from edge.supervisor import Backoff
+
+    world = World(demo_manifest, SystemClock())
+    lanes = lanes_for(world, "shelf-a1")
+    sim = SerialShelfSim(world, tmp_path / "a1.tty", lanes, hz=40)
+    manifest = manifest_with(
+        [{"id": "a1", "type": "shelf_serial", "port": str(sim.port.link), "lanes": lane_sections(lanes),
+          "counting": {**FAST, "timeout_s": 60.0}}],  # the timeout alone would take a minute
+        api={"enabled": False})
+    sim.start()
+    seen: list[dict[str, Any]] = []
+
+    async def listen(gw: Gateway) -> None:
+        async for ev in gw.subscribe():
+            seen.append(ev)
+
+    def stale(gw: Gateway) -> set[str]:
+        return {c.sku for c in gw.stock.cells(shelf="shelf-a1") if c.stale_since is not None}
+
+    try:
+        async with Gateway(manifest, hub_url=mosquitto.url, data_dir=tmp_path / "var", install_rules=False,
+                           backoff=Backoff(initial=0.2, maximum=0.5)) as gw:
+            listener = asyncio.create_task(listen(gw))
+            try:
+                await until(lambda: len(gw.stock.cells(shelf="shelf-a1")) == 2, "both cells counted")
+                sim.port.unplug()
+                await until(lambda: stale(gw) == {"cola-330", "water-500"}, "both cells stale")
+                faults = [e["data"] for e in seen if e["type"] == "retail.shelf.fault.v1"]
+                assert sorted((f["lane"], f["code"]) for f in faults) == [("l1", "offline"), ("l2", "offline")]
+                sim.port.replug()
+                await until(lambda: stale(gw) == set(), "both cells trusted again")
+                cleared = [e["data"] for e in seen if e["type"] == "retail.shelf.fault_cleared.v1"]
+                assert sorted(f["lane"] for f in cleared) == ["l1", "l2"]
+            finally:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+    finally:
+        await sim.stop()
