@@ -1,6 +1,7 @@
 """Reader-aware presence end to end: the real gateway (supervisor, LLRP driver, RFID processor, stock state)
 against the strict LLRP reader emulator over TCP, with T-shirts taken off the rack while the reader's RF
-section is dead (`go_silent`, longer than the lost-timeout) and while the reader reboots (`restart`).
+section is dead (`go_silent`, longer than the lost-timeout), while the reader reboots (`restart`) and while
+the rack's antenna is unplugged (AntennaEvent).
 
 Nothing may depart while the reader cannot see: the rack's count stays what it was, flagged stale; once the
 reader is back its first cycles reconcile the count with the truth and the flag goes."""
@@ -49,7 +50,8 @@ async def watch_while(fault: Awaitable[None], gw: Gateway) -> list[tuple[int, bo
     return seen
 
 
-async def test_a_dead_rf_section_and_a_reboot_take_nothing_off_the_rack(mosquitto: Mosquitto, tmp_path: Path) -> None:
+async def test_a_dead_rf_section_a_reboot_and_an_unplugged_antenna_take_nothing_off_the_rack(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
     raw: dict[str, Any] = yaml.safe_load(demo_manifest_text())
     world = World(parse_manifest(yaml.safe_dump(raw), "demo.yaml"), SystemClock(), seed=3)
     sim = LlrpReaderSim(Population(world, {1: "apparel"}, reliability=1.0, carried_p=0.0), round_ms=50)
@@ -68,9 +70,22 @@ async def test_a_dead_rf_section_and_a_reboot_take_nothing_off_the_rack(mosquitt
                 cell = gw.stock.get(*CELL)
                 return cell is not None and cell.count == world.count(*CELL) and cell.stale_since is None
 
+            antenna_events: list[bool] = []
+
+            async def listen() -> None:
+                async for env in gw.subscribe():
+                    if env.get("type") == "retail.rfid.antenna.changed.v1":
+                        antenna_events.append(bool(env["data"]["connected"]))
+
+            listener = asyncio.create_task(listen())
             await until(settled, 20, "the rack counted and trusted")
+            async def unplug_antenna() -> None:
+                sim.disconnect_antenna(1)
+                await asyncio.sleep(3 * LOST_S)
+                sim.connect_antenna(1)
+
             faults: list[Callable[[], Awaitable[None]]] = [lambda: sim.go_silent(3 * LOST_S),
-                                                           lambda: sim.restart(2 * LOST_S)]  # fmt: skip
+                                                           lambda: sim.restart(2 * LOST_S), unplug_antenna]  # fmt: skip
             for fault in faults:
                 before = world.count(*CELL)
                 world.pick("rack-c1", "l1", 2)
@@ -80,5 +95,7 @@ async def test_a_dead_rf_section_and_a_reboot_take_nothing_off_the_rack(mosquitt
                 assert any(stale for _, stale in seen), seen  # and the cell said it could not see
                 await until(settled, 20, "reconciled after the reader came back")
                 assert gw.stock.get(*CELL).count == before - 2  # type: ignore[union-attr]
+            await until(lambda: antenna_events == [False, True], 5, "the antenna's device-health events")
+            listener.cancel()
     finally:
         await sim.stop()
