@@ -185,3 +185,24 @@ async def test_flags_reach_api_stock_get_snapshot_and_survive_a_restart(mosquitt
 async def _if(value: Any, pred: Any) -> Any:
     got = await value
     return got if pred(got) else None
+
+
+async def test_a_conflicting_fused_cell_is_flagged_by_the_pipelines_tick(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    raw = yaml.safe_load(demo_manifest_text())
+    shelves = [dict(s, stock_source="any") if s["id"] == "rack-c1" else s for s in raw["shelves"]]
+    m = manifest_for_tests(tmp_path, shelves=shelves)
+    async with Gateway(m, hub_url=mosquitto.url, data_dir=tmp_path / "var", tick_interval=60) as gw:
+        now = gw.clock.now()
+        gw.pipeline.route([StockUpdate(shelf="rack-c1", sku="tee-m", time=now, origin=o, source=o, count=n)
+                           for o, n in (("rfid", 8), ("weight", 12))], now)  # fmt: skip
+        assert gw.stock.get("rack-c1", "tee-m").count == 12  # type: ignore[union-attr]
+        gw.pipeline.tick(now + timedelta(seconds=31))
+        await gw.outbox.flush()
+        topic = "retail/v1/demo/state/stock/rack-c1"
+        rows = await gw.db.query("SELECT payload FROM retained WHERE topic = ?", (topic,))
+        item = next(i for i in orjson.loads(rows[0]["payload"])["items"] if i["sku"] == "tee-m")
+        assert (item["count"], item["conflict"], item["sources"]) == (8, True, {"rfid": 8, "weight": 12})
+        reply = await gw._cmd_stock_get({"shelf": "rack-c1", "sku": "tee-m"})
+        assert reply["items"][0]["conflict_reason"] == "rfid says 8, weight says 12: serving the lower count"
+        if gw.rules is not None:
+            await gw.rules.stop()
