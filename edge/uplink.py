@@ -47,6 +47,15 @@ ALERTS_LANE_MAX = 50_000
 """At most this many unacknowledged alert rows are loaded into the alerts lane at a session's start."""
 
 
+def _raise_if_cancel_was_lost() -> None:
+    """Python 3.11's `asyncio.wait_for` (inside `MqttSession.open`) drops a cancel that arrives together with
+    the connection: the uplink then served on and stopping the gateway waited for it for ever. A cancel
+    requested and not withdrawn is honoured here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Uplink:
     """Keeps one hub connection alive and drains the outbox through it."""
 
@@ -142,6 +151,7 @@ class Uplink:
             session = MqttSession(self._options())
             try:
                 await session.open()
+                _raise_if_cancel_was_lost()
                 if was_up is not True:
                     log.info("hub %s connected", self.url)
                 was_up = True
