@@ -465,8 +465,9 @@ class Outbox:
         if is_disk_full(exc) and not self.shedding:
             self.shedding = True
             freed = self.reserve.release() if self.reserve is not None else 0
-            log.error("disk full: released the %d-byte space reserve; alerts, ledger and control events go on, "
-                      "telemetry is shed with gap events until space returns", freed)
+            log.error("disk full: %s; alerts, ledger and control events go on, telemetry is shed with gap events "
+                      "until space returns", f"released the {freed}-byte space reserve" if freed
+                      else "no space reserve to release (storage.reserve_mb)")
 
     async def _try_restore(self) -> None:
         """While shedding: take the space reserve back once there is room; then accept telemetry again."""
