@@ -1,8 +1,9 @@
 """The disk fills up under the running daemon, then space returns: nothing accepted is lost, nothing stalls.
 
 A REAL small file system: a size-limited tmpfs mounted by the test (`mount -t tmpfs -o size=...`; the
-test needs root, as in CI's container; without the privilege it fails, saying so, rather than fall back
-to SQLite's `max_page_count`, which would not exercise ENOSPC from the kernel). The daemon runs as a
+daemon tests need root, as in CI's container; without the privilege they fail, saying so, rather than
+fall back to SQLite's `max_page_count`, which would not exercise ENOSPC from the kernel nor a daemon
+started on a full disk; only the in-process ordering test falls back, and says so). The daemon runs as a
 process (`python -m bench.load run`: `edge-gateway run` with the synthetic `load` family registered) with
 its data directory on that file system and a real mosquitto as the hub; the test fills the file system
 with a file of its own, then deletes it.
