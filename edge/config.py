@@ -46,7 +46,7 @@ from edge.configbase import (
     load_yaml,
 )
 from edge.errors import ConfigError, ConfigIssue
-from rules.config import OffersConfig, RulesBody, RulesConfig, WebhookConfig
+from rules.config import NotificationsConfig, OffersConfig, RulesBody, RulesConfig, WebhookConfig
 from sinks.config import EpcisCaptureConfig
 
 # ---- sections -------------------------------------------------------------------------------
@@ -59,6 +59,11 @@ _TZ_ALIASES = {"Asia/Beijing": "Asia/Shanghai", "Asia/Peking": "Asia/Shanghai", 
                "America/San_Francisco": "America/Los_Angeles", "America/Washington": "America/New_York",
                "Australia/Canberra": "Australia/Sydney", "Europe/Geneva": "Europe/Zurich"}
 WEIGHT_MAX_G = 1_000_000.0  # one tonne: the largest unit weight a lane or catalog item may have
+# display names per UI language (the dashboard's languages); `name` stays the default for any other
+Locale = Literal["zh-CN", "en"]
+DisplayName = Annotated[str, Field(min_length=1, max_length=128)]
+Names = Annotated[dict[Locale, DisplayName], Field(
+    default_factory=dict, description="the name per language, e.g. {zh-CN: 饮料区, en: Drinks}; `name` is the default")]
 
 
 class StoreInfo(StrictModel):
@@ -283,6 +288,7 @@ class Zone(StrictModel):
 
     id: Ident
     name: str = ""
+    names: Names
     sgln: Sgln | None = Field(
         default=None, description="urn:epc:id:sgln:CompanyPrefix.LocationRef.Extension (prefix + location "
         "reference = 12 digits; extension up to 20 GS1 characters, 0 = none)",
@@ -294,6 +300,7 @@ class CatalogItem(StrictModel):
 
     sku: Ident
     name: str = ""
+    names: Names
     gtin: str | None = Field(default=None, pattern=r"^[0-9]{8}$|^[0-9]{12,14}$")
     unit_weight_g: float | None = Field(default=None, gt=0, le=WEIGHT_MAX_G)
     case_pack: PositiveCount = 1
@@ -325,6 +332,7 @@ class Shelf(StrictModel):
     id: Ident
     zone: Ident
     name: str = ""
+    names: Names
     lanes: list[Lane] = Field(min_length=1)
     stock_source: Literal["any", "weight", "rfid", "scan"] = Field(
         default="any",
@@ -354,6 +362,7 @@ class Manifest(StrictModel):
     rules: RulesConfig = RulesConfig()  # restock and alert rules (rules/config.py)
     offers: OffersConfig = OffersConfig()  # shopper offers (rules/config.py)
     webhooks: list[WebhookConfig] = []  # alert webhooks (rules/config.py)
+    notifications: NotificationsConfig = NotificationsConfig()  # staff chat channels (rules/config.py)
     epcis_capture: EpcisCaptureConfig | None = None  # RFID EPCIS events to an EPCIS repository (sinks/config.py)
 
     # references between sections (zone, sku, shelf, lane ids) are checked by `parse_manifest`, which
@@ -621,6 +630,7 @@ def _reference_problems(m: Manifest, devices: list[tuple[int, DeviceConfigBase]]
         refs += [(("traffic",), Ref(("entrance_zones", j), "zone", z)) for j, z in enumerate(m.traffic.entrance_zones)]
     refs += [(("rules",), r) for r in m.rules.references()]
     refs += [(("offers",), r) for r in m.offers.references()]
+    refs += [(("notifications",), r) for r in m.notifications.references()]
     return out + resolve_references(m, refs)
 
 

@@ -1,4 +1,4 @@
-"""Manifest sections of the rules engine: restock rules, shopper offers, alert webhooks.
+"""Manifest sections of the rules engine: restock rules, shopper offers, alert webhooks, staff notifications.
 
 Imports only `edge.configbase`, so `edge.config` can import these models without a cycle. Checks that
 need the rest of the manifest (does this SKU exist, is max above the planogram capacity) happen when the
@@ -27,6 +27,14 @@ from edge.configbase import (
 
 _HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+def check_windows(v: list[str]) -> list[str]:
+    """Quiet-hours windows: each 'HH:MM-HH:MM' (store-local; may wrap past midnight)."""
+    for w in v:
+        if not _WINDOW.match(w):
+            raise ValueError(f"quiet hours window {w!r}: write 'HH:MM-HH:MM', e.g. '12:00-13:00'")
+    return v
 
 
 class RestockRule(StrictModel):
@@ -96,10 +104,7 @@ class RulesBody(StrictModel):
     @field_validator("quiet_hours")
     @classmethod
     def _windows(cls, v: list[str]) -> list[str]:
-        for w in v:
-            if not _WINDOW.match(w):
-                raise ValueError(f"quiet hours window {w!r}: write 'HH:MM-HH:MM', e.g. '12:00-13:00'")
-        return v
+        return check_windows(v)
 
     def references(self) -> list[Ref]:
         """Ids these rules name (categories, shelves, SKUs, shelf x SKU cells), checked against the manifest."""
@@ -207,7 +212,16 @@ class OffersConfig(StrictModel):
         return refs
 
 
-class WebhookConfig(StrictModel):
+class DeliveryPolicy(StrictModel):
+    """How a durable delivery (webhook or staff-messaging channel) is retried (rules/webhooks.py worker)."""
+
+    max_attempts: int = Field(default=8, ge=1, le=100, description="attempts before giving up, at most 100")
+    backoff_s: PositiveSeconds = Field(default=2.0, description="first retry delay; doubles per attempt")
+    backoff_max_s: PositiveSeconds = Field(default=600.0, description="longest retry delay, at most one week")
+    timeout_s: float = Field(default=5.0, gt=0, le=300, description="at most 300 s")
+
+
+class WebhookConfig(DeliveryPolicy):
     """An HTTP endpoint that receives alert transitions as signed JSON POSTs."""
 
     id: Ident
@@ -217,12 +231,106 @@ class WebhookConfig(StrictModel):
         default_factory=lambda: list(_DEFAULT_TRANSITIONS),
         description="alert transitions to send (rules/alerts.py TRANSITION)",
     )
-    max_attempts: int = Field(default=8, ge=1, le=100)
-    backoff_s: PositiveSeconds = Field(default=2.0, description="first retry delay; doubles per attempt")
-    backoff_max_s: PositiveSeconds = 600.0
-    timeout_s: float = Field(default=5.0, gt=0, le=300, description="at most 300 s")
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         return check_http_url(v, "https://alerts.example.com/hook")
+
+
+# ---- staff notifications (rules/notify.py, docs/notifications.md) ------------------------------------
+
+ChannelKind = Literal["wecom", "dingtalk", "feishu", "slack"]
+"""Staff messaging tools a channel posts to: WeCom group robot, DingTalk custom robot, Feishu/Lark custom bot,
+Slack incoming webhook."""
+Lang = Literal["zh-CN", "en"]
+"""Languages of the message catalog (rules/locale)."""
+Severity = Literal["info", "warning", "urgent"]
+"""Alert severities, lowest first (rules/notify.py SEVERITY maps each alert kind to one)."""
+_NOTIFY_DEFAULT_EVENTS: tuple[AlertTransition, ...] = ("opened", "escalated", "resolved")
+RATE_PER_MINUTE_MAX = 600
+"""Most messages a channel may send per minute (the tools allow far fewer: WeCom and DingTalk 20)."""
+
+
+class NotifyChannel(DeliveryPolicy):
+    """One staff group chat: alerts routed by zone and kind, outside quiet hours, at most rate_per_minute."""
+
+    id: Ident
+    kind: ChannelKind = Field(description="wecom | dingtalk | feishu | slack")
+    url: str = Field(pattern=r"^https?://", description="the robot's webhook URL as the tool shows it")
+    secret: str | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="dingtalk/feishu signing secret (the robot's 'sign' security setting); write ${ENV_VAR}",
+    )
+    lang: Lang | None = Field(default=None, description="zh-CN or en; default notifications.lang")
+    zones: list[Ident] = Field(default_factory=list, max_length=1000,
+                               description="only alerts of shelves in these zones; empty = every alert")
+    kinds: list[Ident] = Field(default_factory=list, max_length=100,
+                               description="only these alert kinds (e.g. out_of_stock); empty = every kind")
+    min_severity: Severity = Field(default="info", description="only alerts at least this severe")
+    events: list[AlertTransition] = Field(
+        default_factory=lambda: list(_NOTIFY_DEFAULT_EVENTS), description="alert transitions to post"
+    )
+    quiet_hours: list[str] = Field(
+        default_factory=list, max_length=48, description="'HH:MM-HH:MM' store-local windows with no messages"
+    )
+    quiet_pass_kinds: list[Ident] = Field(
+        default_factory=list, max_length=100, description="alert kinds posted even in quiet hours (e.g. out_of_stock)"
+    )
+    rate_per_minute: int = Field(
+        default=20, ge=1, le=RATE_PER_MINUTE_MAX,
+        description="most messages per minute (WeCom and DingTalk robots take 20); more wait their turn",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_http_url(v, "https://oapi.dingtalk.com/robot/send?access_token=...")
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _windows(cls, v: list[str]) -> list[str]:
+        return check_windows(v)
+
+    @field_validator("kinds", "quiet_pass_kinds")
+    @classmethod
+    def _kinds(cls, v: list[str]) -> list[str]:
+        from rules.actions import KINDS  # only dataclasses: no cycle
+
+        for k in v:
+            if k not in KINDS:
+                raise ValueError(f"unknown alert kind {k!r}: use one of {', '.join(KINDS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _secret(self) -> NotifyChannel:
+        if self.secret is not None and self.kind in ("wecom", "slack"):
+            raise ValueError(f"a {self.kind} webhook has no signing secret (its URL is the credential): remove "
+                             "secret, and keep the URL in ${ENV_VAR}")
+        return self
+
+
+class NotificationsConfig(StrictModel):
+    """`notifications:` in the manifest: staff chat channels and the store-wide language and dashboard link."""
+
+    lang: Lang = Field(default="zh-CN", description="language of channels that set none")
+    dashboard_url: str | None = Field(default=None, description="the staff dashboard's URL, linked in messages")
+    channels: list[NotifyChannel] = Field(default_factory=list, max_length=100)
+
+    @field_validator("dashboard_url")
+    @classmethod
+    def _dash(cls, v: str | None) -> str | None:
+        return None if v is None else check_http_url(v, "https://store-12.example.com/")
+
+    @model_validator(mode="after")
+    def _unique(self) -> NotificationsConfig:
+        ids = [c.id for c in self.channels]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate channel id(s) {dupes}: every channel id must be unique")
+        return self
+
+    def references(self) -> list[Ref]:
+        """Zones the channels route by, checked against the manifest."""
+        return [Ref(("channels", i, "zones", j), "zone", z)
+                for i, c in enumerate(self.channels) for j, z in enumerate(c.zones)]

@@ -46,6 +46,7 @@ from rules.lanes import (
     restore_lane_alert,
     step_lanes,
 )
+from rules.notify import Notifier
 from rules.offers import (
     OfferBook,
     OfferState,
@@ -141,6 +142,7 @@ class RulesEngine:
         self.manifest = manifest
         self.config = rules or RulesConfig()
         self.webhooks = list(webhooks)
+        self.notifier = Notifier(manifest)  # staff chat channels (rules/notify.py)
         self.new_id = new_id
         self.book = AlertBook(new_id)
         self.restock = RestockState()
@@ -389,4 +391,5 @@ class RulesEngine:
             out.append(t.event)
             out.append(Upsert("alerts", t.alert.row()))
             out += delivery_rows(t, self.webhooks, self.manifest.store.id, self.new_id)
+            out += self.notifier.rows(t, self.new_id)
         return out

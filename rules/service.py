@@ -22,6 +22,7 @@ from edge.runtime import GatewayView
 from rules.alerts import STATES
 from rules.config import OffersConfig, RulesBody, RulesConfig, WebhookConfig
 from rules.engine import RulesEngine, split
+from rules.notify import targets
 from rules.webhooks import WebhookWorker
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class RulesService:
         offers: OffersConfig = getattr(m, "offers", None) or OffersConfig()
         self.webhooks: list[WebhookConfig] = list(getattr(m, "webhooks", None) or [])
         self.engine = RulesEngine(m, rules=self.config, offers=offers, webhooks=self.webhooks)
-        self.worker = WebhookWorker(gw, self.webhooks)
+        self.worker = WebhookWorker(gw, self.webhooks, targets=targets(self.engine.notifier.config))
         self._tasks: list[asyncio.Task[None]] = []
         self._file_sig: str | None = None
         self.last_problems: list[str] = []
@@ -89,7 +90,7 @@ class RulesService:
         self._tasks.append(loop.create_task(self._restore(), name="rules-restore"))
         if path is not None:
             self._tasks.append(loop.create_task(self._watch(path), name="rules-watch"))
-        if self.webhooks:
+        if self.worker.targets:  # webhooks and staff chat channels
             self._tasks.append(loop.create_task(self.worker.run(), name="rules-webhooks"))
 
     async def stop(self) -> None:
