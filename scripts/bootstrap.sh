@@ -33,7 +33,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-stamp=.venv/.lock-$(sha256sum requirements.lock | cut -c1-16)
+# the lock pins the packages; pyproject.toml lists our own packages for the editable install (a new top-level
+# package needs a reinstall to be importable)
+stamp=.venv/.lock-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   command -v python3 >/dev/null || { echo "bootstrap: python3 (>= 3.11) is required" >&2; exit 3; }
   python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "bootstrap: python3 must be >= 3.11" >&2; exit 3; }
