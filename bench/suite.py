@@ -1,6 +1,6 @@
 """`edge-gateway bench`: every section measured in one run on this machine; a table, then ONE JSON line.
 
-Sections (names for `--only`): spine, rss, backlog, peers, rfid, shelf, ble, rules, storeday. The figure
+Sections (names for `--only`): spine, rss, backlog, peers, rfid, shelf, ble, rules, storeday, epcis. The figure
 names and goals are documented in docs/benchmarks.md. A section that cannot run here reports
 `<section>_unavailable` with the reason instead of a number. The last line of stdout is the JSON object.
 """
@@ -37,6 +37,10 @@ GOALS: dict[str, tuple[str, Callable[[float, dict[str, Any]], bool]]] = {
     "storeday_missed_alerts": ("== 0", lambda v, _: v == 0),
     "storeday_alert_latency_max_s": ("<= debounce + 1", lambda v, f: v <= f.get("storeday_debounce_s", 0) + 1),
     "storeday_visitors_error": ("== 0", lambda v, _: v == 0),
+    "epcis_hash_equal_pct": ("== 100", lambda v, _: v == 100),
+    "epcis_schema_valid_pct": ("== 100", lambda v, _: v == 100),
+    "epcis_schema_valid_documents_pct": ("== 100", lambda v, _: v == 100),
+    "epcis_capture_events_per_s": (">= 5000", lambda v, _: v >= 5000),
 }
 
 
@@ -103,6 +107,10 @@ def _storeday(quick: bool) -> dict[str, Any]:
     return _optional("bench.storeday", "bench_storeday", quick)
 
 
+def _epcis(quick: bool) -> dict[str, Any]:
+    return _optional("bench.epcis", "bench_epcis", quick)
+
+
 SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "spine": _spine,
     "rss": _rss,
@@ -112,6 +120,7 @@ SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "ble": _ble,
     "rules": _rules,
     "storeday": _storeday,
+    "epcis": _epcis,
     "peers": _peers,
 }
 
