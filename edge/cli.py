@@ -1,4 +1,4 @@
-"""`edge-gateway` command line: run, check-config, demo, bench, --version (see ../shared/CONTRACT.md)."""
+"""`edge-gateway` command line: run, check-config, demo, bench, backup, restore, --version (../shared/CONTRACT.md)."""
 
 from __future__ import annotations
 
@@ -176,6 +176,25 @@ def check_config(path: Path, here: bool = False) -> int:
     return 0
 
 
+def backup_restore(command: str, args: argparse.Namespace) -> int:
+    """`edge-gateway backup` / `restore` (edge.backup): exit 0 done, 1 refused or failed (the reason on stderr)."""
+    from edge.backup import BackupError, backup, restore
+
+    try:
+        if command == "backup":
+            facts = backup(args.data_dir, args.to)
+            print(f"{facts.path}: ok ({facts.bytes} bytes, schema version {facts.schema_version}, "
+                  f"{facts.outbox_rows} outbox rows, integrity ok)")
+        else:
+            facts, aside = restore(args.file, args.data_dir)
+            print(f"{facts.path}: restored from {args.file} (schema version {facts.schema_version}, "
+                  f"{facts.outbox_rows} outbox rows)" + (f"; the previous database is in {aside}" if aside else ""))
+    except (BackupError, OSError) as err:
+        print(f"edge-gateway {command}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and `python -m edge`."""
     parser = argparse.ArgumentParser(prog="edge-gateway", description="Smart-store edge gateway")
@@ -202,8 +221,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bench.add_argument("--quick", action="store_true", help="a short run")
     p_bench.add_argument("--only", action="append", default=[], help="run only these sections")
 
+    p_backup = sub.add_parser("backup", help="copy the state database to a file (safe while the daemon runs)")
+    p_backup.add_argument("--to", type=Path, help="target file or directory (default DATA_DIR/backups/)")
+    p_backup.add_argument("--data-dir", type=Path, default=Path("/var/lib/edge-gateway"),
+                          help="the manifest's storage.data_dir (default %(default)s)")
+    p_restore = sub.add_parser("restore", help="put a backup in place of the state database (daemon stopped)")
+    p_restore.add_argument("file", type=Path)
+    p_restore.add_argument("--data-dir", type=Path, default=Path("/var/lib/edge-gateway"),
+                           help="the manifest's storage.data_dir (default %(default)s)")
+
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    if args.command in ("backup", "restore"):
+        return backup_restore(args.command, args)
 
     if args.command == "check-config":
         return check_config(args.file, args.here)

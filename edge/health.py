@@ -13,12 +13,20 @@ A core loop that returns while the gateway is not stopping counts as a failure t
 (events waiting and no commit) and the uplink (hub connected, events unacknowledged and the watermark
 not moving) each count as stalled after `stall_s` without progress. The watchdog is fed only while no
 core task has failed for good and none of the three is stalled. `checks()` is the `/healthz` verdict.
+
+The `clock` check reports whether the system clock is synchronised (event times and token expiry depend on
+it), read from the kernel's NTP state (adjtimex(2) with modes 0 returns TIME_ERROR while STA_UNSYNC is set)
+or, where the service's seccomp filter forbids adjtimex (systemd's ProtectClock=yes), from timedated
+(`timedatectl show -p NTPSynchronized`). It is a warning, never a 503: a store without NTP keeps working.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -33,6 +41,51 @@ from edge.supervisor import Backoff
 log = logging.getLogger(__name__)
 
 Policy = Literal["restart", "exit"]
+TIME_ERROR = 5  # adjtimex(2)'s return value while the clock is not synchronised (STA_UNSYNC)
+CLOCK_RECHECK_S = 60.0
+ClockSync = tuple[bool | None, str]  # (synchronised, or None when it cannot be told; how it was read)
+
+
+def kernel_clock_sync() -> ClockSync:
+    """The kernel's view: adjtimex(2) with modes 0 (read only); (None, why) where it cannot be called."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        buf = ctypes.create_string_buffer(512)  # struct timex (208 bytes on 64-bit); modes = 0: only read
+        state = int(libc.adjtimex(buf))
+    except (OSError, AttributeError) as exc:
+        return None, f"adjtimex unavailable: {exc}"
+    if state < 0:
+        return None, f"adjtimex: {os.strerror(ctypes.get_errno())}"
+    return state != TIME_ERROR, "adjtimex"
+
+
+async def timedated_clock_sync(wait_s: float = 5.0) -> ClockSync:
+    """timedated's view (`timedatectl show -p NTPSynchronized --value`); (None, why) when it does not answer."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "timedatectl", "show", "-p", "NTPSynchronized", "--value",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    except OSError as exc:
+        return None, f"timedatectl: {exc.strerror or exc}"
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), wait_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None, "timedatectl: no answer"
+    value = out.decode(errors="replace").strip()
+    if proc.returncode != 0 or value not in {"yes", "no"}:
+        return None, f"timedatectl: {err.decode(errors='replace').strip()[:200] or value[:50] or 'no answer'}"
+    return value == "yes", "timedatectl"
+
+
+async def clock_sync() -> ClockSync:
+    """Is the system clock synchronised? The kernel first, timedated where adjtimex is forbidden."""
+    sync = kernel_clock_sync()
+    if sync[0] is not None:
+        return sync
+    fallback = await timedated_clock_sync()
+    return fallback if fallback[0] is not None else (None, f"{sync[1]}; {fallback[1]}")
 
 
 @dataclass(slots=True)
@@ -192,6 +245,9 @@ class Health:
         self._last: dict[str, object] = {}
         self._connected_since: float | None = None  # wall clock of the current hub session's start
         self.uplink_lag = 0.0
+        self.clock: ClockSync = (None, "not checked yet")
+        self.read_clock: Callable[[], Awaitable[ClockSync]] = clock_sync
+        self._clock_at: float | None = None
 
     def sample(self) -> None:
         """Note progress since the last sample (called once a second, and before each verdict)."""
@@ -229,7 +285,16 @@ class Health:
             if self.progressing() and notify_watchdog is not None:
                 notify_watchdog()
             await self.measure_uplink_lag()
+            await self.measure_clock()
             await asyncio.sleep(interval)
+
+    async def measure_clock(self) -> ClockSync:
+        """Read the clock's synchronisation (at most once per CLOCK_RECHECK_S) for the `clock` check."""
+        now = time.monotonic()
+        if self._clock_at is None or now - self._clock_at >= CLOCK_RECHECK_S:
+            self._clock_at = now
+            self.clock = await self.read_clock()
+        return self.clock
 
     async def measure_uplink_lag(self) -> float:
         """Age of the oldest committed, unacknowledged event, counted from when the hub became reachable."""
@@ -292,6 +357,15 @@ class Health:
                        else "space reserve missing: not enough free space to allocate it" if not holds
                        else "space reserve holds"),
         }
+        synced, how = self.clock
+        out["clock"] = {
+            # a warning, not a failure: a store without NTP must still run (docs/install.md "Time")
+            "ok": True,
+            "synchronized": synced,
+            "reason": ("clock synchronised" if synced else "clock NOT synchronised: event times and token expiry "
+                       "may be off; enable NTP (timedatectl set-ntp true)" if synced is False
+                       else "clock synchronisation unknown") + f" ({how})",
+        }
         return out
 
     def register_metrics(self, m: Metrics) -> None:
@@ -304,6 +378,9 @@ class Health:
         m.describe("edge_core_task_failures_total", "failures of a core task (each logged with its traceback)")
         m.describe("edge_outbox_commit_failures_total", "commits that failed for a storage reason and were retried")
         m.describe("edge_outbox_shed_total", "telemetry events dropped for lack of disk space (gap events say which)")
+        m.describe("edge_clock_synchronized", "1 when the system clock is NTP-synchronised, 0 when not, -1 unknown")
+        m.gauge_fn("edge_clock_synchronized",
+                   lambda: {(): -1.0 if self.clock[0] is None else float(self.clock[0])})
         m.gauge_fn("edge_health_ok", lambda: {(("check", k),): float(v["ok"]) for k, v in self.checks().items()})
 
         def up() -> dict[Labels, float]:
