@@ -144,7 +144,6 @@ def test_a_wrong_secret_is_refused_by_the_receivers() -> None:
 
 def test_names_cannot_inject_mentions_or_lines() -> None:
     m = manifest({})
-    msg = compose(transition(which="acknowledged"), m, "en", None)
     t = transition(which="acknowledged")
     ev = AlertAcknowledged(source="rules", time=T, subject="a-1", alert_id="a-1", kind="out_of_stock", state="open",
                            shelf="shelf-a1", sku="cola-330", by='<at id=all></at>\n**x**')
@@ -267,3 +266,16 @@ def test_config_defaults() -> None:
     c = cfg.channels[0]
     assert (cfg.lang, c.lang, c.rate_per_minute, c.events, c.min_severity) == (
         "zh-CN", None, 20, ["opened", "escalated", "resolved"], "info")
+
+
+def test_names_per_language_from_the_manifest() -> None:
+    import yaml
+
+    raw = yaml.safe_load(demo_manifest_text())
+    raw["zones"][0]["names"] = {"zh-CN": "饮料区", "en": "Drinks aisle"}
+    raw["catalog"][0]["names"] = {"zh-CN": "可乐 330 毫升"}
+    m = parse_manifest(yaml.safe_dump(raw, allow_unicode=True), "names.yaml")
+    zh = dict(compose(transition(), m, "zh-CN", None).fields)
+    en = dict(compose(transition(), m, "en", None).fields)
+    assert (zh["区域"], zh["商品"]) == ("饮料区", "可乐 330 毫升")
+    assert (en["Zone"], en["Product"]) == ("Drinks aisle", "Cola 330 ml")  # no en name: `name`
