@@ -37,6 +37,11 @@ GOALS: dict[str, tuple[str, Callable[[float, dict[str, Any]], bool]]] = {
     "storeday_missed_alerts": ("== 0", lambda v, _: v == 0),
     "storeday_alert_latency_max_s": ("<= debounce + 1", lambda v, f: v <= f.get("storeday_debounce_s", 0) + 1),
     "storeday_visitors_error": ("== 0", lambda v, _: v == 0),
+    "storeday_fault_alerts_false": ("== 0", lambda v, _: v == 0),
+    "storeday_fault_alerts_cleared": ("== raised", lambda v, f: v == f.get("storeday_fault_alerts_raised", -1)),
+    "rfid_reads_per_s": (">= 200000", lambda v, _: v >= 200_000),
+    "llrp_reads_decoded_pct": ("== 100", lambda v, _: v == 100),
+    "alert_behind_backlog_ms": ("<= 1000", lambda v, _: v <= 1000),
     "epcis_hash_equal_pct": ("== 100", lambda v, _: v == 100),
     "epcis_schema_valid_pct": ("== 100", lambda v, _: v == 100),
     "epcis_schema_valid_documents_pct": ("== 100", lambda v, _: v == 100),
@@ -79,9 +84,9 @@ def _peers(quick: bool) -> dict[str, Any]:
 
 
 def _rfid(quick: bool) -> dict[str, Any]:
-    from bench.rfid import bench_rfid
+    from bench.rfid import bench_llrp_delivery, bench_rfid
 
-    return bench_rfid(quick)
+    return {**bench_rfid(quick), **bench_llrp_delivery(quick)}
 
 
 def _shelf(quick: bool) -> dict[str, Any]:
@@ -97,9 +102,10 @@ def _ble(quick: bool) -> dict[str, Any]:
 
 
 def _rules(quick: bool) -> dict[str, Any]:
-    from bench.rules import bench_pick_to_alert, bench_sightings
+    from bench.rules import bench_alert_behind_backlog, bench_pick_to_alert, bench_sightings
 
-    out: dict[str, Any] = {**bench_sightings(quick), **bench_pick_to_alert(quick)}
+    out: dict[str, Any] = {**bench_sightings(quick), **bench_pick_to_alert(quick),
+                           **bench_alert_behind_backlog(quick)}
     return out
 
 
