@@ -37,6 +37,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -63,6 +64,22 @@ class Answer:
 
 def _json(obj: object, status: int = 200) -> Answer:
     return Answer(status, json.dumps(obj, ensure_ascii=False).encode(), {"Content-Type": "application/json"})
+
+
+def summary(kind: str, body: dict[str, Any]) -> str:
+    """One printable line for a received message (the demo prints it): the title as the chat would show it."""
+    try:
+        if kind == "wecom":
+            text = str(body[body["msgtype"]]["content"]).split("\n", 1)[0]
+        elif kind == "dingtalk":
+            text = str(body["markdown"]["title"]) if body.get("msgtype") == "markdown" else str(body)
+        elif kind == "feishu":
+            text = str(body["card"]["header"]["title"]["content"])
+        else:
+            text = str(body.get("text") or body["blocks"][0]["text"]["text"])
+    except (KeyError, IndexError, TypeError):
+        text = json.dumps(body, ensure_ascii=False)
+    return f"[{kind}] " + re.sub(r"<[^>]*>|^#+ ", "", text)[:200]
 
 
 @dataclass

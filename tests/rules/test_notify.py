@@ -3,15 +3,19 @@ zone / kind / severity, quiet hours in the store's time zone, and how each tool'
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.config import Manifest, parse_manifest
 from edge.errors import ConfigError
-from firmware_sim.im_receivers import ImReceivers, Robot
+from firmware_sim.im_receivers import ImReceivers, Robot, summary
 from firmware_sim.world import demo_manifest_text
 from rules.alerts import (
     Alert,
@@ -118,6 +122,8 @@ def test_each_tools_format_is_accepted_by_its_documented_receiver() -> None:
     card = rx.received["feishu"][0]["card"]
     assert card["header"]["template"] == "red"
     assert card["elements"][1]["actions"][0]["url"] == "https://store.example.com/"
+    for kind in ("wecom", "dingtalk", "feishu", "slack"):  # what the demo prints
+        assert summary(kind, rx.received[kind][0]).endswith("【紧急】缺货:Cola 330 ml"), kind
     slack = rx.received["slack"][0]
     assert slack["blocks"][0]["text"]["text"] == "【紧急】缺货:Cola 330 ml"
     assert {"type": "mrkdwn", "text": "*货架*\nDrinks, top"} in slack["blocks"][1]["fields"]
@@ -279,3 +285,39 @@ def test_names_per_language_from_the_manifest() -> None:
     en = dict(compose(transition(), m, "en", None).fields)
     assert (zh["区域"], zh["商品"]) == ("饮料区", "可乐 330 毫升")
     assert (en["Zone"], en["Product"]) == ("Drinks aisle", "Cola 330 ml")  # no en name: `name`
+
+
+N = 10_000 if os.environ.get("EDGE_FUZZ") == "long" else 200
+
+
+@settings(max_examples=N, deadline=None)
+@given(kind=st.sampled_from(["wecom", "dingtalk", "feishu", "slack"]), status=st.integers(0, 999),
+       retry_after=st.text(max_size=12), body=st.one_of(st.text(max_size=200), st.builds(
+           json.dumps, st.dictionaries(st.sampled_from(["errcode", "code", "StatusCode",
+                                                                                 "errmsg", "msg"]),
+                                                               st.one_of(st.integers(), st.text(), st.none(),
+                                                                         st.booleans(), st.floats()), max_size=4))))
+def test_any_answer_is_judged_without_crashing(kind: str, status: int, retry_after: str, body: str) -> None:
+    v = channel_verdict(kind, status, {"retry-after": retry_after}, body)
+    if kind == "slack":
+        assert v.ok == (200 <= status < 300 and body.strip() == "ok")
+    elif v.ok:
+        assert 200 <= status < 300 and '":0' in body.replace(" ", "")  # the documented code 0
+    assert v.retry_after_s is None or 0 <= v.retry_after_s <= 3600
+    if not v.ok:
+        assert v.error and len(v.error) < 600
+
+
+@settings(max_examples=N, deadline=None)
+@given(path=st.sampled_from(["/cgi-bin/webhook/send?key=k", "/robot/send?access_token=t&timestamp=x&sign=%",
+                             "/open-apis/bot/v2/hook/f", "/services/T/B/X", "/other"]),
+       raw=st.one_of(st.binary(max_size=300), st.builds(lambda d: json.dumps(d).encode(), st.dictionaries(
+           st.sampled_from(["msgtype", "msg_type", "markdown", "card", "text", "blocks", "timestamp", "sign"]),
+           st.recursive(st.one_of(st.none(), st.integers(), st.text(max_size=20)),
+                        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                        max_leaves=8), max_size=5))))
+def test_receivers_answer_any_request(path: str, raw: bytes) -> None:
+    rx = ImReceivers(robots={"wecom": Robot("k"), "dingtalk": Robot("t", "s"), "feishu": Robot("f", "s"),
+                             "slack": Robot("T/B/X")})
+    answer = rx.handle(path, raw)
+    assert 200 <= answer.status < 500
