@@ -105,11 +105,8 @@ class RulesService:
         return sum(1 for a in self.engine.book.live.values() if a.state == "open")
 
     def metrics_text(self) -> str:
-        """The engine's counters plus webhook delivery counters, Prometheus text."""
-        return self.engine.metrics_text() + (
-            f"edge_rules_webhook_delivered_total {self.worker.sent}\n"
-            f"edge_rules_webhook_failed_total {self.worker.failed}\n"
-        )
+        """The engine's counters plus webhook and staff chat delivery counters, Prometheus text."""
+        return self.engine.metrics_text() + self.worker.metrics_text()
 
     # ---- operations shared by MQTT commands and the HTTP API ----
     async def ack(self, alert_id: object, by: object) -> dict[str, Any]:

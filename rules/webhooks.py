@@ -203,6 +203,17 @@ class WebhookWorker:
         self._recent: dict[str, deque[float]] = {}
         self._client: httpx.AsyncClient | None = None
 
+    def metrics_text(self) -> str:
+        """Prometheus text: delivered / given-up totals, and per staff chat channel (`im:` targets)."""
+        lines = [f"edge_rules_webhook_delivered_total {self.sent}", f"edge_rules_webhook_failed_total {self.failed}"]
+        for name, counts in (("edge_rules_notify_delivered_total", self.sent_by),
+                             ("edge_rules_notify_failed_total", self.failed_by)):
+            channels = sorted(k for k in self.targets if k.startswith("im:"))
+            if channels:
+                lines.append(f"# TYPE {name} counter")
+                lines += [f'{name}{{channel="{k[3:]}"}} {counts.get(k, 0)}' for k in channels]
+        return "\n".join(lines) + "\n"
+
     async def run(self) -> None:
         """Poll for due deliveries until cancelled."""
         import httpx  # only a store with webhooks loads the HTTP client (and, where installed, its CLI's rich)

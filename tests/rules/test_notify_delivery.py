@@ -67,7 +67,10 @@ async def test_every_tool_gets_its_signed_message_and_failures_are_retried(
         assert feishu["msg_type"] == "interactive" and {"timestamp", "sign"} <= set(feishu)
         assert feishu["card"]["header"]["template"] == "orange"  # low stock: warning
         assert rx.received["slack"][0]["text"].endswith("库存不足:Cola 330 ml")
-        assert "edge_rules_webhook_delivered_total 4" in gw.rules.metrics_text()
+        metrics = gw.rules.metrics_text()
+        assert "edge_rules_webhook_delivered_total 4" in metrics
+        assert 'edge_rules_notify_delivered_total{channel="feishu-staff"} 1' in metrics
+        assert 'edge_rules_notify_failed_total{channel="feishu-staff"} 0' in metrics
         await gw.rules.stop()
 
 
@@ -88,6 +91,7 @@ async def test_permanent_error_gives_up_and_other_channels_still_deliver(
         assert (ding["attempts"], ding["last_status"]) == (1, 200)
         assert ding["last_error"].startswith("errcode 310000")
         assert rx.refused["dingtalk"] == ["sign"]
+        assert 'edge_rules_notify_failed_total{channel="dingtalk-staff"} 1' in gw.rules.metrics_text()
         assert rx.received["slack"][0]["text"].endswith("Low stock: Cola 330 ml")
         await gw.rules.stop()
 
