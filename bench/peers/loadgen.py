@@ -2,9 +2,10 @@
 
 A worker (`python -m bench.peers.loadgen ...`, one process per share of the lanes) paces readings
 round-robin over its lanes and writes one JSON line per reading into the stdin of a `mosquitto_pub -l`
-(C, QoS 0), so Python only formats lines. Payload: `{"shelf","lane","grams","m":"<rid>:<ts>"}` where `rid`
-is unique in the run and `ts` the epoch time the line was written (the peers pass `m` through; ours uses
-the per-lane reading times from the worker's log instead, see bench/peers/job.py).
+(C, QoS 1, up to MAX_INFLIGHT unacknowledged), so Python only formats lines. Payload:
+`{"shelf","lane","grams","m":"<rid>:<ts>"}` where `rid` is unique in the run and `ts` the epoch time the line
+was written (Node-RED passes `m` through; ThingsBoard keeps `ts` as the entry's time; ours stamps its own
+receive time, matched to the per-lane reading times of the worker's log, see bench/peers/job.py).
 
 Each lane holds a count for `hold_s` seconds, then changes to another one (a deterministic function of the
 lane and the segment number of the run's clock), with +/-1.5 g of noise: what a settled shelf looks like to
@@ -28,6 +29,8 @@ import orjson
 import psutil
 
 RID_BASE = 10_000_000  # rid = rid_base + worker * RID_BASE + index; the harness gives each phase its rid_base
+QOS = 1  # readings in over QoS 1 for every system (the job; each system subscribes at QoS 1 too)
+MAX_INFLIGHT = 200  # per worker: the generator must not be what limits the rate (the offered rate is reported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +88,7 @@ def run_worker(*, port: int, topic: str, lanes: list[int], n_lanes: int, rate: f
     rng = random.Random(seed * 7919 + worker)
     pub = subprocess.Popen(
         [shutil.which("mosquitto_pub") or "mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", topic,
-         "-l", "-q", "0", "-i", f"loadgen-{worker}-{port}"],
+         "-l", "-q", str(QOS), "-M", str(MAX_INFLIGHT), "-i", f"loadgen-{worker}-{port}"],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     assert pub.stdin is not None

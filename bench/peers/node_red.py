@@ -2,9 +2,11 @@
 
 Node-RED (https://nodered.org, npm `node-red`) is installed by the benchmark into bench/.cache/node-red and
 run headless (`red.js --userDir --settings flows.json`, editor and HTTP nodes off, listening on loopback
-only). The flow is the obvious one a Node-RED user would build: the function node computes
-`count = Math.round(grams / unit)` from the planogram's unit weights, sends the stock message on output 1
-and, when `count < threshold`, an alert on output 2; both go to one mqtt-out node at QoS 1.
+only). The flow is the obvious one a Node-RED user would build: `mqtt in` (QoS 1) -> a function node that
+computes `count = Math.round(grams / unit)` from the planogram's unit weights (output 1 the stock message,
+output 2 the low-stock state) -> one `mqtt out` at QoS 1. Profile `change` puts a filter (`rbe`) node keyed by
+topic on each output (forward on change); profile `every` forwards every reading (and an alert for each one
+below the threshold). An inject node publishes the function's processed-readings count to `stats/nodered`.
 """
 
 from __future__ import annotations
@@ -24,17 +26,25 @@ REPO = Path(__file__).resolve().parents[2]
 PREFIX = REPO / "bench" / ".cache" / "node-red"
 RED_JS = PREFIX / "node_modules" / "node-red" / "red.js"
 
-FUNCTION = """const p = msg.payload;
+# Both profiles: count = round(grams / unit); output 1 the stock message, output 2 the low-stock state.
+# `flow.n` counts the readings processed (the stats node publishes it; the harness's processed count).
+FUNCTION = """flow.set("n", (flow.get("n") || 0) + 1);
+const p = msg.payload;
 if (p === null || typeof p !== "object" || typeof p.grams !== "number") return null;
 const unit = UNITS[p.shelf + ":" + p.lane];
 if (unit === undefined) return null;
 const count = Math.round(p.grams / unit);
+const low = count < THRESHOLD;
 const stock = {topic: "stock/" + p.shelf + "/" + p.lane,
-               payload: JSON.stringify({shelf: p.shelf, lane: p.lane, count: count, grams: p.grams, m: p.m})};
-const alert = count < THRESHOLD ? {topic: "alerts/" + p.shelf + "/" + p.lane,
-               payload: JSON.stringify({shelf: p.shelf, lane: p.lane, count: count, alert: "low_stock", m: p.m})}
-             : null;
-return [stock, alert];
+               payload: {shelf: p.shelf, lane: p.lane, count: count, m: p.m}};
+const alert = {topic: "alerts/" + p.shelf + "/" + p.lane,
+               payload: {shelf: p.shelf, lane: p.lane, count: count, low: low, m: p.m}};
+return EVERY ? [stock, low ? alert : null] : [stock, alert];
+"""
+
+STATS = """msg.topic = "stats/nodered";
+msg.payload = {processed: flow.get("n") || 0};
+return msg;
 """
 
 
@@ -58,40 +68,66 @@ def ensure_installed(timeout: float = 900) -> str | None:
     return None
 
 
-def flow(a_port: int, b_port: int, lanes: list[Lane], threshold: int) -> list[dict[str, object]]:
-    """The flow file's nodes."""
+def flow(a_port: int, b_port: int, lanes: list[Lane], threshold: int, profile: str) -> list[dict[str, object]]:
+    """The flow file's nodes. `change`: both outputs through a filter (rbe) node keyed by topic, so a lane's
+    stock message goes out when its count changes and its alert when its low-stock state changes; `every`:
+    every reading's stock message, plus an alert for every reading below the threshold."""
     units = json.dumps({ln.key: ln.unit_g for ln in lanes})
-    func = f"const UNITS = {units};\nconst THRESHOLD = {threshold};\n" + FUNCTION
+    every = "true" if profile == "every" else "false"
+    func = f"const UNITS = {units};\nconst THRESHOLD = {threshold};\nconst EVERY = {every};\n" + FUNCTION
 
     def broker(nid: str, port: int) -> dict[str, object]:
+        # the mqtt-broker config node as the editor creates it; nothing tuned
         return {"id": nid, "type": "mqtt-broker", "name": f"broker {port}", "broker": "127.0.0.1", "port": str(port),
                 "clientid": f"nodered-{nid}-{port}", "autoConnect": True, "usetls": False, "protocolVersion": "4",
                 "keepalive": "60", "cleansession": True, "birthTopic": "", "closeTopic": "", "willTopic": ""}
 
-    return [
+    def rbe(nid: str, prop: str) -> dict[str, object]:
+        # the filter node's "block unless value changes" mode, separately for each msg.topic (= each lane)
+        return {"id": nid, "type": "rbe", "z": "tab1", "name": f"on change: {prop}", "func": "rbe", "gap": "",
+                "start": "", "inout": "out", "septopics": True, "property": prop, "topi": "topic",
+                "wires": [["out1"]]}
+
+    nodes: list[dict[str, object]] = [
         {"id": "tab1", "type": "tab", "label": "shelves"},
         broker("brokerA", a_port),
         broker("brokerB", b_port),
-        {"id": "in1", "type": "mqtt in", "z": "tab1", "name": "readings", "topic": "shelves/+/weight", "qos": "0",
+        # QoS 1 in: the job (the editor's default is 2; every system subscribes at 1)
+        {"id": "in1", "type": "mqtt in", "z": "tab1", "name": "readings", "topic": "shelves/+/weight", "qos": "1",
          "datatype": "json", "broker": "brokerA", "nl": False, "rap": True, "rh": 0, "inputs": 0,
          "wires": [["fn1"]]},
-        {"id": "fn1", "type": "function", "z": "tab1", "name": "count + alert", "func": func, "outputs": 2,
-         "wires": [["out1"], ["out1"]]},
+        {"id": "fn1", "type": "function", "z": "tab1", "name": "count + low stock", "func": func, "outputs": 2,
+         "wires": [["out1"], ["out1"]] if profile == "every" else [["rbe1"], ["rbe2"]]},
+        # QoS 1 out to the hub: the job
         {"id": "out1", "type": "mqtt out", "z": "tab1", "name": "to B", "topic": "", "qos": "1", "retain": "false",
          "broker": "brokerB", "wires": []},
+        # the processed-readings count, twice a second (harness instrumentation, same for both profiles)
+        {"id": "tick", "type": "inject", "z": "tab1", "name": "stats", "repeat": "0.5", "once": True,
+         "onceDelay": "0.1", "topic": "", "payload": "", "payloadType": "date", "wires": [["fn2"]]},
+        {"id": "fn2", "type": "function", "z": "tab1", "name": "stats", "func": STATS, "outputs": 1,
+         "wires": [["out1"]]},
     ]
+    if profile != "every":
+        nodes += [rbe("rbe1", "payload.count"), rbe("rbe2", "payload.low")]
+    return nodes
 
 
 def settings(user_dir: Path, ui_port: int) -> str:
-    """settings.js: headless (no editor, no admin or HTTP-node routes), loopback only, quiet log."""
+    """settings.js: Node-RED's defaults except what a headless deployment turns off; one comment per line."""
     return (
         "module.exports = {\n"
-        f"  uiHost: '127.0.0.1', uiPort: {ui_port}, userDir: {json.dumps(str(user_dir))},\n"
-        "  flowFile: 'flows.json', credentialSecret: false, disableEditor: true,\n"
-        "  httpAdminRoot: false, httpNodeRoot: false,\n"
-        "  logging: { console: { level: 'warn', metrics: false, audit: false } },\n"
-        "  editorTheme: { projects: { enabled: false } },\n"
-        "  externalModules: { autoInstall: false },\n"
+        "  // loopback only, the port the harness picked: nothing else may listen on this machine\n"
+        f"  uiHost: '127.0.0.1', uiPort: {ui_port},\n"
+        "  // the flow written by bench/peers/node_red.py\n"
+        f"  userDir: {json.dumps(str(user_dir))}, flowFile: 'flows.json',\n"
+        "  credentialSecret: false, // no credentials in the flow\n"
+        "  // headless: no editor, no HTTP nodes\n"
+        "  disableEditor: true, httpAdminRoot: false, httpNodeRoot: false,\n"
+        "  // info is the default level (as ours and ThingsBoard Gateway run at INFO); metrics/audit off by default\n"
+        "  logging: { console: { level: 'info', metrics: false, audit: false } },\n"
+        "  // mqttReconnectTime not set: the default 5 s (each system keeps its own default reconnect policy)\n"
+        "  editorTheme: { projects: { enabled: false } }, // the default\n"
+        "  externalModules: { autoInstall: false }, // nothing is fetched at run time\n"
         "};\n"
     )
 
@@ -100,17 +136,22 @@ class NodeRed(PeerProcess):
     """One Node-RED process running the benchmark flow."""
 
     name = "nodered"
-    one_to_one = True
+    time_kind = "m"  # its outputs carry the causing reading's `m` (id and send time)
 
     def __init__(self) -> None:
         super().__init__()
 
-    def start(self, a_port: int, b_port: int, lanes: list[Lane], threshold: int, workdir: Path) -> None:
+    def processed(self) -> int:
+        """Unknown here: the harness reads it from the stats message on B."""
+        return -1
+
+    def start(self, a_port: int, b_port: int, lanes: list[Lane], threshold: int, workdir: Path,
+              profile: str = "change") -> None:
         """Write flows.json and settings.js into a fresh userDir and start `node red.js`."""
         from edge.brokers import free_port
 
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "flows.json").write_bytes(orjson.dumps(flow(a_port, b_port, lanes, threshold)))
+        (workdir / "flows.json").write_bytes(orjson.dumps(flow(a_port, b_port, lanes, threshold, profile)))
         (workdir / "settings.js").write_text(settings(workdir, free_port()))
         self.workdir = workdir
         out = (workdir / "stdout.log").open("ab")

@@ -28,24 +28,43 @@ VENV = REPO / "bench" / ".cache" / "tb-venv"
 PY = VENV / "bin" / "python"
 
 CONVERTER = '''"""Benchmark converter (from bench/peers/thingsboard.py): shelf weight -> count, low-stock flag."""
+import os
+import threading
+import time
+
 from thingsboard_gateway.connectors.mqtt.mqtt_uplink_converter import MqttUplinkConverter
 from thingsboard_gateway.gateway.entities.converted_data import ConvertedData
 from thingsboard_gateway.gateway.entities.telemetry_entry import TelemetryEntry
 
 
 class PeersShelfConverter(MqttUplinkConverter):
+    processed = 0  # readings converted, written to `processedFile` 4 times a second (the harness reads it)
+
     def __init__(self, config, logger):
         self._log = logger
         self.__config = config.get("converter")
         ext = self.__config.get("extensionConfig", {})
         self._units = ext.get("units", {})
         self._threshold = ext.get("threshold", 5)
+        self._keep_m = ext.get("keepM", False)
+        path = ext.get("processedFile")
+        if path:
+            threading.Thread(target=self._report, args=(path,), daemon=True).start()
+
+    @staticmethod
+    def _report(path):
+        while True:
+            time.sleep(0.25)
+            with open(path + ".tmp", "w") as f:
+                f.write(str(PeersShelfConverter.processed))
+            os.replace(path + ".tmp", path)
 
     @property
     def config(self):
         return self.__config
 
     def convert(self, topic, body):
+        PeersShelfConverter.processed += 1
         try:
             shelf, lane, grams = body["shelf"], body["lane"], float(body["grams"])
             unit = self._units[shelf + ":" + lane]
@@ -54,10 +73,12 @@ class PeersShelfConverter(MqttUplinkConverter):
             return None
         count = round(grams / unit)
         m = str(body.get("m", ""))
-        ts = int(float(m.split(":")[1]) * 1000) if ":" in m else None
+        ts = int(float(m.split(":")[1]) * 1000) if ":" in m else None  # the reading's time is the entry's
+        values = {"count": count, "low": count < self._threshold}
+        if self._keep_m:  # profile every: the reading's id, so each reading is identified at the hub
+            values["m"] = m
         data = ConvertedData(device_name=shelf + "-" + lane, device_type="shelf-lane")
-        data.add_to_telemetry(TelemetryEntry({"count": count, "grams": grams, "m": m,
-                                              "alert": count < self._threshold}, ts=ts))
+        data.add_to_telemetry(TelemetryEntry(values, ts=ts))
         return data
 '''
 
@@ -93,47 +114,65 @@ def install_converter() -> Path:
 
 
 def configs(a_port: int, b_port: int, lanes: list[Lane], threshold: int, workdir: Path,
-            log_level: str = "WARNING") -> dict[str, Any]:
-    """tb_gateway.json, the MQTT connector and logging, as dicts (written by `ThingsBoardGateway.start`)."""
+            profile: str = "change") -> dict[str, Any]:
+    """tb_gateway.json, the MQTT connector and logging, as dicts (written by `ThingsBoardGateway.start`).
+
+    The shipped config/tb_gateway.json and config/mqtt.json (3.8.5) with one comment per setting that differs
+    from them or that the job depends on."""
     units = {ln.key: ln.unit_g for ln in lanes}
     gateway = {
         "thingsboard": {
-            "host": "127.0.0.1", "port": b_port, "remoteShell": False, "remoteConfiguration": False,
-            "latencyDebugMode": False,
-            "statistics": {"enable": False, "statsSendPeriodInSeconds": 3600, "customStatsSendPeriodInSeconds": 3600},
-            "deviceFiltering": {"enable": False},
-            "maxPayloadSizeBytes": 65536, "minPackSendDelayMS": 50, "minPackSizeToSend": 500,
-            "checkConnectorsConfigurationInSeconds": 3600, "handleDeviceRenaming": False,
-            "security": {"type": "accessToken", "accessToken": "bench-token"},
-            "qos": 1, "reportStrategy": {"type": "ON_RECEIVED"},
-            "checkingDeviceActivity": {"checkDeviceInactivity": False},
-            # no client-side rate limits (the defaults are a cloud tenant's)
+            "host": "127.0.0.1", "port": b_port,  # the hub: mosquitto B
+            "remoteShell": False,  # the default
+            "remoteConfiguration": False,  # default true: there is no ThingsBoard server to configure it
+            "latencyDebugMode": False,  # the default
+            # the default (statistics every 60 s to the server: part of the product's normal load)
+            "statistics": {"enable": True, "statsSendPeriodInSeconds": 60, "customStatsSendPeriodInSeconds": 3600},
+            "deviceFiltering": {"enable": False},  # the default
+            "maxPayloadSizeBytes": 8196, "minPackSendDelayMS": 50, "minPackSizeToSend": 500,  # the defaults
+            "checkConnectorsConfigurationInSeconds": 60, "handleDeviceRenaming": True,  # the defaults
+            "security": {"type": "accessToken", "accessToken": "bench-token"},  # any token: B does not check
+            "qos": 1,  # the default, and the job: QoS 1 to the hub
+            # the profile: forward on change (each data point when its value changed) or every reading
+            "reportStrategy": {"type": "ON_CHANGE" if profile == "change" else "ON_RECEIVED"},
+            "checkingDeviceActivity": {"checkDeviceInactivity": False},  # the default
+            # default DEFAULT_*: a ThingsBoard Cloud tenant's limits; a self-hosted server (what a store chain
+            # that runs its own hub has) sets none, and the server stub below answers with none
             "rateLimits": "0:0,", "dpRateLimits": "0:0,", "messagesRateLimits": "0:0,",
             "deviceMessagesRateLimits": "0:0,", "deviceRateLimits": "0:0,", "deviceDpRateLimits": "0:0,",
         },
+        # default "memory": persistence for everyone who has it (ours' outbox is durable by default); the
+        # documented persistent choice that keeps data across a restart; other keys at their defaults
         "storage": {"type": "sqlite", "data_file_path": str(workdir / "data" / "data.db"),
                     "messages_ttl_check_in_hours": 1, "messages_ttl_in_days": 7, "max_read_records_count": 1000},
-        "grpc": {"enabled": False},
-        "connectors": [{"type": "mqtt", "name": "shelves", "configuration": "mqtt.json"}],
+        "grpc": {"enabled": False},  # the default
+        "connectors": [{"type": "mqtt", "name": "shelves", "configuration": "mqtt.json"}],  # the job
     }
     connector = {
+        # broker A; maxMessageNumberPerWorker / maxNumberOfWorkers / cleanSession: the shipped values;
+        # MQTT 3.1.1 (shipped: 5) as every other system's connection to A
         "broker": {"host": "127.0.0.1", "port": a_port, "clientId": f"tb-gw-{a_port}", "version": 4,
                    "maxMessageNumberPerWorker": 10, "maxNumberOfWorkers": 100, "cleanSession": True,
                    "security": {"type": "anonymous"}},
-        "mapping": [{"topicFilter": "shelves/+/weight", "subscriptionQos": 0,
+        # QoS 1 in (the shipped default and the job); the custom converter computes the count (its JSON
+        # converter can only map fields), the TB-documented way for computed values
+        "mapping": [{"topicFilter": "shelves/+/weight", "subscriptionQos": 1,
                      "converter": {"type": "custom", "extension": "PeersShelfConverter",
-                                   "extensionConfig": {"units": units, "threshold": threshold}}}],
+                                   "extensionConfig": {"units": units, "threshold": threshold,
+                                                       "keepM": profile == "every",
+                                                       "processedFile": str(workdir / "processed.txt")}}}],
         "requestsMapping": {},
     }
+    # INFO, the shipped level (ours and Node-RED run at their default INFO too), into one file
     logs = {
         "version": 1, "disable_existing_loggers": False,
         "formatters": {"f": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
         "handlers": {"file": {"class": "logging.FileHandler", "filename": str(workdir / "tb.log"), "formatter": "f",
-                              "level": log_level}},
-        "loggers": {n: {"handlers": ["file"], "level": log_level, "propagate": False}
+                              "level": "INFO"}},
+        "loggers": {n: {"handlers": ["file"], "level": "INFO", "propagate": False}
                     for n in ("service", "connector", "converter", "tb_connection", "storage", "extension",
                               "tb_gateway.service", "root")},
-        "root": {"level": log_level, "handlers": ["file"]},
+        "root": {"level": "INFO", "handlers": ["file"]},
     }
     return {"tb_gateway.json": gateway, "mqtt.json": connector, "logs.json": logs}
 
@@ -176,14 +215,22 @@ class ThingsBoardGateway:
     """One `thingsboard-gateway` process with the benchmark's configuration."""
 
     name = "thingsboard"
-    one_to_one = True
+    time_kind = "ms"  # an output's ts is the causing reading's send time in whole milliseconds
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
         self.stub: ServerStub | None = None
 
-    def start(self, a_port: int, b_port: int, lanes: list[Lane], threshold: int, workdir: Path) -> None:
+    def processed(self) -> int:
+        """Readings its converter has handled (the file it writes 4 times a second; -1 before the first)."""
+        try:
+            return int((self.workdir / "processed.txt").read_text()) if self.workdir else -1
+        except (OSError, ValueError):
+            return -1
+
+    def start(self, a_port: int, b_port: int, lanes: list[Lane], threshold: int, workdir: Path,
+              profile: str = "change") -> None:
         """Write the configuration and start the gateway (cwd = its config dir, logs there)."""
         install_converter()
         self.stub = ServerStub(b_port)
@@ -191,8 +238,7 @@ class ThingsBoardGateway:
         conf.mkdir(parents=True, exist_ok=True)
         (workdir / "data").mkdir(exist_ok=True)
         (conf / "logs").mkdir(exist_ok=True)
-        for name, body in configs(a_port, b_port, lanes, threshold, workdir,
-                                  os.environ.get("BENCH_TB_LOG", "WARNING")).items():
+        for name, body in configs(a_port, b_port, lanes, threshold, workdir, profile).items():
             (conf / name).write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2))
         # its update check posts to updates.thingsboard.io: send it to a closed loopback port instead
         env = {**os.environ, "TB_GW_CONFIG_DIR": str(conf), "PYTHONUNBUFFERED": "1",

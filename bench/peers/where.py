@@ -15,8 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.peers.job import SETTLE_S, START_SKIP_S, System, _pct
+from bench.peers.job import SETTLE_S, START_SKIP_S, System
 from bench.peers.ours import Ours
+from bench.peers.score import pct as _pct
 from bench.peers.trace import STALL_MS
 
 
@@ -27,7 +28,7 @@ def where(phases: int = 3) -> dict[str, float]:
         trace = Path(tmp) / "trace.txt"
         trace.touch()
         sysm = System(Ours(SETTLE_S, module="bench.peers.trace", env={"EDGE_TRACE_FILE": str(trace)}),
-                      Path(tmp), quick=True)
+                      Path(tmp), "change")
         try:
             sysm.start()
             sysm.phase(1000, 2.0, "warmup", 2.0)
