@@ -361,7 +361,14 @@ async def test_controller_unplugged_faults_its_lanes_at_once(mosquitto: Mosquitt
                            backoff=Backoff(initial=0.2, maximum=0.5)) as gw:
             listener = asyncio.create_task(listen(gw))
             try:
-                await until(lambda: len(gw.stock.cells(shelf="shelf-a1")) == 2, "both cells counted")
+                proc = gw.processor(ShelfProcessor)
+                assert proc is not None
+
+                def counted(lane: str) -> bool:
+                    eng = proc.lane_engine("a1", "shelf-a1", lane)
+                    return eng is not None and eng.count is not None
+
+                await until(lambda: counted("l1") and counted("l2"), "both lanes counted")
                 sim.port.unplug()
                 await until(lambda: stale(gw) == {"cola-330", "water-500"}, "both cells stale")
                 faults = [e["data"] for e in seen if e["type"] == "retail.shelf.fault.v1"]
