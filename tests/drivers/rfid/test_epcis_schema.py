@@ -26,12 +26,12 @@ VALIDATOR = schema_validator()
 
 def processor_events(demo_manifest: Manifest) -> list[dict[str, Any]]:
     """Arrivals, moves and departures of SGTINs of every partition and raw EPCs, zones with and without SGLN."""
-    zones = [Zone(id=z, name=z, sgln=s) for z, s in ZONES.items()]
-    reader = LlrpConfig(id="rfid-1", host="127.0.0.1", antennas=ANTENNAS, epcis=True,
-                        smoothing=SmoothingConfig(present_after_reads=2, lost_timeout_s=5))  # fmt: skip
-    manifest = demo_manifest.model_copy(update={"zones": zones, "devices": [reader]})
-    t0 = datetime(2026, 12, 4, 9, 30, 0, 250_000, tzinfo=UTC)
-    proc = RfidProcessor(manifest, ManualClock(t0))
+    smoothing = SmoothingConfig(present_after_reads=1, lost_timeout_s=6)
+    t0 = datetime(2026, 12, 4, 23, 59, 50, 999_000, tzinfo=UTC)  # the day changes during the run
+    proc = RfidProcessor(demo_manifest.model_copy(update={
+        "zones": [Zone(id=z, name=z, sgln=s) for z, s in ZONES.items()],
+        "devices": [LlrpConfig(id="rfid-1", host="127.0.0.1", antennas=ANTENNAS, epcis=True, smoothing=smoothing)],
+    }), ManualClock(t0))  # fmt: skip
     epcs = sgtins(random.Random(7)) + RAW
     docs: list[dict[str, Any]] = []
     for s in range(30):
