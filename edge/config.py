@@ -29,6 +29,7 @@ from drivers.door.config import TrafficConfig
 from edge.configbase import (
     COUNT_MAX,
     AnyDeviceConfig,
+    Count,
     DeviceConfigBase,
     DuplicateKeyError,
     Gln,
@@ -154,10 +155,19 @@ class CommandsConfig(StrictModel):
         return v
 
 
+HUB_URLS_MAX = 16
+"""At most this many hub nodes in `hub.urls`."""
+
+
 class HubConfig(StrictModel):
     """The cloud inventory hub's MQTT broker."""
 
     url: MqttUrl = "mqtt://127.0.0.1:1883"
+    urls: list[MqttUrl] | None = Field(
+        default=None, min_length=1, max_length=HUB_URLS_MAX,
+        description="the nodes of a hub cluster, instead of `url`: the uplink uses one and moves to the next when it "
+                    "fails (docs/fleet.md)",
+    )
     client_id: str | None = None
     username: str | None = None
     password: str | None = None
@@ -180,6 +190,21 @@ class HubConfig(StrictModel):
             raise ValueError("a topic prefix like 'retail/v1': at most 128 bytes, no control characters (the broker "
                              "would drop every message)")
         return v
+
+    @model_validator(mode="after")
+    def _one_of_url_urls(self) -> HubConfig:
+        if self.urls is not None:
+            if "url" in self.model_fields_set:
+                raise ValueError("give either url (one broker) or urls (the nodes of a cluster), not both")
+            seen = [u for i, u in enumerate(self.urls) if u in self.urls[:i]]
+            if seen:
+                raise ValueError(f"urls lists {seen[0]!r} twice: name each node once")
+        return self
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The brokers to use: `urls`, or the one `url`."""
+        return list(self.urls) if self.urls is not None else [self.url]
 
 
 class BudgetConfig(StrictModel):
@@ -305,6 +330,8 @@ class CatalogItem(StrictModel):
     unit_weight_g: float | None = Field(default=None, gt=0, le=WEIGHT_MAX_G)
     case_pack: PositiveCount = 1
     category: str = ""
+    unit: str = Field(default="EA", pattern=r"^[A-Z0-9]{1,3}$",
+                      description="unit of the counts, a UN/ECE Recommendation 20 code: EA (each), KGM, LTR")
 
     @field_validator("gtin")
     @classmethod
@@ -340,6 +367,30 @@ class Shelf(StrictModel):
     )
 
 
+class AtpConfig(StrictModel):
+    """Available-to-promise (edge/atp.py): safety stock held back per category, and the ATP levels whose
+    crossing is announced as a `retail.atp.changed.v1` event (the retained `state/atp/{sku}` is always
+    current)."""
+
+    safety_stock: dict[str, Count] = Field(
+        default_factory=dict, description="units held back per catalog category, e.g. {drinks: 2}; 0 when absent")
+    thresholds: list[Count] = Field(
+        default=[0], min_length=1, max_length=16,
+        description="ATP levels, ascending; an event when ATP moves from one side of a level to the other "
+                    "(0 = in stock / sold out)")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _ascending(cls, v: list[int]) -> list[int]:
+        if any(v[i + 1] <= v[i] for i in range(len(v) - 1)):
+            raise ValueError(f"thresholds must be strictly ascending without repeats, e.g. [0, 5, 20]; got {v}")
+        return v
+
+    def references(self) -> list[Ref]:
+        """The categories named under safety_stock (each must be some catalog item's category)."""
+        return [Ref(("safety_stock", c), "category", c) for c in self.safety_stock]
+
+
 # ---- the manifest ---------------------------------------------------------------------------
 
 
@@ -364,6 +415,7 @@ class Manifest(StrictModel):
     webhooks: list[WebhookConfig] = []  # alert webhooks (rules/config.py)
     notifications: NotificationsConfig = NotificationsConfig()  # staff chat channels (rules/config.py)
     epcis_capture: EpcisCaptureConfig | None = None  # RFID EPCIS events to an EPCIS repository (sinks/config.py)
+    atp: AtpConfig = AtpConfig()  # available-to-promise: safety stock per category, event thresholds (edge/atp.py)
 
     # references between sections (zone, sku, shelf, lane ids) are checked by `parse_manifest`, which
     # reports each at the line of the field that names the missing id
@@ -631,6 +683,7 @@ def _reference_problems(m: Manifest, devices: list[tuple[int, DeviceConfigBase]]
     refs += [(("rules",), r) for r in m.rules.references()]
     refs += [(("offers",), r) for r in m.offers.references()]
     refs += [(("notifications",), r) for r in m.notifications.references()]
+    refs += [(("atp",), r) for r in m.atp.references()]
     return out + resolve_references(m, refs)
 
 

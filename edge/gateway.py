@@ -20,11 +20,12 @@ import orjson
 
 from drivers.base import Driver, DriverContext
 from drivers.registry import FAMILIES, PROCESSORS, load
+from edge.atp import AtpTracker
 from edge.clock import Clock, SystemClock
 from edge.commands import CommandRouter
 from edge.config import Manifest
 from edge.db import Database, SpaceReserve, describe, is_disk_full, is_transient
-from edge.errors import CommandError
+from edge.envelope import dumps
 from edge.events import DeviceStatusChanged, Event
 from edge.health import CoreTasks, Health, Thresholds
 from edge.metrics import Labels, Metrics
@@ -33,6 +34,7 @@ from edge.pipeline import Pipeline
 from edge.processing import Reactor
 from edge.runtime import CommandHandler, DeviceStatus, StateWrite, Upsert
 from edge.state import TRUST_KEY, StockState
+from edge.storeinfo import CATALOG, INFO, RetainedDocs, catalog_doc, info_doc
 from edge.supervisor import Backoff, Supervisor
 from edge.uplink import Uplink
 
@@ -61,7 +63,7 @@ class Gateway:
         self.manifest = manifest
         self.clock: Clock = clock or SystemClock()
         self.data_dir = Path(data_dir or manifest.storage.data_dir)
-        self.hub_url = hub_url or manifest.hub.url
+        self.hub_url = hub_url or ", ".join(manifest.hub.endpoints)  # hub.urls: the uplink fails over among them
         self.api_listen = api_listen or manifest.api.listen
         self.local_broker_url = local_broker_url or (manifest.local_broker.url if manifest.local_broker else None)
         self.metrics = Metrics()
@@ -69,6 +71,9 @@ class Gateway:
         self.db = Database(self.data_dir / "edge.db")
         self.reserve = SpaceReserve(self.data_dir / "edge.reserve", int(manifest.storage.reserve_mb * 1024 * 1024))
         self.stock = StockState(manifest)
+        self.atp = AtpTracker(manifest, self.stock)  # available-to-promise, follows the cells (edge/atp.py)
+        self.stock.add_deriver(self.atp.derive)
+        self.store_docs = RetainedDocs()  # retained state/info and state/catalog (edge/storeinfo.py)
         self.outbox = Outbox(
             self.db,
             store_id=manifest.store.id,
@@ -84,7 +89,7 @@ class Gateway:
                                       clock=self.clock)
         self.uplink = Uplink(
             manifest.hub, self.outbox, store_id=manifest.store.id, topic_root=self.topic_root, clock=self.clock,
-            metrics=self.metrics, commands=self.commands, url=self.hub_url,
+            metrics=self.metrics, commands=self.commands, url=hub_url,
         )
         self.pipeline = Pipeline(stock=self.stock, outbox=self.outbox, clock=self.clock, metrics=self.metrics,
                                  tick_interval=tick_interval)
@@ -120,6 +125,7 @@ class Gateway:
         self._switch_interval = sys.getswitchinterval()
         self.outbox.listeners.append(self._fan_out)
         self.commands.register("stock.get", self._cmd_stock_get, read_only=True)
+        self.commands.register("atp.get", self._cmd_atp_get, read_only=True)
         self._register_metrics()
 
     # ---- lifecycle ----
@@ -156,6 +162,7 @@ class Gateway:
         self.stock.load(await self.db.query("SELECT * FROM stock"))
         self.stock.load_trust(await self.db.query("SELECT key, value FROM kv WHERE key >= ? AND key < ?",
                                                   (TRUST_KEY, TRUST_KEY[:-1] + "/")))  # fmt: skip
+        await self._publish_store_state()
         for proc in self.pipeline.processors:  # processors that keep state rows get them back (shelf tares)
             table, restore = getattr(proc, "state_table", None), getattr(proc, "restore_state", None)
             if isinstance(table, str) and table.isidentifier() and restore is not None:
@@ -311,15 +318,39 @@ class Gateway:
                "last_seen": new.last_seen.isoformat() if new.last_seen else None, "error": new.error,
                "changed": now.isoformat()}
         self.emit([ev], [Upsert("devices", row)])
+        devices = [new if d.device == new.device else d for d in self.devices()]
+        doc = self.store_docs.update(INFO, info_doc(self.manifest, devices), now)
+        if doc is not None:
+            self.outbox.submit([], [], {self.outbox.topic(INFO): (dumps(doc[0]), doc[1])})
+
+    async def _publish_store_state(self) -> None:
+        """At start: the last published retained documents back, then whatever differs from them (the
+        catalog and store info, every SKU's ATP) submitted to be published."""
+        root = self.topic_root
+        rows = await self.db.query("SELECT topic, payload, version FROM retained WHERE topic >= ? AND topic < ?",
+                                   (f"{root}/state/", f"{root}/state0"))  # fmt: skip
+        self.atp.load(rows, root)
+        self.store_docs.load(rows, root)
+        now = self.clock.now()
+        events, snaps = self.atp.refresh(now)
+        for suffix, content in ((CATALOG, catalog_doc(self.manifest)), (INFO, info_doc(self.manifest, self.devices()))):
+            doc = self.store_docs.update(suffix, content, now)
+            if doc is not None:
+                snaps[suffix] = doc
+        if events or snaps:
+            self.outbox.submit(events, [], {self.outbox.topic(k): (dumps(d), v) for k, (d, v) in snaps.items()})
 
     async def _cmd_stock_get(self, req: Any) -> dict[str, Any]:
-        filters = {k: req.get(k) for k in ("shelf", "sku", "zone")}
-        for k, v in filters.items():
-            if v is not None and not isinstance(v, str):
-                raise CommandError("bad_request", f"{k} must be a string")
-        cells = self.stock.cells(shelf=filters["shelf"], sku=filters["sku"], zone=filters["zone"])
+        cells = self.stock.select(shelf=req.get("shelf"), sku=req.get("sku"), zone=req.get("zone"))
         return {"store": self.manifest.store.id, "time": self.clock.now().isoformat().replace("+00:00", "Z"),
-                "items": [c.as_dict() for c in cells]}
+                "items": [self.stock.describe(c) for c in cells]}
+
+    async def _cmd_atp_get(self, req: Any) -> dict[str, Any]:
+        now = self.clock.now()
+        if req.get("sku") is not None:
+            return self.atp.get(req["sku"], now)
+        return {"store": self.manifest.store.id, "time": now.isoformat().replace("+00:00", "Z"),
+                "items": self.atp.items(now, category=req.get("category"))}
 
     def _register_metrics(self) -> None:
         m = self.metrics

@@ -249,7 +249,8 @@ class Pipeline:
             else:
                 self.metrics.inc("edge_processor_errors_total", processor="unknown-output")
         # cells whose count or stale/conflict flags changed: their rows and their shelves' snapshots
-        for cell in self.stock.take_touched():
+        touched = self.stock.take_touched()
+        for cell in touched:
             writes.append(Upsert("stock", self.stock.row(cell)))
             if cell.trust_version:
                 writes.append(Upsert("kv", self.stock.trust_row(cell)))
@@ -261,6 +262,9 @@ class Pipeline:
             )
             for shelf in shelves
         }
+        derived, snaps = self.stock.derive(touched, now)  # views that follow the cells (ATP), same commit
+        events += derived
+        retained.update({self.outbox.topic(suffix): (dumps(doc), v) for suffix, (doc, v) in snaps.items()})
         if self.reactors and depth < MAX_REACTION_DEPTH:
             reactions: list[object] = []
             for ev in events:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from edge.atp import AtpTracker
 from edge.clock import Clock
 from edge.config import Manifest
 from edge.events import Event
@@ -74,6 +75,7 @@ class GatewayView(Protocol):
     manifest: Manifest
     clock: Clock
     stock: StockState
+    atp: AtpTracker  # available-to-promise per SKU (edge/atp.py)
 
     def emit(self, events: Sequence[Event], writes: Sequence[StateWrite] = ()) -> None:
         """Hand events (and state rows to commit with them) to the outbox; returns at once."""

@@ -16,18 +16,28 @@ the claim that settled it): what is certain is on the shelf, and a possible shor
 flip-flopping with every report. Every trust change bumps the cell's `trust_version`, so the retained shelf
 snapshot (version = sum of count and trust versions) is published again; the flags persist in the `kv`
 table (`stock.trust.<shelf>.<sku>`), next to the `stock` row, in the same transaction.
+
+Self-explaining cells (issue 16). `StockState.describe(cell)` is the one JSON form of a cell (API,
+`cmd/stock.get`, retained `state/stock/{shelf}`): product identity from the catalog (GTIN-14, name, unit,
+category), the count (`null` with `"state": "unknown"` while no source ever reported the cell: unknown is
+not empty), `min`/`par` and `"state": "out" | "low" | "ok"` from the levels provider that the restock rules
+register (`set_levels`: edge/ does not import rules/), capacity, origin and per-source counts, trust flags,
+`updated` (last change) and `verified` (last claim of any count, also an unchanged one). Derived views that
+follow the cells (available-to-promise, edge/atp.py) register with `add_deriver`: the pipeline hands them
+the touched cells and commits their events and retained snapshots in the same batch.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from edge.config import Manifest
-from edge.events import StockChanged
+from edge.errors import CommandError
+from edge.events import Event, StockChanged
 from edge.processing import StockFlag, StockUpdate
 
 TRUST_KEY = "stock.trust."  # kv key prefix of a cell's persisted flags: stock.trust.<shelf>.<sku>
@@ -36,6 +46,13 @@ FUSED_ORIGINS = ("weight", "rfid")  # the sources whose counts a fused cell comp
 
 def _iso(t: datetime | None) -> str | None:
     return t.isoformat().replace("+00:00", "Z") if t else None
+
+
+# (shelf, sku) -> (min, par) of the cell's enabled restock rule, or None (no rule: no low flag)
+LevelsProvider = Callable[[str, str], "tuple[int, int] | None"]
+# the cells touched in one batch, now -> (events, {topic suffix: (retained payload, version)})
+Snapshots = dict[str, tuple[dict[str, Any], int]]  # retained topic suffix -> (payload, version)
+Deriver = Callable[[list["StockCell"], datetime], "tuple[list[Event], Snapshots]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +73,28 @@ class StockCell:
     conflict_reason: str = ""
     trust_version: int = 0  # +1 per change of the flags (the retained snapshot's version counts it)
     sources: tuple[tuple[str, int], ...] = ()  # a fused cell's last count per origin
+    verified: datetime | None = None  # the last claim of a count (also one that changed nothing)
+    gtin: str | None = None  # GTIN-14 from the catalog
+    name: str = ""
+    unit: str = "EA"
+    category: str = ""
+
+    @property
+    def known(self) -> bool:
+        """Some source reported this cell (a never-reported cell's count is unknown, not 0)."""
+        return self.version > 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, shared by the API, `cmd/stock.get` and the retained topics."""
         d: dict[str, Any] = {
             "shelf": self.shelf,
             "sku": self.sku,
+            "gtin": self.gtin,
+            "name": self.name or None,
+            "unit": self.unit,
+            "category": self.category or None,
             "zone": self.zone,
-            "count": self.count,
+            "count": self.count if self.known else None,
             "version": self.version,
             "origin": self.origin,
             "updated": _iso(self.updated),
@@ -74,6 +105,7 @@ class StockCell:
             "conflict": self.conflict_since is not None,
             "conflict_since": _iso(self.conflict_since),
             "conflict_reason": self.conflict_reason or None,
+            "verified": _iso(self.verified),
         }
         if self.sources:
             d["sources"] = dict(self.sources)
@@ -104,12 +136,21 @@ class StockState:
         self._claims: dict[tuple[str, str], dict[str, int]] = {}  # fused cells: origin -> its last count
         self._disagree: dict[tuple[str, str], datetime] = {}  # fused cells disagreeing since
         self._touched: set[tuple[str, str]] = set()  # cells whose row / snapshot is due (count or trust changed)
+        self._levels: LevelsProvider | None = None
+        self._derivers: list[Deriver] = []
+        self.zones = frozenset(z.id for z in manifest.zones) | {s.zone for s in manifest.shelves}
+        self.catalog = {c.sku: c for c in manifest.catalog}
         for shelf in manifest.shelves:
             for lane in shelf.lanes:
                 key = (shelf.id, lane.sku)
                 old = self._cells.get(key)
                 cap = lane.capacity + (old.capacity if old else 0)
-                self._cells[key] = StockCell(shelf.id, lane.sku, shelf.zone, 0, 0, "none", None, cap)
+                item = self.catalog.get(lane.sku)
+                self._cells[key] = StockCell(
+                    shelf.id, lane.sku, shelf.zone, 0, 0, "none", None, cap, gtin=item.gtin if item else None,
+                    name=item.name if item else "", unit=item.unit if item else "EA",
+                    category=item.category if item else "")  # fmt: skip
+        self.shelves = frozenset(s for s, _ in self._cells) | {s.id for s in manifest.shelves}
 
     def load(self, rows: Iterable[dict[str, Any]]) -> None:
         """Restore cells from database rows (unknown cells, e.g. removed from the planogram, are ignored)."""
@@ -120,7 +161,8 @@ class StockState:
                 continue
             updated = datetime.fromisoformat(str(r["updated"])) if r.get("updated") else None
             self._cells[key] = replace(
-                cell, count=int(r["count"]), version=int(r["version"]), origin=str(r["origin"]), updated=updated
+                cell, count=int(r["count"]), version=int(r["version"]), origin=str(r["origin"]), updated=updated,
+                verified=updated,
             )
 
     def load_trust(self, rows: Iterable[dict[str, Any]]) -> None:
@@ -155,6 +197,8 @@ class StockState:
         if update.shelf in self._fused:
             new = self._fuse(key, update.origin, new, update.time)
             cell = self._cells[key]
+        if update.count is not None and (cell.verified is None or update.time > cell.verified):
+            self._cells[key] = cell = replace(cell, verified=update.time)  # seen, even when unchanged
         return self._set_count(key, cell, new, origin=update.origin, time=update.time, source=update.source,
                                reason=update.reason)  # fmt: skip
 
@@ -275,6 +319,65 @@ class StockState:
         """One cell."""
         return self._cells.get((shelf, sku))
 
+    # ---- self-explaining cells and derived views (issue 16) ----
+    def set_levels(self, provider: LevelsProvider | None) -> None:
+        """Where each cell's min/par come from (the restock rules register theirs); None: no levels."""
+        self._levels = provider
+
+    def levels(self, shelf: str, sku: str) -> tuple[int, int] | None:
+        """(min, par) of a cell from the registered provider; None without one (or when it fails)."""
+        if self._levels is None:
+            return None
+        try:
+            return self._levels(shelf, sku)
+        except Exception:  # a provider bug must not break stock answers: no levels then
+            return None
+
+    def describe(self, cell: StockCell) -> dict[str, Any]:
+        """The JSON form of a cell everywhere: `as_dict` plus min/par and the state (unknown/out/low/ok)."""
+        d = cell.as_dict()
+        lv = self.levels(cell.shelf, cell.sku)
+        d["min"], d["par"] = lv if lv is not None else (None, None)
+        if not cell.known:
+            state = "unknown"
+        elif cell.count == 0:
+            state = "out"
+        elif lv is not None and cell.count <= lv[0]:
+            state = "low"
+        else:
+            state = "ok"
+        d["state"] = state
+        d["low"] = state in ("low", "out")
+        return d
+
+    def select(self, *, shelf: str | None = None, sku: str | None = None, zone: str | None = None) -> list[StockCell]:
+        """`cells` for a query from outside: a shelf, SKU or zone the store does not have is `not_found`
+        (REST and MQTT answer the same); `bad_request` for a filter that is not a string."""
+        for what, value, pool in (("shelf", shelf, self.shelves), ("sku", sku, self.catalog.keys()),
+                                  ("zone", zone, self.zones)):  # fmt: skip
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise CommandError("bad_request", f"{what} must be a string")
+            if value not in pool:
+                raise CommandError("not_found", f"no {what} {value[:64]!r} in this store's manifest")
+        return self.cells(shelf=shelf, sku=sku, zone=zone)
+
+    def add_deriver(self, deriver: Deriver) -> None:
+        """Run `deriver` on every batch of touched cells (the pipeline commits what it returns)."""
+        self._derivers.append(deriver)
+
+    def derive(self, cells: list[StockCell], now: datetime) -> tuple[list[Event], Snapshots]:
+        """Events and retained snapshots (by topic suffix) of the derived views for these touched cells."""
+        events: list[Event] = []
+        retained: Snapshots = {}
+        if cells:
+            for deriver in self._derivers:
+                evs, snaps = deriver(cells, now)
+                events += evs
+                retained.update(snaps)
+        return events, retained
+
     def cells(self, *, shelf: str | None = None, sku: str | None = None, zone: str | None = None) -> list[StockCell]:
         """Cells matching every given filter, ordered by shelf then SKU."""
         return sorted(
@@ -295,7 +398,7 @@ class StockState:
             "shelf": shelf,
             "zone": cells[0].zone if cells else None,
             "version": sum(c.version + c.trust_version for c in cells),
-            "items": [c.as_dict() for c in cells],
+            "items": [self.describe(c) for c in cells],
         }
 
     def row(self, cell: StockCell) -> dict[str, Any]:

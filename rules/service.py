@@ -81,6 +81,7 @@ class RulesService:
             log.error("rules not loaded: %s; using the default rules", "; ".join(problems))
             self.last_problems = problems
         self.gw.add_reactor(self.engine)
+        self.gw.stock.set_levels(self._levels)  # each stock cell's min/par and low flag (issue 16)
         self.gw.register_command("alert.ack", self._cmd_ack)
         self.gw.register_command("sighting", self._cmd_sighting)
         self.gw.register_command("rules.reload", self._cmd_reload)
@@ -92,6 +93,11 @@ class RulesService:
             self._tasks.append(loop.create_task(self._watch(path), name="rules-watch"))
         if self.worker.targets:  # webhooks and staff chat channels
             self._tasks.append(loop.create_task(self.worker.run(), name="rules-webhooks"))
+
+    def _levels(self, shelf: str, sku: str) -> tuple[int, int] | None:
+        """(min, par) of the cell's enabled restock rule in the loaded rules, None without one."""
+        rule = self.engine.ruleset.cells.get((shelf, sku))
+        return (rule.min, rule.max) if rule is not None and rule.enabled else None
 
     async def stop(self) -> None:
         """Cancel the background tasks."""

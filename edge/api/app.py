@@ -13,10 +13,12 @@ FastAPI must see the local dependency aliases of the routes at definition time.)
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
@@ -42,6 +44,46 @@ _STATUS = {
     "rules_rejected": 422,
     "too_large": 413,
 }
+
+
+class AtpLocation(BaseModel):
+    """One shelf cell of the SKU as ATP counted it."""
+
+    shelf: str
+    zone: str
+    count: int | None = Field(description="the cell's count; null: never reported (unknown)")
+    counted: int = Field(description="what ATP counted of it (0 when unknown or stale; the lower source in a conflict)")
+    version: int
+
+
+class AtpDoc(BaseModel):
+    """Available-to-promise of one SKU (the retained `state/atp/{sku}` document)."""
+
+    sku: str
+    gtin: str | None
+    name: str | None
+    unit: str
+    category: str | None
+    atp: int = Field(description="certain - reserved - safety_stock, never below 0")
+    on_hand: int = Field(description="sum of the reported counts")
+    certain: int = Field(description="on hand counted at what is sure")
+    reserved: int
+    safety_stock: int
+    certain_only: bool = Field(description="some stock was not counted (unknown, stale or conflicting): see reasons")
+    reasons: list[str]
+    locations: list[AtpLocation]
+    thresholds: list[int]
+    level: int = Field(description="how many thresholds ATP lies above")
+    version: int
+    updated: str
+
+
+class AtpList(BaseModel):
+    """Every catalog SKU's ATP."""
+
+    store: str
+    time: str
+    items: list[AtpDoc]
 
 
 class AckBody(BaseModel):
@@ -264,6 +306,38 @@ def _traffic(gw: GatewayView) -> dict[str, Any]:
     return {"available": False, "reason": "no door counter or BLE presence device is configured"}
 
 
+def _names(gw: GatewayView) -> dict[str, Any]:
+    """Display names of the store, zones, shelves and catalog items: `name` (the default) and `names` per
+    language, for the dashboard (edge/config.py `Names`)."""
+    m = gw.manifest
+    return {
+        "store": {"id": m.store.id, "name": m.store.name or m.store.id},
+        "zones": {z.id: {"name": z.name or z.id, "names": dict(z.names)} for z in m.zones},
+        "shelves": {s.id: {"name": s.name or s.id, "names": dict(s.names), "zone": s.zone} for s in m.shelves},
+        "catalog": {c.sku: {"name": c.name or c.sku, "names": dict(c.names)} for c in m.catalog},
+    }
+
+
+def _beacons(gw: GatewayView) -> list[dict[str, Any]]:
+    """Every store beacon's health from the traffic processor (battery_low / silent and since when)."""
+    try:
+        from drivers.traffic.processor import TrafficProcessor
+    except ImportError:
+        return []
+    proc = gw.processor(TrafficProcessor)
+    status = proc.beacon_status() if proc is not None else {}
+    out = []
+    for b in getattr(gw.manifest, "beacons", []):
+        st = status.get(b.id, {})
+        seen = st.get("last_seen_t")
+        last_seen = (datetime.fromtimestamp(seen, UTC).isoformat().replace("+00:00", "Z")
+                     if isinstance(seen, (int, float)) and 0 < seen < 1e11 else None)
+        out.append({"beacon": b.id, "zone": b.zone, "battery_mv": st.get("battery_mv"),
+                    "battery_low": bool(st.get("battery_low")), "silent": bool(st.get("silent")),
+                    "last_seen": last_seen})
+    return out
+
+
 def create_app(
     gw: GatewayView,
     tokens: list[TokenConfig],
@@ -365,12 +439,13 @@ def create_app(
         sku: Annotated[str | None, Query(max_length=64)] = None,
         zone: Annotated[str | None, Query(max_length=64)] = None,
     ) -> dict[str, Any]:
-        """Current stock, every cell with its version; filters combine."""
-        cells = gw.stock.cells(shelf=shelf, sku=sku, zone=zone)
+        """Current stock, every cell with its version and explanation (docs/api.md); filters combine; a shelf,
+        SKU or zone the store does not have is 404 `not_found` (as `cmd/stock.get` answers)."""
+        cells = gw.stock.select(shelf=shelf, sku=sku, zone=zone)
         return {
             "store": gw.manifest.store.id,
             "time": gw.clock.now().isoformat().replace("+00:00", "Z"),
-            "items": [c.as_dict() for c in cells],
+            "items": [gw.stock.describe(c) for c in cells],
         }
 
     @app.get("/api/v1/stock/sku/{sku}", tags=["stock"], responses=_errors(404))
@@ -379,7 +454,7 @@ def create_app(
         cells = gw.stock.cells(sku=sku)
         if not cells:
             raise CommandError("not_found", f"sku {sku!r} is on no shelf of the planogram")
-        return {"sku": sku, "total": sum(c.count for c in cells), "items": [c.as_dict() for c in cells]}
+        return {"sku": sku, "total": sum(c.count for c in cells), "items": [gw.stock.describe(c) for c in cells]}
 
     @app.get("/api/v1/stock/{shelf}", tags=["stock"], responses=_errors(404))
     async def stock_shelf(shelf: str, _: Reader) -> dict[str, Any]:
@@ -387,6 +462,22 @@ def create_app(
         if gw.manifest.shelf(shelf) is None:
             raise CommandError("not_found", f"no shelf {shelf!r} in the planogram")
         return gw.stock.shelf_snapshot(shelf)
+
+    # ---- available-to-promise (same documents as state/atp/{sku} and cmd/atp.get) ----
+    @app.get("/api/v1/atp", tags=["stock"], response_model=AtpList, responses=_errors(404))
+    async def atp_all(
+        _: Reader,
+        category: Annotated[str | None, Query(max_length=64, description="only this catalog category")] = None,
+    ) -> dict[str, Any]:
+        """Available-to-promise of every catalog SKU: certainly on hand - reserved - safety stock."""
+        now = gw.clock.now()
+        return {"store": gw.manifest.store.id, "time": now.isoformat().replace("+00:00", "Z"),
+                "items": gw.atp.items(now, category=category)}
+
+    @app.get("/api/v1/atp/{sku}", tags=["stock"], response_model=AtpDoc, responses=_errors(404))
+    async def atp_one(sku: Annotated[str, PathParam(max_length=64)], _: Reader) -> dict[str, Any]:
+        """One SKU's available-to-promise, with why it is lower than on hand (`reasons`)."""
+        return gw.atp.get(sku, gw.clock.now())
 
     # ---- alerts ----
     @app.get("/api/v1/alerts", tags=["alerts"], responses=_errors(400, 503))
@@ -408,6 +499,25 @@ def create_app(
     async def devices(_: Reader) -> dict[str, Any]:
         """Every configured device with its state."""
         return {"items": [d.as_dict() for d in gw.devices()]}
+
+    @app.get("/api/v1/names", tags=["stock"])
+    async def names(_: Reader) -> dict[str, Any]:
+        """Display names (default and per language) of the store, zones, shelves and catalog items."""
+        return _names(gw)
+
+    @app.get("/api/v1/rules/levels", tags=["rules"], responses=_errors(503))
+    async def levels(_: Reader) -> dict[str, Any]:
+        """Each cell's restock level from the loaded rules: `min` (at or below it the cell is low) and
+        whether its low-stock rule is enabled; the dashboard colours lane bars by them."""
+        cells = svc().engine.ruleset.cells
+        return {"items": [{"shelf": r.shelf, "sku": r.sku, "min": r.min, "enabled": r.enabled}
+                          for r in cells.values()]}
+
+    @app.get("/api/v1/beacons", tags=["devices"])
+    async def beacons(_: Reader) -> dict[str, Any]:
+        """Store beacons with their health: `battery_low`, `silent`, last seen (the rules raise no alert
+        for them; their `retail.beacon.*` events are on the hub and the SSE stream)."""
+        return {"items": _beacons(gw)}
 
     @app.get("/api/v1/traffic", tags=["traffic"])
     async def traffic(_: Reader) -> dict[str, Any]:
