@@ -145,7 +145,7 @@ class CaptureWorker:
         self.idle_s = idle_s
         self.limit = cfg.batch_max_events  # lowered by a 413's GS1-EPCIS-Capture-Limit
         self.stats = CaptureStats()
-        self.state = "starting"  # "online" | "fault" (the DeviceStatus of the sink)
+        self.state = "online"  # "online" | "fault" (the DeviceStatus of the sink)
         self.error: str | None = None
         self.last_ok: datetime | None = None
         self._failures = 0  # consecutive transient failures: the backoff
@@ -161,15 +161,15 @@ class CaptureWorker:
                             readings=self.stats.captured)  # fmt: skip
 
     def _set_state(self, state: str, error: str | None) -> None:
-        if state == self.state and error == self.error:
+        """Change the sink's status; a transition (not a new error text) is announced as a device status event."""
+        if state == self.state:
+            self.error = error
             return
-        old = self.state
         self.state, self.error = state, error
-        if old != "starting" or state != "online":
-            now = self.gw.clock.now()
-            ev = DeviceStatusChanged(source=NAME, time=now, subject=NAME, device=NAME, device_type=NAME,
-                                     state=state, error=error, last_seen=self.last_ok)  # fmt: skip
-            self.gw.emit([ev])
+        now = self.gw.clock.now()
+        ev = DeviceStatusChanged(source=NAME, time=now, subject=NAME, device=NAME, device_type=NAME,
+                                 state=state, error=error, last_seen=self.last_ok)  # fmt: skip
+        self.gw.emit([ev])
 
     def _auth_headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/ld+json", "GS1-EPCIS-Version": EPCIS_VERSION,
@@ -248,14 +248,16 @@ class CaptureWorker:
                 return 0.0
             self.stats.splits += 1
             half = len(batch) // 2
-            await self._deliver(batch[:half])  # bisect: log2(1000) < 11 levels, each half sent once
-            await self._deliver(batch[half:])
-            return 0.0
+            delay = await self._deliver(batch[:half])  # bisect: log2(1000) < 11 levels, each half sent once
+            if delay > 0:
+                return delay  # the repository went away meanwhile: the second half waits (order kept)
+            return await self._deliver(batch[half:])
         # retry / refused: keep the rows
         self._failures += 1
         self.stats.retries += 1
         self._count_error(outcome.error)
-        self._set_state("fault" if outcome.kind == "refused" or self._failures >= 3 else self.state, outcome.error)
+        if outcome.kind == "refused" or self._failures >= 3:  # a blip is not a fault; a refusal is at once
+            self._set_state("fault", outcome.error)
         if self._failures == 1 or self._failures % 20 == 0:
             log.warning("epcis capture: %d events kept for retry (failure %d): %s", len(batch), self._failures,
                         outcome.error)  # fmt: skip
@@ -421,6 +423,7 @@ class EpcisCapture:
             self.worker.error = f"repository rejected {self.worker.failed_rows} event(s) (kept in {TABLE})"
         self.gw.add_reactor(self.reactor)
         self.gw.register_command("epcis.capture.status", self._cmd_status, read_only=True)
+        self.gw.register_command("epcis.capture.retry_failed", self._cmd_retry_failed)
         if self.metrics is not None:
             m = self.metrics
             m.describe("edge_epcis_captured_total", "EPCIS events an EPCIS repository accepted (capture job success)")
@@ -440,6 +443,14 @@ class EpcisCapture:
     def statuses(self) -> list[DeviceStatus]:
         """Device health entries of the sink."""
         return [self.worker.status()]
+
+    async def _cmd_retry_failed(self, req: Any) -> dict[str, Any]:
+        """Send the `failed` rows again (after the repository's operator fixed what refused them)."""
+        rows = await self.gw.query(f"SELECT * FROM {TABLE} WHERE state = 'failed' ORDER BY seq")  # noqa: S608
+        await self.gw.emit_committed([], [Upsert(TABLE, {**r, "state": "pending", "last_error": None}) for r in rows])
+        self.worker.failed_rows = 0
+        self.worker._set_state("online", None)
+        return {"requeued": len(rows)}
 
     async def _cmd_status(self, req: Any) -> dict[str, Any]:
         counts = await self.gw.query(f"SELECT state, count(*) AS n FROM {TABLE} GROUP BY state")  # noqa: S608

@@ -171,9 +171,20 @@ async def test_a_rejected_event_is_isolated_kept_and_surfaced(
         assert any(orjson.loads(r["payload"])["data"]["device"] == "epcis-capture" for r in dev)
         status_cmd = await gw.sinks.parts[0]._cmd_status({})  # what `cmd/epcis.capture.status` answers
         assert status_cmd["rows"] == {"failed": 1} and status_cmd["failed"] == 1 and status_cmd["captured"] == 39
+        await wait_for(lambda: _fault_alert(gw), 20, "a device-fault alert for the sink (dashboard)")
     # a restart keeps the fault: the failed row is still there
     async with Gateway(m, hub_url=mosquitto.url, data_dir=tmp_path / "var", tick_interval=0.1) as gw:
         assert sink_status(gw).state == "fault"
+        repo.reject_ids.clear()  # the repository's operator fixed its rule: the staff asks for a retry
+        assert await gw.sinks.parts[0]._cmd_retry_failed({}) == {"requeued": 1}
+        await wait_for(lambda: bad in repo.events, 30, "the once rejected event captured")
+        await wait_for(lambda: _empty(gw), 10, "no row left")
+        assert sink_status(gw).state == "online"
+
+
+async def _fault_alert(gw: Gateway) -> bool:
+    rows = await gw.query("SELECT state FROM alerts WHERE device = 'epcis-capture'")
+    return any(r["state"] == "open" for r in rows)
 
 
 async def test_409_is_already_captured_and_503_is_retried(
