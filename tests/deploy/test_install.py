@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,12 +24,13 @@ import yaml
 
 from bench.spine import manifest_dict
 from edge.brokers import free_port
+from tests.deploy.test_backup import GTIN
+from tests.deploy.test_backup import rows as outbox_rows
 from tests.faults.daemon import healthz, until
 
 pytestmark = pytest.mark.timeout(240)
 REPO = Path(__file__).resolve().parents[2]
 UV = REPO / ".venv" / "bin" / "uv"
-GTIN = "05449000000996"  # cola-330 in firmware_sim/demo_manifest.yaml
 SOURCES = ("pyproject.toml", "README.md", "requirements-runtime.lock", "edge", "drivers", "rules", "firmware_sim",
            "bench", "sinks", "deploy", "docs")
 
@@ -238,14 +238,6 @@ def pty_scanner() -> Iterator[tuple[int, str]]:
         for fd in (master, slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-def outbox_rows(db: Path) -> int:
-    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return int(c.execute("SELECT count(*) FROM outbox").fetchone()[0])
-    finally:
-        c.close()
 
 
 def scan_until(master: int, db: Path, n: int, log: Path) -> None:
