@@ -154,7 +154,10 @@ health_url() {
   [ -n "${HEALTH_URL:-}" ] && { echo "$HEALTH_URL"; return; }
   "$PREFIX/current/bin/python" - "$ETC/manifest.yaml" <<'PY'
 import sys, yaml
-listen = str(((yaml.safe_load(open(sys.argv[1], encoding="utf-8")) or {}).get("api") or {}).get("listen", "0.0.0.0:8080"))
+api = (yaml.safe_load(open(sys.argv[1], encoding="utf-8")) or {}).get("api") or {}
+if api.get("enabled", True) is False:
+    sys.exit(0)  # no local API, no /healthz: the gate falls back to the unit staying active
+listen = str(api.get("listen", "0.0.0.0:8080"))
 host, _, port = listen.rpartition(":")
 host = host.strip("[]")
 host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
@@ -162,6 +165,12 @@ print(f"http://[{host}]:{port}/healthz" if ":" in host else f"http://{host}:{por
 PY
 }
 healthy() {  # poll /healthz until 200 (exit 0) or the timeout (exit 1, the last answer on stderr)
+  if [ -z "$1" ]; then  # api.enabled: false: still active after a settling time (crash loops restart within 2 s)
+    say "the manifest disables the local API: no /healthz; checking that the service stays active for 15 s"
+    sleep 15
+    "$SYSTEMCTL" is-active --quiet "$UNIT.service"
+    return
+  fi
   "$PREFIX/current/bin/python" - "$1" "$HEALTH_TIMEOUT" <<'PY'
 import sys, time, urllib.error, urllib.request
 url, deadline, last = sys.argv[1], time.monotonic() + float(sys.argv[2]), "no answer"
