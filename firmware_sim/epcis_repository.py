@@ -95,6 +95,7 @@ class EpcisRepository:
         self.validate = validate
         self.running_polls = running_polls
         self.script: deque[int] = deque()  # statuses for the next POSTs
+        self.location_base: str | None = None  # a misbehaving repository: Location under another base (tests)
         self.reject_ids: set[str] = set()
         self.events: dict[str, dict[str, Any]] = {}  # eventID -> event
         self.order: list[str] = []  # eventIDs in capture order
@@ -324,5 +325,5 @@ class _Handler(BaseHTTPRequestHandler):
                 return 400
         behaviour = self.headers.get("GS1-Capture-Error-Behaviour", "rollback").strip().lower()
         job = repo.capture(doc, "proceed" if behaviour == "proceed" else "rollback")
-        self._send(202, headers={"Location": f"{repo.base_path}/capture/{job.id}"})
+        self._send(202, headers={"Location": f"{repo.location_base or repo.base_path}/capture/{job.id}"})
         return 202

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import orjson
 
@@ -310,9 +310,12 @@ class CaptureWorker:
             resp = await self._client.post(url, content=body, headers=self._headers)
             if resp.status_code == 202:
                 location = resp.headers.get("Location")
-                if not location:
-                    return _Outcome("retry", "202 without a Location header")
-                return await self._follow(urljoin(url, location))
+                if not location or len(location) > 2048:
+                    return _Outcome("retry", "202 without a usable Location header")
+                job_url = urljoin(url, location)
+                if _origin(job_url) != _origin(url):  # our credentials go to the repository only
+                    return _Outcome("refused", f"202 Location {job_url[:200]} is not on {_origin(url)}")
+                return await self._follow(job_url)
             return self._problem(resp)
         except httpx.HTTPError as exc:
             return _Outcome("retry", f"{type(exc).__name__}: {exc}"[:300])
@@ -367,6 +370,15 @@ class CaptureWorker:
         if code in (401, 403, 404, 405, 406, 415):
             return _Outcome("refused", error, retry_after=retry_after)
         return _Outcome("retry", error, retry_after=retry_after)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
 
 
 def _json(resp: httpx.Response) -> Any:

@@ -228,6 +228,27 @@ async def test_refused_credentials_fault_the_sink_and_keep_the_events(
         repo.stop()
 
 
+@pytest.mark.parametrize(("location", "follows"), [
+    ("http://127.0.0.2:{port}/epcis", False),  # another host: our token must not go there
+    ("https://127.0.0.1:{port}/epcis", False),  # another scheme
+    ("http://127.0.0.1:{port}/epcis", True),  # absolute, same origin
+    ("//127.0.0.1:{port}/epcis", True),  # scheme-relative, same origin
+])
+async def test_the_job_is_followed_only_on_the_repository(
+    mosquitto: Mosquitto, tmp_path: Path, repo: EpcisRepository, location: str, follows: bool
+) -> None:
+    repo.location_base = location.format(port=repo.url.split(":")[2].split("/")[0])
+    m = manifest(tmp_path, repo.url)
+    async with Gateway(m, hub_url=mosquitto.url, data_dir=tmp_path / "var", tick_interval=0.1) as gw:
+        await gw.emit_committed(rfid_events(m, 5))
+        if follows:
+            await wait_for(lambda: _empty(gw), 20, "captured through an absolute Location")
+        else:
+            await wait_for(lambda: sink_status(gw).state == "fault", 20, "foreign Location refused")
+            assert "is not on" in (sink_status(gw).error or "")
+            assert await rows(gw, "pending") == 5  # kept: a later attempt (or the operator) settles it
+
+
 def test_basic_auth_header_is_rfc7617(tmp_path: Path) -> None:
     cfg = EpcisCaptureConfig(url="http://127.0.0.1:1/epcis", username="store-1", password="pä:ss")
     from sinks.epcis_capture import CaptureReactor, CaptureWorker
