@@ -406,7 +406,7 @@ def _retry_after(value: str | None) -> float | None:
     if value.strip().isdigit():
         return float(min(int(value.strip()), int(MAX_RETRY_AFTER_S)))
     with contextlib.suppress(TypeError, ValueError, IndexError):
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        return min(max(0.0, parsedate_to_datetime(value).timestamp() - time.time()), MAX_RETRY_AFTER_S)
     return None
 
 
