@@ -35,6 +35,24 @@ def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
+def wait_mqtt(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> None:
+    """Block until the broker on host:port accepts an MQTT 3.1.1 connection (CONNACK 0), or raise TimeoutError.
+    A NATS node accepts TCP long before it serves MQTT: it needs its JetStream cluster's quorum first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1.0) as s:
+            # CONNECT: protocol "MQTT" level 4, clean session, keepalive 10 s, client id "edge-probe"
+            body = b"\x00\x04MQTT\x04\x02\x00\x0a" + b"\x00\x0aedge-probe"
+            s.sendall(bytes([0x10, len(body)]) + body)
+            s.settimeout(max(0.1, min(6.0, deadline - time.monotonic())))
+            ack = s.recv(4)
+            if ack[:2] == b"\x20\x02" and ack[3:4] == b"\x00":
+                s.sendall(b"\xe0\x00")  # DISCONNECT
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"no MQTT CONNACK from {host}:{port} after {timeout}s")
+
+
 class BrokerProcess(abc.ABC):
     """A broker child process on a fixed loopback port that can be killed and started again."""
 
@@ -160,6 +178,88 @@ class NatsMqtt(BrokerProcess):
             f"mqtt {{ listen: 127.0.0.1:{self.port} }}\n"
         )
         return [str(_which("nats-server") or "nats-server"), "-c", str(conf)]
+
+
+class NatsNode(NatsMqtt):
+    """One node of a `NatsCluster`: JetStream, its MQTT listener and a route to every other node."""
+
+    def __init__(self, name: str, cluster: str, workdir: Path) -> None:
+        super().__init__(None, workdir)
+        self.name = name
+        self.cluster = cluster
+        self.route_port = free_port()
+        self.routes: list[int] = []  # the other nodes' route ports, set by the cluster
+
+    def command(self) -> list[str]:
+        """nats-server -c <generated config> (server_name, cluster routes, JetStream store, MQTT listener)."""
+        conf = self.workdir / "nats.conf"
+        routes = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in self.routes)
+        conf.write_text(
+            f'server_name: "{self.name}"\n'
+            f"listen: 127.0.0.1:{self.client_port}\n"
+            f'jetstream {{ store_dir: "{self.workdir / "js"}" }}\n'
+            f'cluster {{ name: "{self.cluster}", listen: 127.0.0.1:{self.route_port}, routes: [{routes}] }}\n'
+            # the MQTT streams (sessions, QoS 1 messages, retained) replicated on every node (else sized by the
+            # nodes seen at the first MQTT connect: R2 on a cluster still forming, which one lost node stalls)
+            f"mqtt {{ listen: 127.0.0.1:{self.port}, stream_replicas: {len(self.routes) + 1} }}\n"
+        )
+        return [str(_which("nats-server") or "nats-server"), "-c", str(conf)]
+
+
+class NatsCluster:
+    """A NATS cluster of `size` nodes on loopback ports, each with JetStream and an MQTT listener (a chain's
+    clustered hub); nodes can be killed and started again one by one. Stopped by PID, like every broker here."""
+
+    def __init__(self, size: int = 3, workdir: Path | None = None, name: str = "edge-hub") -> None:
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="edge-nats-cluster-"))
+        self.nodes = [NatsNode(f"{name}-{i + 1}", name, self.workdir / f"n{i + 1}") for i in range(size)]
+        for node in self.nodes:
+            node.routes = [other.route_port for other in self.nodes if other is not node]
+
+    @property
+    def urls(self) -> list[str]:
+        """Every node's MQTT URL, in node order."""
+        return [n.url for n in self.nodes]
+
+    def node_at(self, url: str) -> NatsNode:
+        """The node whose MQTT URL this is."""
+        return next(n for n in self.nodes if n.url == url)
+
+    def start(self, timeout: float = 30.0) -> NatsCluster:
+        """Start every node (all at once: JetStream needs a quorum to elect its meta leader)."""
+        procs = []
+        for node in self.nodes:
+            log = (node.workdir / f"{node.kind}.log").open("ab")
+            if node.proc is None or node.proc.poll() is not None:
+                node.proc = subprocess.Popen(node.command(), stdout=log, stderr=subprocess.STDOUT, cwd=node.workdir,
+                                             start_new_session=True)
+            procs.append(node)
+        deadline = time.monotonic() + timeout
+        for node in procs:
+            try:
+                wait_port(node.port, max(0.1, deadline - time.monotonic()))
+                wait_mqtt(node.port, max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                self.stop()
+                tail = (node.workdir / f"{node.kind}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"nats node {node.name} does not serve MQTT on port {node.port}:\n{tail}") from None
+        return self
+
+    def start_node(self, node: NatsNode, timeout: float = 30.0) -> None:
+        """Start one node again (the others running) and wait until it serves MQTT, JetStream included."""
+        node.start(timeout)
+        wait_mqtt(node.port, timeout)
+
+    def stop(self) -> None:
+        """Stop every node by PID."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> NatsCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class RabbitMqtt(BrokerProcess):

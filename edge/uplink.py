@@ -23,8 +23,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +40,7 @@ from edge.envelope import rfc3339
 from edge.metrics import Metrics
 from edge.mqtt_session import MqttSession, MqttSessionError, SessionOptions
 from edge.outbox import Outbox, OutRow
+from edge.supervisor import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,14 @@ class Uplink:
         live_cap: int = 50_000,
     ) -> None:
         self.hub = hub
-        self.url = url or hub.url
+        # the hub's nodes in the order this store tries them: the list rotated to start at crc32(store id) mod n,
+        # so a chain's stores spread over a cluster's nodes, each store always the same way; after any failure
+        # the next node in the list (docs/fleet.md)
+        urls = [url] if url else hub.endpoints
+        first = zlib.crc32(store_id.encode()) % len(urls)
+        self.urls = urls[first:] + urls[:first]
+        self.url = self.urls[0]  # the node in use (or being tried)
+        self.backoff = Backoff(initial=hub.reconnect_min, maximum=hub.reconnect_max)
         self.outbox = outbox
         self.store_id = store_id
         self.root = topic_root
@@ -121,8 +129,8 @@ class Uplink:
         self._wake.set()
 
     # ---- connection ----
-    def _options(self) -> SessionOptions:
-        parts = urlsplit(self.url)
+    def _options(self, url: str) -> SessionOptions:
+        parts = urlsplit(url)
         t = self.hub.tls
         tls = parts.scheme in {"mqtts", "ssl"} or t is not None
         return SessionOptions(
@@ -143,17 +151,21 @@ class Uplink:
         )
 
     async def run(self) -> None:
-        """Connect, serve, and reconnect with jittered exponential backoff, until cancelled."""
-        delay = self.hub.reconnect_min
+        """Connect, serve, and on any failure move to the hub's next node after a jittered backoff, until
+        cancelled. Every session starts again from the outbox's watermark, whichever node it is on."""
+        attempt = 0
+        node = 0
         was_up: bool | None = None
         while True:
+            self.url = url = self.urls[node]
             started = time.monotonic()
-            session = MqttSession(self._options())
+            acked = self.outbox.acked_through
+            session = MqttSession(self._options(url))
             try:
                 await session.open()
                 _raise_if_cancel_was_lost()
-                if was_up is not True:
-                    log.info("hub %s connected", self.url)
+                if was_up is not True or len(self.urls) > 1:
+                    log.info("hub %s connected", url)
                 was_up = True
                 self.metrics.inc("edge_uplink_connects_total")
                 await self._session(session)
@@ -167,17 +179,22 @@ class Uplink:
                 raise
             except MqttSessionError as exc:
                 if was_up is not False:
-                    log.warning("hub %s unreachable: %s (buffering; retrying with backoff)", self.url, exc)
+                    more = f"; next {self.urls[(node + 1) % len(self.urls)]}" if len(self.urls) > 1 else ""
+                    log.warning("hub %s unreachable: %s (buffering; retrying with backoff%s)", url, exc, more)
                 was_up = False
             finally:
                 self.connected.clear()
                 self._prio_on = False
                 self._prio.clear()
                 await session.close()
-            if time.monotonic() - started > 30:
-                delay = self.hub.reconnect_min
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(max(delay * 2, 0.1), self.hub.reconnect_max)
+            # a session that got anything acknowledged (or lasted) proved the hub: the next try is a quick one
+            if self.outbox.acked_through > acked or time.monotonic() - started >= self.backoff.stable_after:
+                attempt = 0
+            attempt += 1
+            if len(self.urls) > 1:
+                node = (node + 1) % len(self.urls)
+                self.metrics.inc("edge_uplink_failovers_total")
+            await asyncio.sleep(self.backoff.delay(attempt))
 
     async def _session(self, session: MqttSession) -> None:
         # Start each session from the oldest row still in the outbox (not yet acknowledged).
