@@ -505,14 +505,6 @@ def create_app(
         """Display names (default and per language) of the store, zones, shelves and catalog items."""
         return _names(gw)
 
-    @app.get("/api/v1/rules/levels", tags=["rules"], responses=_errors(503))
-    async def levels(_: Reader) -> dict[str, Any]:
-        """Each cell's restock level from the loaded rules: `min` (at or below it the cell is low) and
-        whether its low-stock rule is enabled; the dashboard colours lane bars by them."""
-        cells = svc().engine.ruleset.cells
-        return {"items": [{"shelf": r.shelf, "sku": r.sku, "min": r.min, "enabled": r.enabled}
-                          for r in cells.values()]}
-
     @app.get("/api/v1/beacons", tags=["devices"])
     async def beacons(_: Reader) -> dict[str, Any]:
         """Store beacons with their health: `battery_low`, `silent`, last seen (the rules raise no alert

@@ -65,10 +65,10 @@ async def test_dashboard_live_alert_and_acknowledge(running: Running, mosquitto:
                 running.set_stock("shelf-a1", "cola-330", 2)
                 await page.wait_for_selector(".cell[data-sku='cola-330'] .count:has-text('2/24')")
                 item = await page.wait_for_selector(
-                    "li.alert.kind-low_stock.state-open:has-text('cola-330 on shelf-a1')", timeout=10_000
+                    "li.alert.kind-low_stock.state-open:has-text('Cola 330 ml on Drinks, top')", timeout=10_000
                 )
                 assert item is not None
-                assert "cola-330" in (await item.text_content() or "")
+                assert "Cola 330 ml" in (await item.text_content() or "")
                 await page.wait_for_selector(".cell.low[data-sku='cola-330']")
                 alert_id = await item.get_attribute("data-id")
                 await page.screenshot(path=str(SCREENSHOT), full_page=True)
