@@ -15,6 +15,7 @@ pkgs_extra=(libdbus-1-dev libglib2.0-dev)
 if [ "$mode" = test ]; then
   # systemd-analyze: tests/deploy/test_install.py verifies the installed unit (the package, not a running systemd)
   need+=([nats-server]=nats-server [chromium]=chromium [openssl]=openssl [systemd-analyze]=systemd)
+  pkgs_extra+=(fonts-wqy-microhei)  # a CJK font: the dashboard's zh-CN tests and screenshots show Chinese, not boxes
 fi
 
 missing=()
