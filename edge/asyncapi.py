@@ -129,6 +129,12 @@ COMMANDS: dict[str, tuple[str, dict[str, Any]]] = {
         "state/stock topics and GET /api/v1/stock.",
         {"shelf": {"type": "string"}, "sku": {"type": "string"}, "zone": {"type": "string"}},
     ),
+    "atp.get": (
+        "Available-to-promise: one SKU's document (with `sku`) or every catalog SKU's (optionally one `category`); "
+        "the same documents as the retained state/atp topics and GET /api/v1/atp. An unknown sku or category is "
+        "not_found.",
+        {"sku": {"type": "string"}, "category": {"type": "string"}},
+    ),
 }
 
 REQUEST_BASE = {
@@ -238,9 +244,20 @@ def build(root: Path | None = None) -> dict[str, Any]:
         "parameters": {"root": {"description": "topic prefix and store id"}, "shelf": {"description": "shelf id"}},
         "messages": {"shelf_stock": {"$ref": "#/components/messages/shelf_stock"}},
     }
-    cell = {"type": "object", "required": ["shelf", "sku", "count", "version"], "properties": {
+    cell = {"type": "object", "required": ["shelf", "sku", "count", "version", "state"], "properties": {
         "shelf": {"type": "string"}, "sku": {"type": "string"}, "zone": {"type": "string"},
-        "count": {"type": "integer", "minimum": 0}, "version": {"type": "integer", "minimum": 0},
+        "count": {"type": ["integer", "null"], "minimum": 0,
+                  "description": "null while no source ever reported the cell (state unknown): unknown is not 0"},
+        "version": {"type": "integer", "minimum": 0},
+        # self-explaining (issue 16): what it is, how full, when last seen
+        "gtin": {"type": ["string", "null"], "description": "GTIN-14"}, "name": {"type": ["string", "null"]},
+        "unit": {"type": "string", "description": "UN/ECE Rec 20 code, EA = each"},
+        "category": {"type": ["string", "null"]},
+        "state": {"enum": ["unknown", "out", "low", "ok"]},
+        "low": {"type": "boolean", "description": "at or below min (or out)"},
+        "min": {"type": ["integer", "null"], "description": "restock rule's min (null: no enabled rule)"},
+        "par": {"type": ["integer", "null"], "description": "restock rule's par (restocked up to)"},
+        "verified": {"type": ["string", "null"], "description": "last claim of a count, also an unchanged one"},
         "origin": {"type": "string"}, "updated": {"type": ["string", "null"]}, "capacity": {"type": "integer"},
         # trust (issue 14): a source cannot see the cell (stale) or fused sources disagree (conflict), since when
         "stale": {"type": "boolean"}, "stale_since": {"type": ["string", "null"]},
@@ -256,6 +273,7 @@ def build(root: Path | None = None) -> dict[str, Any]:
                        "version": {"type": "integer"},
                        "items": {"type": "array", "items": {"$ref": "#/components/schemas/StockCell"}}}}}
     operations["publish_state_stock"] = {"action": "send", "channel": {"$ref": "#/channels/state_stock"}}
+    _store_state(channels, operations, messages)
     commands = {**COMMANDS, **_part_commands(root)}
     for name, (desc, props) in sorted(commands.items()):
         cid = "cmd_" + name.replace(".", "_")
@@ -289,6 +307,45 @@ def build(root: Path | None = None) -> dict[str, Any]:
         "operations": operations,
         "components": {"schemas": schemas, "messages": messages},
     }
+
+
+def _store_state(channels: dict[str, Any], operations: dict[str, Any], messages: dict[str, Any]) -> None:
+    """Retained state/atp/{sku}, state/info and state/catalog (issue 16; edge/atp.py, edge/storeinfo.py)."""
+    nullable = {"type": ["string", "null"]}
+    docs: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
+        "state_atp": ("{root}/state/atp/{sku}", "Retained, latest wins: available-to-promise of one SKU = certain on "
+                      "hand - reserved - safety stock (>= 0); a new version when the figure or its reasons change.",
+                      {"sku": {"description": "catalog sku"}},
+                      {"type": "object", "required": ["sku", "atp", "version"], "properties": {
+                          "sku": {"type": "string"}, "gtin": nullable, "name": nullable, "unit": {"type": "string"},
+                          "category": nullable, "atp": {"type": "integer", "minimum": 0},
+                          "on_hand": {"type": "integer"}, "certain": {"type": "integer"},
+                          "reserved": {"type": "integer"}, "safety_stock": {"type": "integer"},
+                          "certain_only": {"type": "boolean"},
+                          "reasons": {"type": "array", "items": {"type": "string"}},
+                          "locations": {"type": "array", "items": {"type": "object"}},
+                          "thresholds": {"type": "array", "items": {"type": "integer"}},
+                          "level": {"type": "integer"}, "version": {"type": "integer"},
+                          "updated": {"type": "string"}}}),
+        "state_info": ("{root}/state/info", "Retained: the store, its time zone and opening hours, gateway and "
+                       "manifest versions (sha256), every device with its state.", {},
+                       {"type": "object", "required": ["store", "version"], "properties": {
+                           "store": {"type": "string"}, "name": nullable, "timezone": {"type": "string"},
+                           "gln": nullable, "opening_hours": {"type": "object"},
+                           "gateway_version": {"type": "string"}, "manifest": {"type": "object"},
+                           "devices": {"type": "array", "items": {"type": "object"}},
+                           "version": {"type": "integer"}, "updated": {"type": "string"}}}),
+        "state_catalog": ("{root}/state/catalog", "Retained: the catalog, SKU <-> GTIN-14, names, unit, category.",
+                          {}, {"type": "object", "required": ["items", "version"], "properties": {
+                              "store": {"type": "string"}, "items": {"type": "array", "items": {"type": "object"}},
+                              "version": {"type": "integer"}, "updated": {"type": "string"}}}),
+    }
+    for cid, (address, desc, params, payload) in docs.items():
+        channels[cid] = {"address": address, "description": desc,
+                         "parameters": {"root": {"description": "topic prefix and store id"}, **params},
+                         "messages": {cid: {"$ref": f"#/components/messages/{cid}"}}}
+        messages[cid] = {"name": cid, "contentType": "application/json", "payload": payload}
+        operations[f"publish_{cid}"] = {"action": "send", "channel": {"$ref": f"#/channels/{cid}"}}
 
 
 def render(root: Path | None = None) -> str:

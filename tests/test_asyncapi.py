@@ -55,6 +55,15 @@ def test_demo_messages_validate(tmp_path: Path, mosquitto: Mosquitto) -> None:
         if "/state/stock/" in m.topic:
             problems += [f"{m.topic}: {e.message}" for e in shelf.iter_errors(body)]
             continue
+        if "/state/" in m.topic:  # retained store state (issue 16): state/atp/{sku}, state/info, state/catalog
+            kind = "state_atp" if "/state/atp/" in m.topic else "state_" + m.topic.rsplit("/", 1)[1]
+            if kind not in doc["components"]["messages"]:
+                problems.append(f"{m.topic}: retained topic not in the AsyncAPI document")
+                continue
+            v = _validator(doc, f"#/components/messages/{kind}/payload")
+            problems += [f"{m.topic}: {e.message}" for e in v.iter_errors(body)]
+            seen_types.add(kind)
+            continue
         if "/cmd/" in m.topic:
             continue
         for ev in body if isinstance(body, list) else [body]:
@@ -70,5 +79,6 @@ def test_demo_messages_validate(tmp_path: Path, mosquitto: Mosquitto) -> None:
             problems += [f"{ev['type']}: {'/'.join(map(str, e.path))}: {e.message}" for e in v.iter_errors(ev)]
     assert not problems, "\n".join(sorted(set(problems))[:40])
     # the demo exercises every device family's path to the hub
-    for t in ("retail.stock.changed.v1", "retail.device.status.v1", "retail.rfid.tag.arrived.v1"):
+    for t in ("retail.stock.changed.v1", "retail.device.status.v1", "retail.rfid.tag.arrived.v1", "state_atp",
+              "state_info", "state_catalog"):
         assert t in seen_types, sorted(seen_types)
