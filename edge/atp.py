@@ -86,8 +86,8 @@ def cell_certain(cell: StockCell) -> tuple[int, str | None]:
     return cell.count, None
 
 
-def compute_atp(sku: str, cells: Iterable[StockCell], *, reserved: int, safety_stock: int) -> Atp:
-    """ATP of `sku` from its cells (pure)."""
+def compute_atp(sku: str, cells: Iterable[StockCell], *, reserved: int | None, safety_stock: int) -> Atp:
+    """ATP of `sku` from its cells (pure); `reserved` None: the reservations are not known (ATP 0)."""
     on_hand = certain = 0
     reasons: list[str] = []
     locations: list[dict[str, Any]] = []
@@ -101,6 +101,9 @@ def compute_atp(sku: str, cells: Iterable[StockCell], *, reserved: int, safety_s
                           "counted": sure, "version": cell.version + cell.trust_version})
     if not locations:
         reasons.append("on no shelf of the planogram")
+    if reserved is None:
+        reasons.append("reservations unknown (the order book failed): nothing promised")
+        return Atp(sku, 0, on_hand, certain, 0, safety_stock, tuple(reasons), tuple(locations))
     reserved = max(0, reserved)
     atp = max(0, certain - reserved - safety_stock)
     return Atp(sku, atp, on_hand, certain, reserved, safety_stock, tuple(reasons), tuple(locations))
@@ -234,11 +237,11 @@ class AtpTracker:
                     version=doc["version"]))  # fmt: skip
         return events, snaps
 
-    def _reserved(self, sku: str) -> int:
+    def _reserved(self, sku: str) -> int | None:
         try:
             return max(0, int(self.reserved(sku)))
-        except Exception:  # a broken hook must not stop stock: nothing reserved is known then
-            return 0
+        except Exception:  # a broken hook must not stop stock; what is reserved is unknown: promise nothing
+            return None
 
 
 def _content(doc: dict[str, Any]) -> dict[str, Any]:

@@ -36,9 +36,10 @@ def cell(count: int, version: int = 1, **kw: Any) -> StockCell:
         ([cell(9, conflict_since=T0, sources=(("rfid", 9), ("weight", 4)))], 0, 0, 4, 4, 9, 1),
         ([], 0, 0, 0, 0, 0, 1),  # on no shelf
         ([cell(5)], -3, 0, 5, 5, 5, 0),  # a negative reservation from a broken hook counts 0
+        ([cell(5)], None, 0, 0, 5, 5, 1),  # reservations unknown: nothing is promised
     ],
 )
-def test_compute_atp(cells: list[StockCell], reserved: int, safety: int, atp: int, certain: int, on_hand: int,
+def test_compute_atp(cells: list[StockCell], reserved: int | None, safety: int, atp: int, certain: int, on_hand: int,
                      n_reasons: int) -> None:  # fmt: skip
     a = compute_atp("cola-330", cells, reserved=reserved, safety_stock=safety)
     assert (a.atp, a.certain, a.on_hand, len(a.reasons)) == (atp, certain, on_hand, n_reasons), a.reasons
@@ -110,6 +111,14 @@ def test_reservation_hook_lowers_atp() -> None:
     _, snaps = tr.refresh(T0)
     assert list(snaps) == ["state/atp/cola-330"]
     assert (snaps["state/atp/cola-330"][0]["atp"], snaps["state/atp/cola-330"][0]["reserved"]) == (6, 4)
+
+    def broken(sku: str) -> int:
+        raise RuntimeError("order book down")
+
+    tr.reserved = broken
+    _, snaps = tr.refresh(T0)
+    doc = snaps["state/atp/cola-330"][0]
+    assert (doc["atp"], doc["reasons"][-1]) == (0, "reservations unknown (the order book failed): nothing promised")
 
 
 @pytest.mark.parametrize(
