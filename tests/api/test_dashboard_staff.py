@@ -29,6 +29,8 @@ import yaml
 from playwright.async_api import Browser, Page, async_playwright
 
 from edge.brokers import Mosquitto
+from edge.config import parse_manifest
+from edge.errors import ConfigError
 from edge.gateway import Gateway
 from edge.processing import StockFlag
 from firmware_sim.world import demo_manifest_text
@@ -148,6 +150,23 @@ def test_catalogs_have_the_same_keys() -> None:
     assert {k for k in used if f'"{k}"' not in source} == set()  # every string is used
 
 
+@pytest.mark.parametrize(
+    ("names", "error"),
+    [
+        ({"fr": "Boissons"}, "Input should be 'zh-CN' or 'en'"),
+        ({"zh-CN": ""}, "at least 1 character"),
+        ({"zh-CN": "饮" * 129}, "at most 128 characters"),
+        ("饮料区", "valid dictionary"),
+    ],
+)
+def test_manifest_names_are_checked(names: Any, error: str) -> None:
+    raw = yaml.safe_load(demo_manifest_text())
+    raw["zones"][0]["names"] = names
+    with pytest.raises(ConfigError) as err:
+        parse_manifest(yaml.safe_dump(raw, allow_unicode=True), "store.yaml")
+    assert "zones[0].names" in str(err.value) and error in str(err.value), str(err.value)
+
+
 @pytest.mark.timeout(90)
 async def test_zh_cn_names_language_switch_and_urgency(mosquitto: Mosquitto, tmp_path: Path) -> None:
     console: list[str] = []
@@ -157,6 +176,27 @@ async def test_zh_cn_names_language_switch_and_urgency(mosquitto: Mosquitto, tmp
         now = run.gw.clock.now()
         run.gw.pipeline.route([StockFlag(shelf="rack-c1", sku="tee-m", time=now, origin="rfid", source="test",
                                          flag="stale", on=True, reason="reader rfid-1 offline")], now)
+        # what the page reads: names (default and per language) and the beacons' health, for reader roles only
+        r = await run.client.get("/api/v1/names", headers=run.headers("hq"))
+        names = r.json()
+        assert names["store"] == {"id": "demo", "name": "示范超市"}
+        assert names["zones"]["aisle-1"] == {"name": "Drinks", "names": {"zh-CN": "饮料区"}}
+        rack = {"name": "Apparel rack", "names": {"zh-CN": "服装挂架"}, "zone": "apparel"}
+        assert names["shelves"]["rack-c1"] == rack
+        assert names["catalog"]["tee-l"] == {"name": "T-shirt L", "names": {"zh-CN": "T恤 L码"}}
+        assert names["zones"]["entrance"] == {"name": "Entrance", "names": {}}
+        for path in ("/api/v1/names", "/api/v1/beacons"):
+            assert (await run.client.get(path, headers=run.headers("shopper-app"))).status_code == 403
+            assert (await run.client.get(path)).status_code == 401
+
+        async def silent() -> bool:
+            r = await run.client.get("/api/v1/beacons", headers=run.headers("staff"))
+            return bool(r.json()["items"][0]["silent"])
+
+        await wait_for(silent, timeout=20, what="the beacon never heard reported silent")
+        r = await run.client.get("/api/v1/beacons", headers=run.headers("staff"))
+        assert r.json()["items"] == [{"beacon": "bcn-drinks", "zone": "aisle-1", "battery_mv": None,
+                                      "battery_low": False, "silent": True, "last_seen": None}]
         page = await open_dashboard(browser, run.base, "zh-CN", console)
 
         # zh-CN from the browser's language: UI strings and the manifest's names
@@ -270,6 +310,11 @@ async def test_chime_notification_and_stale_banner(mosquitto: Mosquitto, tmp_pat
         filt = await page.evaluate("() => getComputedStyle(document.querySelector('main')).filter")
         assert filt == "grayscale(1)"
         await page.click("li.alert button.ack", force=True)  # a click on the disabled button does nothing
+        # the language switch needs the catalog from the gateway: without it the page stays in its language
+        await page.select_option("#lang", "zh-CN")
+        await page.wait_for_function("() => document.querySelector('#lang').value === 'en'")
+        assert await page.get_attribute("html", "lang") == "en"
+        assert (await page.text_content("#stale") or "").startswith("Not live")
         # back on the same port: live again, actions enabled, the alert still there to acknowledge
         async with gateway(mosquitto, tmp_path, api_port=port) as run:
             await page.wait_for_selector("#live.on", timeout=30_000)

@@ -36,7 +36,9 @@ function pickLang() {
 
 async function loadCatalog() {
   const res = await fetch(`/static/i18n/${lang}.json`, { cache: "no-cache" });
+  if (!res.ok) throw new Error(`HTTP ${res.status}`);
   catalog = await res.json();
+  loadCatalog.lang = lang;
   document.documentElement.lang = lang;
   $("lang").value = lang;
   for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
@@ -482,9 +484,16 @@ $("login-form").addEventListener("submit", (ev) => {
 $("logout").addEventListener("click", () => signOut(""));
 $("chime").addEventListener("click", () => { toggleChime(); });
 $("lang").addEventListener("change", async () => {
+  const before = lang;
   lang = LANGS.includes($("lang").value) ? $("lang").value : "en";
+  try {
+    await loadCatalog();
+  } catch (e) {  // the gateway is not reachable: stay in the language whose strings we have
+    lang = before;
+    $("lang").value = lang;
+    return;
+  }
   localStorage.setItem("edge-lang", lang);
-  await loadCatalog();
   renderAll();
 });
 $("alerts").addEventListener("click", (ev) => {
