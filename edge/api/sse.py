@@ -1,7 +1,9 @@
 """Server-sent events (text/event-stream) of every accepted event, from `GatewayView.subscribe()`.
 
 Each message is `id: <CloudEvents id>`, `event: <type>`, `data: <the CloudEvents JSON>`; a comment line
-every `keepalive_s` keeps proxies from closing an idle stream. Streams end when the server stops.
+every `keepalive_s` keeps proxies from closing an idle stream. Streams end when the server stops. Each
+`retail.stock.changed.v1` is followed by an `event: stock.cell` message (no id) whose data is that cell as it
+is now, in the same self-explaining form as `GET /api/v1/stock` (GTIN, name, unit, min/par, state, trust).
 """
 
 from __future__ import annotations
@@ -22,6 +24,18 @@ def format_event(env: dict[str, Any]) -> str:
     return f"id: {env.get('id', '')}\nevent: {env.get('type', 'message')}\ndata: {data}\n\n"
 
 
+def stock_cell(gw: GatewayView, env: dict[str, Any]) -> str | None:
+    """The `stock.cell` message following a stock change: the cell as it is now (None for other events)."""
+    data = env.get("data")
+    if env.get("type") != "retail.stock.changed.v1" or not isinstance(data, dict):
+        return None
+    cell = gw.stock.get(str(data.get("shelf")), str(data.get("sku")))
+    if cell is None:
+        return None
+    body = orjson.dumps(gw.stock.describe(cell), option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC).decode()
+    return f"event: stock.cell\ndata: {body}\n\n"
+
+
 async def event_stream(
     gw: GatewayView, stop: asyncio.Event, type_prefix: str = "", keepalive_s: float = 15.0
 ) -> AsyncIterator[str]:
@@ -40,6 +54,9 @@ async def event_stream(
                 nxt = None
                 if str(env.get("type", "")).startswith(type_prefix):
                     yield format_event(env)
+                    cell = stock_cell(gw, env)
+                    if cell is not None:
+                        yield cell
             elif not done:
                 yield ": keepalive\n\n"
     finally:

@@ -7,9 +7,11 @@ unknown shelves/SKUs/zones are `not_found` in both; retained `state/catalog` and
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
@@ -19,7 +21,7 @@ from edge.gateway import Gateway
 from edge.processing import StockUpdate
 from edge.storeinfo import manifest_hash
 from firmware_sim.hub import HubRecorder
-from tests.api.conftest import Running, manifest_for_tests, running, wait_for  # noqa: F401 (the fixture)
+from tests.api.conftest import TOKENS, Running, manifest_for_tests, running, wait_for  # noqa: F401 (the fixture)
 from tests.api.test_api import command
 
 ROOT = "retail/v1/demo"
@@ -83,6 +85,29 @@ async def test_a_repeated_count_is_a_verification_not_a_change(running: Running)
     running.set_stock("shelf-b1", "choc-100", 9)
     again = await wait_for(lambda: _if(choc(), lambda c: c["verified"] != first["verified"]), 10, "verification")
     assert (again["version"], again["updated"], again["count"]) == (1, first["updated"], 9)
+
+
+async def test_sse_follows_each_stock_change_with_the_cell(running: Running) -> None:  # noqa: F811
+    lines: list[str] = []
+
+    async def read() -> None:
+        async with running.client.stream(
+            "GET", "/api/v1/events", params={"access_token": TOKENS["staff"], "type_prefix": "retail.stock."}
+        ) as r:
+            async for line in r.aiter_lines():
+                lines.append(line)
+                if line.startswith("data:") and "event: stock.cell" in lines:
+                    return
+
+    task = asyncio.create_task(read())
+    await wait_for(lambda: any(line.startswith(": connected") for line in lines), 5, "stream open")
+    running.set_stock("shelf-b1", "choc-100", 2)
+    await asyncio.wait_for(task, 10)
+    at = lines.index("event: stock.cell")
+    assert "event: retail.stock.changed.v1" in lines[:at]
+    cell = orjson.loads(lines[-1][5:])
+    assert (cell["sku"], cell["gtin"], cell["count"], cell["state"], cell["min"]) == (
+        "choc-100", "07622210449283", 2, "low", 3)
 
 
 @pytest.mark.parametrize(
