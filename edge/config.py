@@ -64,7 +64,7 @@ WEIGHT_MAX_G = 1_000_000.0  # one tonne: the largest unit weight a lane or catal
 Locale = Literal["zh-CN", "en"]
 DisplayName = Annotated[str, Field(min_length=1, max_length=128)]
 Names = Annotated[dict[Locale, DisplayName], Field(
-    default_factory=dict, description="the name per language, e.g. {zh-CN: 饮料区, en: Drinks}; `name` is the default")]
+    description="the name per language, e.g. {zh-CN: 饮料区, en: Drinks}; `name` is the default")]
 
 
 class StoreInfo(StrictModel):
@@ -313,7 +313,7 @@ class Zone(StrictModel):
 
     id: Ident
     name: str = ""
-    names: Names
+    names: Names = Field(default_factory=dict)
     sgln: Sgln | None = Field(
         default=None, description="urn:epc:id:sgln:CompanyPrefix.LocationRef.Extension (prefix + location "
         "reference = 12 digits; extension up to 20 GS1 characters, 0 = none)",
@@ -325,7 +325,7 @@ class CatalogItem(StrictModel):
 
     sku: Ident
     name: str = ""
-    names: Names
+    names: Names = Field(default_factory=dict)
     gtin: str | None = Field(default=None, pattern=r"^[0-9]{8}$|^[0-9]{12,14}$")
     unit_weight_g: float | None = Field(default=None, gt=0, le=WEIGHT_MAX_G)
     case_pack: PositiveCount = 1
@@ -359,7 +359,7 @@ class Shelf(StrictModel):
     id: Ident
     zone: Ident
     name: str = ""
-    names: Names
+    names: Names = Field(default_factory=dict)
     lanes: list[Lane] = Field(min_length=1)
     stock_source: Literal["any", "weight", "rfid", "scan"] = Field(
         default="any",
