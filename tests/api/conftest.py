@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -103,13 +104,19 @@ def iso_now(gw: Gateway) -> str:
     return t.isoformat()
 
 
-@pytest.fixture
-async def running(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Running]:
-    """The real gateway with the rules engine and the API."""
-    manifest = manifest_for_tests(tmp_path)
-    async with Gateway(manifest, hub_url=mosquitto.url, data_dir=tmp_path / "var", tick_interval=0.1) as gw:
+@asynccontextmanager
+async def serve(mosquitto: Mosquitto, tmp: Path, manifest: Manifest) -> AsyncIterator[Running]:
+    """The real gateway over `manifest` (data in `tmp`/var, the same on every start) with the rules and the API."""
+    async with Gateway(manifest, hub_url=mosquitto.url, data_dir=tmp / "var", tick_interval=0.1) as gw:
         assert gw.api is not None
         base = f"http://127.0.0.1:{gw.api.port}"
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             yield Running(gw, base, client)
         await gw.rules.stop()
+
+
+@pytest.fixture
+async def running(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Running]:
+    """The real gateway with the rules engine and the API."""
+    async with serve(mosquitto, tmp_path, manifest_for_tests(tmp_path)) as run:
+        yield run

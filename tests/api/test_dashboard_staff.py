@@ -19,11 +19,10 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from playwright.async_api import Browser, Page, async_playwright
@@ -31,10 +30,9 @@ from playwright.async_api import Browser, Page, async_playwright
 from edge.brokers import Mosquitto
 from edge.config import parse_manifest
 from edge.errors import ConfigError
-from edge.gateway import Gateway
 from edge.processing import StockFlag
 from firmware_sim.world import demo_manifest_text
-from tests.api.conftest import TOKENS, Running, manifest_for_tests, wait_for
+from tests.api.conftest import TOKENS, Running, manifest_for_tests, serve, wait_for
 from tests.api.test_dashboard import ARGS, CHROMIUM
 
 STATIC = Path(__file__).parents[2] / "edge" / "api" / "static"
@@ -86,16 +84,9 @@ def staff_overrides(api_port: int = 0) -> dict[str, Any]:
     }
 
 
-@asynccontextmanager
-async def gateway(mosquitto: Mosquitto, tmp: Path, api_port: int = 0) -> AsyncIterator[Running]:
+def gateway(mosquitto: Mosquitto, tmp: Path, api_port: int = 0) -> AbstractAsyncContextManager[Running]:
     """A real gateway over the staff manifest (same data dir on every start)."""
-    manifest = manifest_for_tests(tmp, **staff_overrides(api_port))
-    async with Gateway(manifest, hub_url=mosquitto.url, data_dir=tmp / "var", tick_interval=0.1) as gw:
-        assert gw.api is not None
-        base = f"http://127.0.0.1:{gw.api.port}"
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            yield Running(gw, base, client)
-        await gw.rules.stop()
+    return serve(mosquitto, tmp, manifest_for_tests(tmp, **staff_overrides(api_port)))
 
 
 @asynccontextmanager

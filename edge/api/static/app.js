@@ -188,6 +188,9 @@ function beaconItems() {
     for (const cond of ["battery_low", "silent"]) {
       const k = `${b.beacon}|${cond}`;
       if (!b[cond]) { state.beaconSince.delete(k); continue; }
+      // once the rules raise beacon alerts themselves (kind beacon_<condition>, device = the beacon), theirs
+      // is the item (acknowledged like any other) and the page adds none
+      if (state.alerts.some((a) => a.kind === `beacon_${cond}` && a.device === b.beacon)) continue;
       const since = cond === "silent" && b.last_seen ? b.last_seen : state.beaconSince.get(k) || new Date().toISOString();
       state.beaconSince.set(k, since);
       const reason = cond === "battery_low"
@@ -214,7 +217,11 @@ async function loadBeacons() {
 }
 
 function alertWhere(a) {
-  if (a.beacon) return t("beacon_named", { beacon: a.beacon, zone: nameOf("zones", a.zone) });
+  if (a.kind.startsWith("beacon_") && (a.beacon || a.device)) {
+    const b = a.beacon || a.device;
+    const zone = a.zone || (state.beacons.find((x) => x.beacon === b) || {}).zone;
+    return t("beacon_named", { beacon: b, zone: nameOf("zones", zone) });
+  }
   if (a.device) return t("device_named", { device: a.device });
   return t("sku_on_shelf", { sku: nameOf("catalog", a.sku), shelf: nameOf("shelves", a.shelf) });
 }
