@@ -105,6 +105,7 @@ async def open_dashboard(browser: Browser, base: str, locale: str, console: list
     """A tablet-sized page in `locale`, signed in as staff, live."""
     context = await browser.new_context(locale=locale, viewport={"width": 1024, "height": 900})
     await context.grant_permissions(["notifications"], origin=base)
+    await context.add_init_script(STALE_WATCH)
     page = await context.new_page()
     page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
     page.on("pageerror", lambda err: console.append(f"pageerror: {err}"))
@@ -119,6 +120,13 @@ async def open_dashboard(browser: Browser, base: str, locale: str, console: list
 async def texts(page: Page, selector: str) -> list[str]:
     """The text of every element matching `selector`, in document order."""
     return [t.strip() for t in await page.eval_on_selector_all(selector, "els => els.map(e => e.textContent)")]
+
+
+# records whether the not-live banner was ever shown (a page that is still connecting must not flash it)
+STALE_WATCH = """new MutationObserver(() => {
+  const b = document.getElementById("stale");
+  if (b && !b.hidden) window.staleShown = true;
+}).observe(document, {subtree: true, childList: true, attributes: true, attributeFilter: ["hidden"]});"""
 
 
 def no_errors(console: list[str]) -> None:
@@ -191,6 +199,7 @@ async def test_zh_cn_names_language_switch_and_urgency(mosquitto: Mosquitto, tmp
         page = await open_dashboard(browser, run.base, "zh-CN", console)
 
         # zh-CN from the browser's language: UI strings and the manifest's names
+        assert not await page.evaluate("() => !!window.staleShown")
         assert await page.get_attribute("html", "lang") == "zh-CN"
         assert await page.text_content("#store") == "门店：示范超市"
         assert await page.text_content("#shelves-panel h2") == "货架"
@@ -290,8 +299,10 @@ async def test_chime_notification_and_stale_banner(mosquitto: Mosquitto, tmp_pat
             await page.fill("#staff-name", "王芳")
             assert not await page.is_disabled("li.alert button.ack")
             assert not await page.is_visible("#stale")
+            assert not await page.evaluate("() => !!window.staleShown")  # not even while it connected
         # the gateway stopped: a banner with the data's age, data greyed, acknowledging disabled
         await page.wait_for_selector("#stale:visible", timeout=20_000)
+        assert await page.evaluate("() => !!window.staleShown")
         banner = await page.text_content("#stale") or ""
         assert banner.startswith("Not live") and ("ago" in banner or "now" in banner), banner
         assert re.search(r"Data from \d\d:\d\d", banner), banner  # when the data last came

@@ -372,21 +372,24 @@ async function loadTraffic() {
 }
 
 // ---- live or not ----
-function setLive(live) {
+// `down`: the stream failed (or the first load did); only then the banner and the greying show, so a page
+// that is still connecting does not flash them. Actions are disabled whenever the stream is not open.
+function setLive(live, down = state.down) {
   state.live = live;
+  state.down = !live && down;
   if (live) state.fresh = new Date();
   const el = $("live");
   el.dataset.state = live ? "live" : (state.fresh ? "reconnecting" : "offline");
   el.textContent = t(el.dataset.state);
   el.className = `live ${live ? "on" : "off"}`;
-  document.body.classList.toggle("stale", !live && !$("main").hidden);
+  document.body.classList.toggle("stale", state.down && !$("main").hidden);
   for (const b of document.querySelectorAll("#main button")) b.disabled = !live;
   renderStale();
 }
 
 function renderStale() {
   const banner = $("stale");
-  if (state.live || $("main").hidden) { banner.hidden = true; return; }
+  if (!state.down || $("main").hidden) { banner.hidden = true; return; }
   banner.textContent = state.fresh
     ? t("stale_banner", { time: fmt.time(state.fresh), ago: fmt.ago(state.fresh) })
     : t("stale_banner_never");
@@ -410,7 +413,7 @@ function connect() {
     connect.wasDown = false;
   };
   source.onerror = () => {
-    setLive(false);
+    setLive(false, true);
     connect.wasDown = true;
     // the browser retries by itself unless the stream failed for good (e.g. an HTTP error): then we do
     if (source.readyState === EventSource.CLOSED) connect.retry = setTimeout(() => { if (token) connect(); }, 3000);
@@ -450,7 +453,9 @@ async function start() {
     state.ready = true;  // from now on a new urgent alert chimes
     connect();
   } catch (e) {
-    if (e.message !== "unauthorized") toast(t("load_failed", { error: e.message }));
+    if (e.message === "unauthorized") return;
+    setLive(false, true);
+    toast(t("load_failed", { error: e.message }));
     connect.retry = setTimeout(() => { if (token && !state.live) start(); }, 5000);
   }
 }
@@ -509,10 +514,9 @@ $("alerts").addEventListener("click", (ev) => {
 });
 setInterval(() => {
   if (!token) return;
-  if (state.live) Promise.all([loadDevices(), loadStock(), loadBeacons(), loadTraffic()]).catch(() => {});
-  else renderStale();  // the banner's "n min ago"
+  if (state.live) Promise.all([loadDevices(), loadStock(), loadBeacons(), loadTraffic()]).then(renderAlerts).catch(() => {});
 }, 15000);
-setInterval(() => { if (token && !state.live) renderStale(); }, 5000);
+setInterval(() => { if (token && state.down) renderStale(); }, 5000);  // the banner's "n min ago"
 
 loadCatalog().catch(() => {}).finally(() => {
   renderChime();
