@@ -278,15 +278,15 @@ async def test_chime_notification_and_stale_banner(mosquitto: Mosquitto, tmp_pat
             port = int(run.base.rsplit(":", 1)[1])
             for shelf, sku, n in START:
                 put(run, shelf, sku, n)
-            page = await open_dashboard(browser, run.base, "en-US", console)
-            assert await page.get_attribute("html", "lang") == "en"
+            page = await open_dashboard(browser, run.base, "zh-CN", console)
+            assert await page.get_attribute("html", "lang") == "zh-CN"
 
             # opt-in: the button unlocks audio (a click) and asks for notifications; a new urgent alert chimes
             # (the door counter's and the beacon's fault items first: they came before the opt-in, no chime)
             await page.wait_for_selector("li.alert.kind-device_offline, li.alert.kind-device_fault", timeout=20_000)
             await page.wait_for_selector("li.alert.kind-beacon_silent", timeout=20_000)
             assert await page.get_attribute("#chime", "data-played") is None
-            assert await page.text_content("#chime") == "Turn on sound & notifications"
+            assert await page.text_content("#chime") == "开启声音和通知"
             await page.click("#chime")
             await page.wait_for_selector("#chime[aria-pressed='true'][data-played='1']")
             assert await page.evaluate("() => Notification.permission") == "granted"
@@ -304,19 +304,21 @@ async def test_chime_notification_and_stale_banner(mosquitto: Mosquitto, tmp_pat
         await page.wait_for_selector("#stale:visible", timeout=20_000)
         assert await page.evaluate("() => !!window.staleShown")
         banner = await page.text_content("#stale") or ""
-        assert banner.startswith("Not live") and ("ago" in banner or "now" in banner), banner
-        assert re.search(r"Data from \d\d:\d\d", banner), banner  # when the data last came
+        assert banner.startswith("非实时") and ("前" in banner or "现在" in banner), banner  # "3分钟前"
+        assert re.search(r"数据来自 \d\d:\d\d", banner), banner  # when the data last came
         assert await page.get_attribute("body", "class") == "stale"
         assert await page.is_disabled("li.alert button.ack")
-        assert await page.text_content("#live") == "reconnecting"
+        assert await page.text_content("#live") == "正在重连"
         filt = await page.evaluate("() => getComputedStyle(document.querySelector('main')).filter")
         assert filt == "grayscale(1)"
         await page.click("li.alert button.ack", force=True)  # a click on the disabled button does nothing
         # the language switch needs the catalog from the gateway: without it the page stays in its language
-        await page.select_option("#lang", "zh-CN")
-        await page.wait_for_function("() => document.querySelector('#lang').value === 'en'")
-        assert await page.get_attribute("html", "lang") == "en"
-        assert (await page.text_content("#stale") or "").startswith("Not live")
+        await page.select_option("#lang", "en")
+        await page.wait_for_function("() => document.querySelector('#lang').value === 'zh-CN'")
+        assert await page.get_attribute("html", "lang") == "zh-CN"
+        assert (await page.text_content("#stale") or "").startswith("非实时")
+        if WRITE_SHOTS:
+            await page.screenshot(path=str(SHOTS / "dashboard-zh-CN-not-live.png"))
         # back on the same port: live again, actions enabled, the alert still there to acknowledge
         async with gateway(mosquitto, tmp_path, api_port=port) as run:
             await page.wait_for_selector("#live.on", timeout=30_000)
