@@ -46,6 +46,52 @@ _STATUS = {
 }
 
 
+class StockCellDoc(BaseModel):
+    """One shelf x SKU cell, self-explaining (docs/api.md); the form of REST, `cmd/stock.get`, state/stock."""
+
+    shelf: str
+    sku: str
+    gtin: str | None = Field(description="GTIN-14 from the catalog")
+    name: str | None
+    unit: str = Field(description="UN/ECE Rec 20 code, EA = each")
+    category: str | None
+    zone: str
+    count: int | None = Field(description="null while no source ever reported the cell (state unknown), not 0")
+    state: Literal["unknown", "out", "low", "ok"]
+    low: bool = Field(description="low or out")
+    min: int | None = Field(description="the restock rule's min; null without an enabled rule")
+    par: int | None = Field(description="the restock rule's par (restocked up to)")
+    version: int
+    origin: str
+    updated: str | None = Field(description="last change of the count")
+    verified: str | None = Field(description="last claim of a count, also one that changed nothing")
+    capacity: int
+    stale: bool
+    stale_since: str | None
+    stale_reason: str | None
+    conflict: bool
+    conflict_since: str | None
+    conflict_reason: str | None
+    sources: dict[str, int] | None = Field(default=None, description="a fused cell's last count per origin")
+
+
+class StockList(BaseModel):
+    """Current stock."""
+
+    store: str
+    time: str
+    items: list[StockCellDoc]
+
+
+class ShelfStock(BaseModel):
+    """One shelf: the retained `state/stock/{shelf}` payload."""
+
+    shelf: str
+    zone: str | None
+    version: int
+    items: list[StockCellDoc]
+
+
 class AtpLocation(BaseModel):
     """One shelf cell of the SKU as ATP counted it."""
 
@@ -432,7 +478,8 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # ---- stock (same cells and versions as state/stock/{shelf} and cmd/stock.get) ----
-    @app.get("/api/v1/stock", tags=["stock"])
+    @app.get("/api/v1/stock", tags=["stock"], response_model=None,
+             responses={200: {"model": StockList}, **_errors(404)})
     async def stock(
         _: Reader,
         shelf: Annotated[str | None, Query(max_length=64)] = None,
@@ -456,7 +503,8 @@ def create_app(
             raise CommandError("not_found", f"sku {sku!r} is on no shelf of the planogram")
         return {"sku": sku, "total": sum(c.count for c in cells), "items": [gw.stock.describe(c) for c in cells]}
 
-    @app.get("/api/v1/stock/{shelf}", tags=["stock"], responses=_errors(404))
+    @app.get("/api/v1/stock/{shelf}", tags=["stock"], response_model=None,
+             responses={200: {"model": ShelfStock}, **_errors(404)})
     async def stock_shelf(shelf: str, _: Reader) -> dict[str, Any]:
         """One shelf: the same payload as the retained `state/stock/{shelf}` topic."""
         if gw.manifest.shelf(shelf) is None:

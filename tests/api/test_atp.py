@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from edge.api.app import StockCellDoc, StockList
 from edge.brokers import Mosquitto
 from edge.gateway import Gateway
 from edge.processing import StockFlag
@@ -93,6 +94,15 @@ async def test_atp_same_in_rest_mqtt_and_retained(store: Store) -> None:
         assert [i["sku"] for i in drinks["items"]] == ["cola-330", "water-500"]
         by_mqtt = await command(store.mosquitto, "atp.get", {"category": "drinks"})
         assert [i["sku"] for i in by_mqtt["result"]["items"]] == ["cola-330", "water-500"]
+        # the OpenAPI document describes both answers, and the cells validate against it
+        spec = (await client.get("/openapi.json")).json()
+        schemas = spec["components"]["schemas"]
+        assert {"AtpDoc", "AtpList", "StockCellDoc", "StockList", "ShelfStock"} <= set(schemas)
+        ok = spec["paths"]["/api/v1/stock"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok == {"$ref": "#/components/schemas/StockList"}
+        cells = (await client.get("/api/v1/stock", headers=HQ)).json()
+        assert StockList.model_validate(cells).items[0].state in ("unknown", "ok", "low", "out")
+        assert set(StockCellDoc.model_fields) >= set(cells["items"][0])
 
 
 @pytest.mark.parametrize(
