@@ -11,7 +11,8 @@ deriver (`StockState.add_deriver`), so every batch of changed cells yields the n
 `state/atp/{sku}` snapshots (only when the figure or its explanation changed) and a
 `retail.atp.changed.v1` event only when ATP crosses one of the manifest's `atp: thresholds:` (HQ's
 e-commerce stock sync is not flooded with every unit sold). Reservations enter through the `reserved`
-hook (0 until the order module sets it); after a reservation change call `refresh`.
+hook (0 until the order module sets it); after a reservation change call `StockState.nudge(skus)` and emit the
+change's events: the new ATP snapshots and crossing events commit in the same batch.
 """
 
 from __future__ import annotations

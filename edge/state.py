@@ -138,6 +138,7 @@ class StockState:
         self._touched: set[tuple[str, str]] = set()  # cells whose row / snapshot is due (count or trust changed)
         self._levels: LevelsProvider | None = None
         self._derivers: list[Deriver] = []
+        self._nudged: set[str] = set()  # SKUs the derived views must recompute in the next batch
         self.zones = frozenset(z.id for z in manifest.zones) | {s.zone for s in manifest.shelves}
         self.catalog = {c.sku: c for c in manifest.catalog}
         for shelf in manifest.shelves:
@@ -307,8 +308,8 @@ class StockState:
 
     @property
     def touched(self) -> bool:
-        """Some cell's row / snapshot is due."""
-        return bool(self._touched)
+        """Some cell's row / snapshot is due (or a derived view must be recomputed)."""
+        return bool(self._touched or self._nudged)
 
     def take_touched(self) -> list[StockCell]:
         """Cells whose count or flags changed since the last call (their rows and snapshots are due)."""
@@ -367,10 +368,18 @@ class StockState:
         """Run `deriver` on every batch of touched cells (the pipeline commits what it returns)."""
         self._derivers.append(deriver)
 
+    def nudge(self, skus: Iterable[str]) -> None:
+        """Have the derived views recompute these SKUs in the next routed batch although no cell changed (a
+        reservation did): call it, then `emit` the change's events, and the new ATP commits with them."""
+        self._nudged.update(skus)
+
     def derive(self, cells: list[StockCell], now: datetime) -> tuple[list[Event], Snapshots]:
         """Events and retained snapshots (by topic suffix) of the derived views for these touched cells."""
         events: list[Event] = []
         retained: Snapshots = {}
+        if self._nudged:
+            nudged, self._nudged = self._nudged, set()
+            cells = cells + [c for c in self._cells.values() if c.sku in nudged]
         if cells:
             for deriver in self._derivers:
                 evs, snaps = deriver(cells, now)

@@ -175,6 +175,19 @@ async def test_stale_stock_lowers_atp_and_says_why(store: Store) -> None:
     assert store.atp_events() == [("tee-m", 12, 0, "up", 5), ("tee-m", 0, 12, "down", 0), ("tee-m", 12, 0, "up", 5)]
 
 
+async def test_reservation_hook_through_the_gateway(store: Store) -> None:
+    async with store.gateway() as gw:
+        _running(gw, httpx.AsyncClient()).set_stock("shelf-a1", "water-500", 12)
+        await wait_for(_retained_with(store, "water-500", atp=10), 10, "ATP 10")  # 12 - safety stock 2
+        gw.atp.reserved = lambda sku: 7 if sku == "water-500" else 0
+        gw.stock.nudge(["water-500"])
+        gw.emit([])  # an order module emits its events here; the new ATP commits with them
+        snap = await wait_for(_retained_with(store, "water-500", atp=3), 10, "ATP 3")
+        await wait_for(lambda: len(store.atp_events()) >= 2, 10, "the crossing")
+    assert (snap["reserved"], snap["certain"], snap["safety_stock"]) == (7, 12, 2)
+    assert store.atp_events() == [("water-500", 10, 0, "up", 5), ("water-500", 3, 10, "down", 5)]
+
+
 async def _if(coro: Any, pred: Any) -> Any:
     value = await coro
     return value if pred(value) else None

@@ -101,6 +101,23 @@ def test_tracker_events_only_on_crossings_and_stale_lowers() -> None:
     assert tr.refresh(T0) == ([], {})
 
 
+def test_a_nudge_recomputes_in_the_next_batch() -> None:
+    m = manifest(thresholds=[0, 5])
+    st = StockState(m)
+    tr = AtpTracker(m, st)
+    st.add_deriver(tr.derive)
+    st.apply(StockUpdate(shelf="shelf-a1", sku="cola-330", time=T0, origin="weight", source="t", count=10))
+    st.derive(st.take_touched(), T0)
+    tr.reserved = lambda sku: 6 if sku == "cola-330" else 0
+    assert st.derive([], T0) == ([], {})  # nothing changed as far as the stock knows
+    st.nudge(["cola-330"])
+    assert st.touched
+    evs, snaps = st.derive(st.take_touched(), T0)
+    assert list(snaps) == ["state/atp/cola-330"] and snaps["state/atp/cola-330"][0]["atp"] == 4
+    assert [(e.atp, e.direction, e.threshold) for e in evs] == [(4, "down", 5)]  # type: ignore[attr-defined]
+    assert not st.touched
+
+
 def test_reservation_hook_lowers_atp() -> None:
     m = manifest()
     st = StockState(m)
