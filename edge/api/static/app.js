@@ -425,6 +425,13 @@ function connect() {
     const c = state.stock.get(cellKey(d.shelf, d.sku));
     if (c) { c.count = d.count; c.version = d.version; c.origin = d.origin; renderShelves(); renderAlerts(); }
   });
+  // the gateway follows each stock change with the whole cell as it is now (min, state, stale/conflict flags)
+  source.addEventListener("stock.cell", (m) => {
+    const c = JSON.parse(m.data);
+    if (!c || !c.shelf || !c.sku) return;
+    state.stock.set(cellKey(c.shelf, c.sku), c);
+    renderShelves();
+  });
   for (const k of ["opened", "acknowledged", "escalated", "updated", "resolved", "expired"]) {
     source.addEventListener(`retail.alert.${k}.v1`, () => { touch(); loadAlerts().catch(() => {}); });
   }
