@@ -336,8 +336,10 @@ class BleSimPart:
 
     name = "ble"
 
-    def __init__(self, period_s: float = 1.0, max_zones: int = 4, shoppers: int = 6) -> None:
+    def __init__(self, period_s: float = 1.0, max_zones: int = 4, shoppers: int = 6,
+                 low_battery_in_s: float = 120.0) -> None:
         self.period_s = period_s
+        self.low_battery_in_s = low_battery_in_s  # the second zone's Eddystone drops below 2500 mV this late
         self.max_zones = max_zones
         self.shoppers = shoppers
         self.bluez: PrivateBluez | None = None
@@ -364,7 +366,7 @@ class BleSimPart:
             kind = "ibeacon" if i % 2 == 0 else "eddystone"
             await store.add_beacon(SimBeacon(id=f"beacon-{z}", zone=z, kind=kind, address=random_address(rng),
                                              major=1, minor=i + 1, instance=f"{i + 1:012x}",
-                                             battery_mv=2560.0 if i == 1 else 3000.0,
+                                             battery_mv=2500.0 + 0.5 * self.low_battery_in_s if i == 1 else 3000.0,
                                              decay_mv_per_s=0.5 if i == 1 else 0.0, silent=(i == 2)))
         await store.add_beacon(SimBeacon(id="badge-staff-1", zone=zones[-1], kind="ibeacon",
                                          address=random_address(rng), major=9, minor=1, staff_badge=True))

@@ -79,6 +79,7 @@ class World:
         self.backroom: dict[str, int] = {c.sku: 5 * c.case_pack for c in manifest.catalog}
         self.listeners: list[Callable[[WorldChange], None]] = []
         self.history: list[WorldChange] = []
+        self.scripted: set[tuple[str, str]] = set()  # (shelf, lane)s a script drives: `step` leaves them alone
         self._serial = 1000
         for shelf in manifest.shelves:
             for lane in shelf.lanes:
@@ -161,6 +162,13 @@ class World:
         self.lanes[(shelf, lane)].object_g = 0.0
         self._changed("object_off", shelf, lane)
 
+    def set_count(self, shelf: str, lane: str, n: int) -> None:
+        """Before the store opens: the lane holds exactly `n` items (bounded by its capacity); no change event."""
+        t = self.lanes[(shelf, lane)]
+        n = max(0, min(n, t.capacity))
+        del t.epcs[n:]
+        t.epcs.extend(self._new_epc(t.sku) for _ in range(n - t.count))
+
     def lean(self, shelf: str, lane: str, grams: float) -> None:
         """Someone leans on the lane with `grams` (steady, unlike a resting hand); 0 ends the lean."""
         self.lanes[(shelf, lane)].lean_g = grams
@@ -169,7 +177,9 @@ class World:
     def step(self, pick_rate: float = 0.3) -> None:
         """One random second of store life: picks, occasional returns and checkouts, restocks when low."""
         rng = self.rng
-        lanes = list(self.lanes.values())
+        lanes = [t for t in self.lanes.values() if (t.shelf, t.lane) not in self.scripted]
+        if not lanes:
+            return
         if rng.random() < pick_rate:
             t = rng.choice(lanes)
             self.pick(t.shelf, t.lane, 1 if rng.random() < 0.8 else 2)
