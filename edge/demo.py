@@ -216,14 +216,15 @@ class FirstMinute:
     sighting_every_s = 2.0
     sightings_until_s = 50.0
     restock_after_alert_s = 8.0
-    beacon_low_after_s = 30.0  # the decaying Eddystone beacon falls below 2500 mV this long after the BLE sim starts
+    beacon_low_after_s = 15.0  # the decaying Eddystone beacon falls below 2500 mV this long after the BLE sim starts
 
     def __init__(self, world: World, say: Callable[[str], None]) -> None:
         self.world = world
         self.out = say
         self.t0: float | None = None  # when the store opened (the gateway is up)
         self.lanes = [k for k in (self.low_lane, self.topup_lane) if k in world.lanes]
-        self.low_min = 4
+        self.low_min = 0
+        self._alerted = asyncio.Event()  # the low lane's alert is open: staff go and restock it
 
     def say(self, text: str) -> None:
         """Print `text` stamped with the time since the store opened (any thread)."""
@@ -248,7 +249,7 @@ class FirstMinute:
     async def run(self, gw: Gateway, api_url: str | None, token: str, beacon: dict[str, Any] | None) -> None:
         """Play the script against the running gateway (time 0 = the gateway is up)."""
         t0 = self.t0 = time.monotonic()
-        jobs = [self._low_stock(gw, t0), self._topup(t0)]
+        jobs = [self._narrate(gw), self._low_stock(t0), self._topup(t0)]
         if api_url is not None and beacon is not None:
             jobs.append(self._shopper_app(api_url, token, beacon, t0))
         await asyncio.gather(*jobs)
@@ -257,7 +258,33 @@ class FirstMinute:
     async def _at(t0: float, at_s: float) -> None:
         await asyncio.sleep(max(0.0, t0 + at_s - time.monotonic()))
 
-    async def _low_stock(self, gw: Gateway, t0: float) -> None:
+    async def _narrate(self, gw: Gateway) -> None:
+        """Print what the store did that a new user should notice, as the gateway emits it."""
+        async for env in gw.subscribe():
+            kind, d = env.get("type"), env.get("data") or {}
+            if kind == "retail.alert.opened.v1":
+                self.say(f"alert opened: {d.get('kind')} {d.get('message') or d.get('device') or ''}")
+                if (d.get("shelf"), d.get("sku")) == (self.low_lane[0], self._low_sku()):
+                    self._alerted.set()
+            elif kind == "retail.alert.resolved.v1":
+                self.say(f"alert resolved: {d.get('kind')} {d.get('shelf') or d.get('device') or ''} "
+                         f"{d.get('sku') or ''}")
+            elif kind == "retail.restock.finished.v1":
+                self.say(f"restock scan session on {d.get('shelf')}: {d.get('items')} items ({d.get('reason')})")
+            elif kind == "retail.beacon.battery_low.v1":
+                self.say(f"beacon {d.get('beacon')} in {d.get('zone')}: battery low, {d.get('battery_mv')} mV "
+                         f"(below {d.get('threshold_mv')} mV)")
+            elif kind == "retail.beacon.silent.v1":
+                self.say(f"beacon {d.get('beacon')} in {d.get('zone')} went silent")
+            elif kind == "retail.traffic.interval.v1":
+                self.say(f"foot traffic: {d.get('entries')} in, {d.get('exits')} out, {d.get('visitors')} visitors, "
+                         f"{d.get('occupancy')} inside")
+
+    def _low_sku(self) -> str | None:
+        truth = self.world.lanes.get(self.low_lane)
+        return truth.sku if truth is not None else None
+
+    async def _low_stock(self, t0: float) -> None:
         if self.low_lane not in self.world.lanes:
             return
         truth = self.world.lanes[self.low_lane]
@@ -265,8 +292,7 @@ class FirstMinute:
         self.world.pick(*self.low_lane, 2)
         self.say(f"a shopper takes 2 x {self._name(truth.sku)} from {truth.shelf}: {truth.count} left, "
                  f"min {self.low_min} (a low-stock alert follows the rule's debounce)")
-        while gw.metrics.value("edge_events_total", type="retail.alert.opened.v1") < 1:  # noqa: ASYNC110 - a counter, polled
-            await asyncio.sleep(0.5)
+        await self._alerted.wait()
         await asyncio.sleep(self.restock_after_alert_s)
         moved = self.world.restock(*self.low_lane)
         self.say(f"staff restock {truth.shelf} with {moved} x {self._name(truth.sku)}, scanning each item")
