@@ -1,7 +1,8 @@
 """The rules engine: a Reactor that wires the pure rules (restock, device faults, offers) to the gateway.
 
 It turns emitted events into rule inputs (StockChanged -> restock, DeviceStatusChanged -> faults,
-`retail.restock.started/finished.v1` -> mute, weight-shelf lane faults / unknown objects -> rules.lanes)
+`retail.restock.started/finished.v1` -> mute, weight-shelf lane faults / unknown objects -> rules.lanes,
+`retail.beacon.*` battery low / silent / recovered -> rules.beacons)
 and rule actions into alert transitions: events plus the `alerts` rows and webhook deliveries committed
 with them. No I/O and no clock reads here: the gateway calls `react`/`tick` with `now`, and
 `rules.service` does the file watching, commands and webhooks. Reloads are atomic: new rules are parsed,
@@ -32,8 +33,20 @@ from edge.ids import uuid7
 from edge.ratelimit import LogLimiter
 from edge.runtime import Delete, StateWrite, Upsert
 from edge.state import StockState
-from rules.actions import DEVICE_FAULT, DEVICE_OFFLINE, LANE_FAULT, LOW_STOCK, OUT_OF_STOCK, UNKNOWN_OBJECT, Action
+from rules.actions import (
+    BEACON_BATTERY_LOW,
+    BEACON_SILENT,
+    DEVICE_FAULT,
+    DEVICE_OFFLINE,
+    LANE_FAULT,
+    LOW_STOCK,
+    OUT_OF_STOCK,
+    UNKNOWN_OBJECT,
+    Action,
+)
 from rules.alerts import ALERT_EVENT_TYPES, Alert, AlertBook, Transition, validate_staff_name
+from rules.beacons import BEACON_FIELDS, BeaconState, beacon_condition_holds, beacon_seen, step_beacons
+from rules.beacons import EVENT_TYPES as BEACON_EVENT_TYPES
 from rules.config import OffersConfig, RulesBody, RulesConfig, WebhookConfig
 from rules.faults import DeviceSeen, DeviceWatch, FaultState, step_faults
 from rules.lanes import EVENT_TYPES as LANE_EVENT_TYPES
@@ -148,6 +161,7 @@ class RulesEngine:
         self.restock = RestockState()
         self.faults: FaultState = {}
         self.lanes = LaneState()
+        self.beacons: BeaconState = frozenset()
         self._sku_of: dict[tuple[str, str], str] = {
             (shelf.id, lane.id): lane.sku for shelf in manifest.shelves for lane in shelf.lanes
         }
@@ -261,6 +275,13 @@ class RulesEngine:
             for change in lane_seen(event.TYPE, fields, self._sku_of):
                 out += self._lanes(change if change.at is not None else replace(change, at=event.time), now)
             return out
+        if event.TYPE in BEACON_EVENT_TYPES:
+            beacon = beacon_seen(event.TYPE, {k: getattr(event, k, None) for k in BEACON_FIELDS})
+            if beacon is None:
+                return []
+            self.count("edge_rules_evaluations_total", rule="beacons")
+            self.beacons, actions = step_beacons(self.beacons, beacon)
+            return self._alerts(actions, now)
         if event.TYPE in (RESTOCK_STARTED, RESTOCK_FINISHED):
             shelf = getattr(event, "shelf", None)
             if isinstance(shelf, str) and shelf:
@@ -309,6 +330,8 @@ class RulesEngine:
             return w is not None and w.active is not None
         if a.kind in (LANE_FAULT, UNKNOWN_OBJECT) and a.shelf and a.sku:
             return lane_condition_holds(self.lanes, a.kind, a.shelf, a.sku)
+        if a.kind in (BEACON_BATTERY_LOW, BEACON_SILENT) and a.device:
+            return beacon_condition_holds(self.beacons, a.kind, a.device)
         return False
 
     # ---- commands (called by rules.service and the API) ----

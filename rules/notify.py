@@ -46,7 +46,16 @@ import orjson
 
 from edge.envelope import dumps
 from edge.runtime import Upsert
-from rules.actions import DEVICE_FAULT, DEVICE_OFFLINE, LANE_FAULT, LOW_STOCK, OUT_OF_STOCK, UNKNOWN_OBJECT
+from rules.actions import (
+    BEACON_BATTERY_LOW,
+    BEACON_SILENT,
+    DEVICE_FAULT,
+    DEVICE_OFFLINE,
+    LANE_FAULT,
+    LOW_STOCK,
+    OUT_OF_STOCK,
+    UNKNOWN_OBJECT,
+)
 from rules.alerts import AlertAcknowledged, AlertEscalated, Transition
 from rules.config import NotificationsConfig, NotifyChannel, Severity, parse_window
 from rules.restock import _in_window as in_window  # the restock rules' quiet-hours test (wraps midnight)
@@ -68,6 +77,8 @@ SEVERITY: dict[str, Severity] = {
     DEVICE_FAULT: "warning",
     LANE_FAULT: "warning",
     UNKNOWN_OBJECT: "info",
+    BEACON_BATTERY_LOW: "info",
+    BEACON_SILENT: "warning",
 }
 """Severity of each alert kind (a kind not listed is `info`)."""
 RANK: dict[str, int] = {"info": 0, "warning": 1, "urgent": 2}
@@ -80,6 +91,8 @@ _KIND_TEXT = {
     DEVICE_FAULT: "Device fault",
     LANE_FAULT: "Lane fault",
     UNKNOWN_OBJECT: "Unknown object on shelf",
+    BEACON_BATTERY_LOW: "Beacon battery low",
+    BEACON_SILENT: "Beacon silent",
 }
 _SEVERITY_TEXT = {"urgent": "Urgent", "warning": "Warning", "info": "Info"}
 _TRANSITION_TEXT = {"opened": "New alert", "updated": "Updated", "resolved": "Resolved", "expired": "Expired"}

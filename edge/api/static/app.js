@@ -181,7 +181,7 @@ function byUrgency(a, b) {
   return ta - tb || String(a.id).localeCompare(String(b.id));
 }
 
-// beacon conditions (the rules open no alert for them) as list items
+// beacon conditions the rules have no alert for (yet) as list items
 function beaconItems() {
   const items = [];
   for (const b of state.beacons) {
@@ -193,14 +193,19 @@ function beaconItems() {
       if (state.alerts.some((a) => a.kind === `beacon_${cond}` && a.device === b.beacon)) continue;
       const since = cond === "silent" && b.last_seen ? b.last_seen : state.beaconSince.get(k) || new Date().toISOString();
       state.beaconSince.set(k, since);
-      const reason = cond === "battery_low"
-        ? t("battery_mv", { mv: fmt.num(b.battery_mv) })
-        : (b.last_seen ? t("heard_at", { time: when(b.last_seen) }) : t("never_heard"));
+      const reason = beaconReason(b, cond);
       items.push({ id: `beacon:${k}`, kind: `beacon_${cond}`, state: "open", beacon: b.beacon, zone: b.zone,
         opened_at: since, reason, local: true });
     }
   }
   return items;
+}
+
+// why a beacon is in the list, in the page's language, from its health in /beacons
+function beaconReason(b, cond) {
+  return cond === "battery_low"
+    ? t("battery_mv", { mv: fmt.num(b.battery_mv) })
+    : (b.last_seen ? t("heard_at", { time: when(b.last_seen) }) : t("never_heard"));
 }
 
 async function loadAlerts() {
@@ -228,6 +233,10 @@ function alertWhere(a) {
 
 function alertReason(a) {
   if (a.reason) return a.reason;
+  if (a.kind.startsWith("beacon_") && a.device) {  // the rules' beacon alert: its reason in the page's language
+    const b = state.beacons.find((x) => x.beacon === a.device);
+    if (b) return beaconReason(b, a.kind.slice("beacon_".length));
+  }
   if (a.device) {  // the supervisor's reason for the device, when the API has one
     const d = state.devices.get(a.device);
     if (d && d.error) return d.error;
