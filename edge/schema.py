@@ -151,4 +151,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX epcis_capture_state ON epcis_capture(state, seq);
     """,
+    # 7: tablet sign-in (issue 17 item 6, edge/api/pairing.py): tokens handed out by a device pairing, stored
+    # as their SHA-256 (never the token itself); a revoked token keeps its row (`revoked` set) for the list
+    """
+    CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,                     -- public id (list, revoke)
+        name TEXT NOT NULL,                      -- e.g. "tablet-front"
+        roles TEXT NOT NULL,                     -- JSON list
+        token_hash TEXT NOT NULL UNIQUE,         -- hex SHA-256 of the token
+        created TEXT NOT NULL,
+        created_by TEXT NOT NULL,                -- the admin token's name that made the pairing
+        expires TEXT NOT NULL,
+        revoked TEXT                             -- when revoked, else NULL
+    );
+    """,
 ]

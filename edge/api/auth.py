@@ -9,6 +9,8 @@ up and prints) into its built-in manifest. `edge-gateway run` ignores that varia
 set but matches no manifest token). Tokens are compared in constant time. The check runs before the body is
 read (edge/api/app.py `AuthFirst`).
 The SSE stream also accepts `?access_token=` because browsers' EventSource cannot send headers.
+Besides the manifest's tokens, a store's admin can pair a tablet (edge/api/pairing.py): those tokens live
+hashed in the state database, are checked after the manifest's and are refused at once when revoked.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from fastapi import HTTPException, Request
 
@@ -47,6 +50,18 @@ class AuthError(HTTPException):
         self.code = code
 
 
+class PairedSource(Protocol):
+    """Tokens besides the manifest's (edge/api/pairing.py `PairedTokens`)."""
+
+    async def ready(self) -> None:
+        """Load what the state database holds (once)."""
+        ...
+
+    def lookup(self, token: str) -> Principal | None:
+        """The principal of a live (not revoked) token, or None."""
+        ...
+
+
 class TokenStore:
     """The accepted tokens; expiry is judged by `clock` (the gateway's), refusals counted by reason."""
 
@@ -55,6 +70,7 @@ class TokenStore:
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         self.refused: dict[str, int] = {}
+        self.paired: PairedSource | None = None  # set by edge/api/pairing.py
         self._tokens: list[tuple[bytes, Principal]] = [
             (t.token.encode(), Principal(t.name or f"token-{i}", frozenset(t.roles), t.expires))
             for i, t in enumerate(tokens)
@@ -78,7 +94,13 @@ class TokenStore:
         for secret, principal in self._tokens:
             if hmac.compare_digest(secret, given):
                 found = principal
+        if found is None and self.paired is not None:
+            found = self.paired.lookup(token)
         return found
+
+    def manifest_principals(self) -> list[Principal]:
+        """The manifest's (and the demo's) tokens as principals, for the admin's token list."""
+        return [p for _, p in self._tokens]
 
     def refuse(self, reason: str, error: AuthError) -> AuthError:
         """Count a refusal by `reason` and hand back the error to raise."""
@@ -115,6 +137,8 @@ def require(store: TokenStore, *roles: str, query_token: bool = False) -> Callab
             token = request.query_params.get("access_token", "")
         if not token:
             raise store.refuse("missing", _unauthorized("a bearer token is required"))
+        if store.paired is not None:
+            await store.paired.ready()
         principal = store.lookup(token)
         if principal is None:
             raise store.refuse("unknown", _unauthorized("unknown token"))
