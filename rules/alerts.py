@@ -115,6 +115,7 @@ class AlertResolved(AlertEvent):
 
     reason: str
     count: int | None = None
+    by: str | None = None  # the staff member who resolved it by hand (None: the rules resolved it)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -254,6 +255,17 @@ def validate_staff_name(by: object) -> str:
     return by.strip()
 
 
+MANUAL_PREFIX = "manual: "
+MAX_REASON = 200
+
+
+def validate_reason(reason: object) -> str:
+    """Why staff resolve an alert by hand: 1..200 printable characters."""
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON or not reason.isprintable():
+        raise CommandError("bad_request", f"'reason' must say why, 1 to {MAX_REASON} printable characters")
+    return reason.strip()
+
+
 class AlertBook:
     """The live alerts and the rules of their lifecycle (no I/O; ids come from `new_id`)."""
 
@@ -369,6 +381,14 @@ class AlertBook:
         a = replace(a, state=ACKNOWLEDGED, acknowledged_at=now, acknowledged_by=by, updated_at=now)
         self.live[a.id] = a
         return Transition(a, AlertAcknowledged(time=now, by=by, **_common(a)))
+
+    def resolve(self, alert_id: str, by: str, reason: str, now: datetime) -> Transition:
+        """Resolve a live alert by hand (close_reason `manual: <reason>`); unknown or closed -> CommandError."""
+        if alert_id not in self.live:
+            raise CommandError("not_found", f"no open alert {alert_id!r} (unknown, or already closed)")
+        a = self._close(alert_id, RESOLVED, MANUAL_PREFIX + reason, now)
+        return Transition(a, AlertResolved(time=now, reason=MANUAL_PREFIX + reason, count=a.count, by=by,
+                                           **_common(a)))
 
     def tick(
         self, now: datetime, expire_after_s: float, holds: Callable[[Alert], bool] = lambda _a: False

@@ -44,7 +44,7 @@ from rules.actions import (
     UNKNOWN_OBJECT,
     Action,
 )
-from rules.alerts import ALERT_EVENT_TYPES, Alert, AlertBook, Transition, validate_staff_name
+from rules.alerts import ALERT_EVENT_TYPES, Alert, AlertBook, Transition, validate_reason, validate_staff_name
 from rules.beacons import BEACON_FIELDS, BeaconState, beacon_condition_holds, beacon_seen, step_beacons
 from rules.beacons import EVENT_TYPES as BEACON_EVENT_TYPES
 from rules.config import OffersConfig, RulesBody, RulesConfig, WebhookConfig
@@ -342,6 +342,14 @@ class RulesEngine:
         name = validate_staff_name(by)
         t = self.book.ack(alert_id, name, now)
         return self._transitions([t] if t else [])
+
+    def resolve(self, alert_id: object, by: object, reason: object, now: datetime) -> list[object]:
+        """Resolve a live alert by hand with a reason; CommandError `not_found`/`bad_request` otherwise."""
+        if not isinstance(alert_id, str) or not alert_id or len(alert_id) > 64:
+            raise CommandError("bad_request", "alert_id must be the id of an alert")
+        name = validate_staff_name(by)
+        why = validate_reason(reason)
+        return self._transitions([self.book.resolve(alert_id, name, why, now)])
 
     def mute(self, shelf: str, *, on: bool, now: datetime, duration_s: float | None = None) -> list[object]:
         """Mute (or unmute) restock alerts of a shelf while staff restock it."""

@@ -1,7 +1,8 @@
 """The rules engine in a running gateway: commands, rules-file watching, restore at start, webhook sender.
 
 `rules.install(gw)` builds one `RulesService`. MQTT commands (request/reply, see edge/commands.py):
-`alert.ack` {alert_id, by}, `sighting` {shopper, consent, beacon|zone, rssi?, time?, tags?},
+`alert.ack` {alert_id, by}, `alert.resolve` {alert_id, by, reason} (resolved by hand: close_reason
+`manual: <reason>`, the resolved event names `by`), `sighting` {shopper, consent, beacon|zone, rssi?, time?, tags?},
 `rules.reload` {rules?}, `restock.mute` {shelf, on?, duration_s?} (0 < duration_s <= the rules'
 `mute_max_s`, default mute_max_s). The HTTP API calls the same methods.
 """
@@ -83,6 +84,7 @@ class RulesService:
         self.gw.add_reactor(self.engine)
         self.gw.stock.set_levels(self._levels)  # each stock cell's min/par and low flag (issue 16)
         self.gw.register_command("alert.ack", self._cmd_ack)
+        self.gw.register_command("alert.resolve", self._cmd_resolve)
         self.gw.register_command("sighting", self._cmd_sighting)
         self.gw.register_command("rules.reload", self._cmd_reload)
         self.gw.register_command("restock.mute", self._cmd_mute)
@@ -128,6 +130,20 @@ class RulesService:
         await self.gw.emit_committed(*split(out))
         alert = self.engine.book.live.get(str(alert_id))
         return alert.row() if alert else {"id": alert_id}
+
+    async def resolve(self, alert_id: object, by: object, reason: object) -> dict[str, Any]:
+        """Resolve a live alert by hand with a reason; the resolved event is committed before this returns."""
+        try:
+            out = self.engine.resolve(alert_id, by, reason, self.gw.clock.now())
+        except CommandError as err:
+            if err.code == "not_found" and isinstance(alert_id, str):
+                rows = await self.gw.query("SELECT state FROM alerts WHERE id = ?", (alert_id,))
+                if rows:
+                    raise CommandError("conflict", f"alert {alert_id} is already {rows[0]['state']}") from None
+            raise
+        await self.gw.emit_committed(*split(out))
+        rows = await self.gw.query("SELECT * FROM alerts WHERE id = ?", (str(alert_id),))
+        return dict(rows[0]) if rows else {"id": alert_id}
 
     async def sighting(self, raw: object) -> dict[str, Any]:
         """Handle a shopper sighting; returns the offers to show (raises SightingError for bad input)."""
@@ -181,6 +197,9 @@ class RulesService:
     # ---- command handlers ----
     async def _cmd_ack(self, req: Mapping[str, Any]) -> Any:
         return await self.ack(req.get("alert_id"), req.get("by"))
+
+    async def _cmd_resolve(self, req: Mapping[str, Any]) -> Any:
+        return await self.resolve(req.get("alert_id"), req.get("by"), req.get("reason"))
 
     async def _cmd_sighting(self, req: Mapping[str, Any]) -> Any:
         return await self.sighting({k: v for k, v in req.items() if k not in ("id", "reply_to")})

@@ -139,6 +139,13 @@ class AckBody(BaseModel):
     by: str = Field(min_length=1, max_length=64, description="the staff member's name")
 
 
+class ResolveBody(BaseModel):
+    """Who resolves the alert by hand, and why."""
+
+    by: str = Field(min_length=1, max_length=64, description="the staff member's name")
+    reason: str = Field(min_length=1, max_length=200, description="why it is resolved (e.g. 'counted: 12 on shelf')")
+
+
 class ErrorDetail(BaseModel):
     """What went wrong: a stable code and a message saying what to do."""
 
@@ -544,6 +551,12 @@ def create_app(
         return dict(await svc().ack(alert_id, body.by))
 
     # ---- devices, traffic ----
+    @app.post("/api/v1/alerts/{alert_id}/resolve", tags=["alerts"], responses=_errors(400, 404, 409, 503))
+    async def resolve(alert_id: str, body: ResolveBody, _: Annotated[Principal, Depends(staff)]) -> dict[str, Any]:
+        """Resolve a live alert by hand with a reason (close_reason `manual: <reason>`); the resolved event,
+        naming `by`, is committed (and published) after this. Same as the MQTT command `alert.resolve`."""
+        return dict(await svc().resolve(alert_id, body.by, body.reason))
+
     @app.get("/api/v1/devices", tags=["devices"])
     async def devices(_: Reader) -> dict[str, Any]:
         """Every configured device with its state."""

@@ -1,0 +1,83 @@
+"""Staff actions on alerts through the real gateway (private mosquitto as the hub): resolve by hand with a
+reason over the REST API and the MQTT command `alert.resolve`, the resolved event on the hub, bad input and
+roles refused without a change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from edge.brokers import Mosquitto
+from firmware_sim.hub import HubRecorder
+from tests.api.conftest import Running, wait_for
+from tests.api.test_api import ROOT, command, open_low_alert
+
+
+@pytest.mark.parametrize(
+    ("role", "body", "status"),
+    [
+        (None, {"by": "Sam", "reason": "counted"}, 401),
+        ("hq", {"by": "Sam", "reason": "counted"}, 403),  # a read-only role may not act
+        ("staff", {"by": "Sam"}, 422),  # a reason is required
+        ("staff", {"by": "Sam", "reason": ""}, 422),
+        ("staff", {"by": "Sam", "reason": "x" * 201}, 422),
+        ("staff", {"by": "", "reason": "counted"}, 422),
+        ("staff", {"by": "Sam", "reason": "line\nbreak"}, 400),
+    ],
+)
+async def test_resolve_refusals_change_nothing(
+    running: Running, role: str | None, body: dict[str, Any], status: int
+) -> None:
+    alert = await open_low_alert(running)
+    headers = running.headers(role) if role else {}
+    r = await running.client.post(f"/api/v1/alerts/{alert['id']}/resolve", headers=headers, json=body)
+    assert r.status_code == status, r.text
+    assert alert["id"] in running.gw.rules.engine.book.live
+
+
+async def test_resolve_over_api_and_mqtt(running: Running, mosquitto: Mosquitto) -> None:
+    hub = HubRecorder(mosquitto.port, f"{ROOT}/alerts", persistent=False)
+    try:
+        h = running.headers("staff")
+        alert = await open_low_alert(running)
+        assert (await running.client.post("/api/v1/alerts/nope/resolve", headers=h,
+                                          json={"by": "Sam", "reason": "x"})).status_code == 404
+        r = await running.client.post(f"/api/v1/alerts/{alert['id']}/resolve", headers=h,
+                                      json={"by": "Sam", "reason": "  counted 12, sensor drift "})
+        assert r.status_code == 200, r.text
+        assert (r.json()["state"], r.json()["close_reason"]) == ("resolved", "manual: counted 12, sensor drift")
+        assert alert["id"] not in running.gw.rules.engine.book.live
+        rows = (await running.client.get("/api/v1/alerts", params={"state": "resolved"}, headers=h)).json()
+        assert [(a["id"], a["close_reason"]) for a in rows["items"]] == [
+            (alert["id"], "manual: counted 12, sensor drift")
+        ]
+        # resolving it again is a conflict, over REST and MQTT alike
+        again = await running.client.post(f"/api/v1/alerts/{alert['id']}/resolve", headers=h,
+                                          json={"by": "Sam", "reason": "again"})
+        assert again.status_code == 409
+        reply = await command(mosquitto, "alert.resolve", {"alert_id": alert["id"], "by": "Sam", "reason": "x"})
+        assert (reply["ok"], reply["error"]["code"]) == (False, "conflict")
+
+        def resolved() -> list[dict[str, Any]]:
+            return [e for e in hub.events() if e["type"] == "retail.alert.resolved.v1"]
+
+        await wait_for(resolved, 10, "resolved event on MQTT")
+        ev = resolved()[0]
+        assert ev["data"]["alert_id"] == alert["id"]
+        assert (ev["data"]["by"], ev["data"]["reason"]) == ("Sam", "manual: counted 12, sensor drift")
+
+        # the MQTT command does the same to another alert; a malformed one changes nothing
+        running.set_stock("shelf-a1", "cola-330", 20, origin="manual")
+        second = await open_low_alert(running)
+        assert second["id"] != alert["id"]
+        bad = await command(mosquitto, "alert.resolve", {"alert_id": second["id"], "by": "Kim"})
+        assert (bad["ok"], bad["error"]["code"]) == (False, "bad_request")
+        assert second["id"] in running.gw.rules.engine.book.live
+        ok = await command(mosquitto, "alert.resolve", {"alert_id": second["id"], "by": "Kim", "reason": "checked"})
+        assert ok["ok"], ok
+        assert (ok["result"]["state"], ok["result"]["close_reason"]) == ("resolved", "manual: checked")
+        await wait_for(lambda: len(resolved()) == 2, 10, "second resolved event on MQTT")
+        assert (resolved()[1]["data"]["alert_id"], resolved()[1]["data"]["by"]) == (second["id"], "Kim")
+    finally:
+        hub.close()
