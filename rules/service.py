@@ -15,11 +15,13 @@ import hashlib
 import logging
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from edge.errors import CommandError
 from edge.runtime import GatewayView
+from rules.actions import KINDS
 from rules.alerts import STATES
 from rules.config import OffersConfig, RulesBody, RulesConfig, WebhookConfig
 from rules.engine import RulesEngine, split
@@ -184,15 +186,43 @@ class RulesService:
         await self.gw.emit_committed(*split(out))
         return {"shelf": shelf, "muted": on}
 
-    async def alerts(self, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """Alerts from the table, newest first, optionally in one state."""
+    async def alerts(
+        self, state: str | None = None, limit: int = 200, *, kind: str | None = None, shelf: str | None = None,
+        since: datetime | None = None, until: datetime | None = None, after: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Alerts from the table, newest first (by opened_at, then id), filtered by state, kind, shelf and
+        opened_at in [since, until); at most `limit` (1..1000) and the cursor of the next page (None: no more).
+        `after` is the cursor a previous page returned."""
         if state is not None and state not in STATES:
             raise CommandError("bad_request", f"state must be one of {', '.join(STATES)}")
-        if state is None:
-            return await self.gw.query("SELECT * FROM alerts ORDER BY opened_at DESC LIMIT ?", (limit,))
-        return await self.gw.query(
-            "SELECT * FROM alerts WHERE state = ? ORDER BY opened_at DESC LIMIT ?", (state, limit)
-        )
+        if kind is not None and kind not in KINDS:
+            raise CommandError("bad_request", f"kind must be one of {', '.join(KINDS)}")
+        if not 1 <= limit <= 1000:
+            raise CommandError("bad_request", "limit must be 1..1000")
+        where: list[str] = []
+        args: list[Any] = []
+        for col, value in (("state", state), ("kind", kind), ("shelf", shelf)):
+            if value is not None:
+                where.append(f"{col} = ?")
+                args.append(value)
+        for op, bound in ((">=", since), ("<", until)):
+            if bound is not None:
+                if bound.tzinfo is None:
+                    raise CommandError("bad_request", "since/until must carry a time zone (e.g. 2026-01-05T10:00:00Z)")
+                where.append(f"julianday(opened_at) {op} julianday(?)")
+                args.append(bound.astimezone(UTC).isoformat())
+        if after is not None:
+            opened, sep, last_id = after.partition("~")
+            if not sep or not opened or not last_id or len(after) > 128:
+                raise CommandError("bad_request", "after must be the `next` cursor of a previous page")
+            where.append("(opened_at < ? OR (opened_at = ? AND id < ?))")
+            args += [opened, opened, last_id]
+        # only the fixed clauses above are joined; every value is a bound parameter
+        sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608
+        rows = await self.gw.query(sql + " ORDER BY opened_at DESC, id DESC LIMIT ?", (*args, limit + 1))
+        page = rows[:limit]
+        cursor = f"{page[-1]['opened_at']}~{page[-1]['id']}" if len(rows) > limit else None
+        return page, cursor
 
     # ---- command handlers ----
     async def _cmd_ack(self, req: Mapping[str, Any]) -> Any:

@@ -539,11 +539,19 @@ def create_app(
     @app.get("/api/v1/alerts", tags=["alerts"], responses=_errors(400, 503))
     async def alerts(
         _: Reader,
+        *,
         state: Annotated[AlertState | None, Query(description="only alerts in this state")] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+        limit: Annotated[int, Query(ge=1, le=1000, description="page size")] = 200,
+        kind: Annotated[str | None, Query(max_length=32, description="only this kind (e.g. low_stock)")] = None,
+        shelf: Annotated[str | None, Query(max_length=64, description="only alerts of this shelf")] = None,
+        since: Annotated[datetime | None, Query(description="opened at or after (ISO 8601 with zone)")] = None,
+        until: Annotated[datetime | None, Query(description="opened before (ISO 8601 with zone)")] = None,
+        after: Annotated[str | None, Query(max_length=128, description="the `next` cursor of the previous page")]
+        = None,
     ) -> dict[str, Any]:
-        """Alerts, newest first."""
-        return {"items": await svc().alerts(state, limit)}
+        """Alert history, newest first, filtered; `next` is the cursor of the following page (null: the last)."""
+        items, nxt = await svc().alerts(state, limit, kind=kind, shelf=shelf, since=since, until=until, after=after)
+        return {"items": items, "next": nxt}
 
     @app.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"], responses=_errors(400, 404, 409, 503))
     async def ack(alert_id: str, body: AckBody, _: Annotated[Principal, Depends(staff)]) -> dict[str, Any]:
