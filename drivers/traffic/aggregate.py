@@ -104,6 +104,8 @@ class TrafficView:
     zones: dict[str, ZonePresence]
     recent_intervals: tuple[Summary, ...]
     hours_today: tuple[Summary, ...]
+    hour_now: Summary | None = None
+    """The current hour so far (not closed yet)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form for the API."""
@@ -116,6 +118,7 @@ class TrafficView:
                       for z, p in self.zones.items()},
             "recent_intervals": [s.as_dict() for s in self.recent_intervals],
             "hours_today": [s.as_dict() for s in self.hours_today],
+            "hour_now": self.hour_now.as_dict() if self.hour_now is not None else None,
         }
 
 
@@ -228,6 +231,7 @@ class TrafficAggregator:
             staff_entries_today=day.staff, visitors_today=max(0, day.entries - day.staff),
             occupancy=self.occupancy, zones=zones, recent_intervals=tuple(self._recent),
             hours_today=tuple(self._hours),
+            hour_now=self._summary(self._hour, self._hour.start + timedelta(hours=1), hourly=True),
         )
 
     # ---- internals ----

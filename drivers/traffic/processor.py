@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+import orjson
 
 from drivers.base import Malformed, Reading
 from drivers.ble.processor import BleProcessor
@@ -22,12 +25,24 @@ from drivers.traffic.events import TrafficHourly, TrafficInterval
 from edge.clock import Clock
 from edge.events import Event, MalformedInput
 from edge.processing import Output
+from edge.runtime import Delete, StateWrite, Upsert
 
 if TYPE_CHECKING:
     from edge.config import Manifest
 
 SOURCE = "traffic"
 MALFORMED_REPORT_S = 60.0
+HOUR_KEY = "traffic.hour/"
+"""Each closed hour is kept as a `kv` row `traffic.hour/<store-local YYYY-MM-DDTHH>` (JSON: start, end, entries,
+exits, staff_entries, visitors, occupancy), committed with its `retail.traffic.hourly.v1` event, for the
+dashboard's "same weekday last week" (the events themselves are telemetry: gone once the hub has them)."""
+KEEP_DAYS = 15
+"""An hour's row is deleted when the same hour KEEP_DAYS later closes: at most 15 x 25 rows."""
+
+
+def hour_key(start: datetime, tz: ZoneInfo) -> str:
+    """The kv key of the hour starting at `start` (store-local date and hour)."""
+    return HOUR_KEY + start.astimezone(tz).strftime("%Y-%m-%dT%H")
 
 
 class TrafficProcessor:
@@ -51,10 +66,10 @@ class TrafficProcessor:
         self._last = now
         self._next_malformed = now.timestamp() + MALFORMED_REPORT_S
 
-    def feed(self, reading: Reading, now: datetime) -> Sequence[Output]:
+    def feed(self, reading: Reading, now: datetime) -> Sequence[Output | StateWrite]:
         """Handle one reading."""
         self._last = now
-        out: list[Output] = []
+        out: list[Output | StateWrite] = []
         if isinstance(reading, Advert):
             out += self.ble.feed(reading, now)
         elif isinstance(reading, DoorCounts):
@@ -70,10 +85,10 @@ class TrafficProcessor:
         out += self._summaries(self.agg.tick(now))
         return out
 
-    def tick(self, now: datetime) -> Sequence[Output]:
+    def tick(self, now: datetime) -> Sequence[Output | StateWrite]:
         """Timeouts, period closes, malformed-frame summaries."""
         self._last = now
-        out: list[Output] = list(self.ble.tick(now))
+        out: list[Output | StateWrite] = list(self.ble.tick(now))
         out += self._summaries(self.agg.tick(now))
         if now.timestamp() >= self._next_malformed:
             self._next_malformed = now.timestamp() + MALFORMED_REPORT_S
@@ -102,11 +117,15 @@ class TrafficProcessor:
             self.agg.door(d_in, d_out, now)
         return []
 
-    def _summaries(self, summaries: list[Summary]) -> list[Event]:
-        out: list[Event] = []
+    def _summaries(self, summaries: list[Summary]) -> list[Event | StateWrite]:
+        out: list[Event | StateWrite] = []
         for s in summaries:
             cls = TrafficHourly if s.hourly else TrafficInterval
             out.append(cls(source=SOURCE, time=s.end, start=s.start, end=s.end, entries=s.entries, exits=s.exits,
                            staff_entries=s.staff_entries, visitors=s.visitors, occupancy=s.occupancy,
                            zones=s.zones))
+            if s.hourly:
+                row = {k: v for k, v in s.as_dict().items() if k != "zones"}
+                out.append(Upsert("kv", {"key": hour_key(s.start, self.agg.tz), "value": orjson.dumps(row).decode()}))
+                out.append(Delete("kv", {"key": hour_key(s.start - timedelta(days=KEEP_DAYS), self.agg.tz)}))
         return out

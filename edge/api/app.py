@@ -13,10 +13,11 @@ FastAPI must see the local dependency aliases of the routes at definition time.)
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -360,6 +361,27 @@ def _traffic(gw: GatewayView) -> dict[str, Any]:
     return {"available": False, "reason": "no door counter or BLE presence device is configured"}
 
 
+async def _traffic_hours(gw: GatewayView, day: date) -> list[dict[str, Any]]:
+    """The closed hours of a store-local day the traffic processor kept (kv `traffic.hour/<day>T<HH>`, the
+    last 15 days), oldest first; [] when none were kept (before the gateway ran, or past the retention)."""
+    try:
+        from drivers.traffic.processor import HOUR_KEY
+    except ImportError:
+        return []
+    lo = f"{HOUR_KEY}{day.isoformat()}T"
+    rows = await gw.query("SELECT value FROM kv WHERE key >= ? AND key < ? ORDER BY key LIMIT 26",
+                          (lo, lo[:-1] + "U"))  # fmt: skip
+    out = []
+    for r in rows:
+        try:
+            v = orjson.loads(r["value"])
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(v, dict):
+            out.append(v)
+    return out
+
+
 def _names(gw: GatewayView) -> dict[str, Any]:
     """Display names of the store, zones, shelves and catalog items: `name` (the default) and `names` per
     language, for the dashboard (edge/config.py `Names`)."""
@@ -582,9 +604,20 @@ def create_app(
         return {"items": _beacons(gw)}
 
     @app.get("/api/v1/traffic", tags=["traffic"])
-    async def traffic(_: Reader) -> dict[str, Any]:
-        """Foot traffic today (store-local day), occupancy and zone presence."""
-        return _traffic(gw)
+    async def traffic(
+        _: Reader,
+        day: Annotated[date | None, Query(description="only the closed hours kept of this store-local day "
+                                                       "(YYYY-MM-DD; the last 15 days are kept)")] = None,
+    ) -> dict[str, Any]:
+        """Foot traffic today (store-local day), occupancy, zone presence, and the hours of the same weekday
+        last week (`last_week`); with `day`, only that day's kept hours."""
+        if day is not None:
+            return {"day": day.isoformat(), "hours": await _traffic_hours(gw, day)}
+        out = _traffic(gw)
+        if out.get("available"):
+            last = date.fromisoformat(out["day"]) - timedelta(days=7)
+            out["last_week"] = {"day": last.isoformat(), "hours": await _traffic_hours(gw, last)}
+        return out
 
     # ---- offers ----
     @app.get("/api/v1/offers", tags=["offers"])

@@ -378,6 +378,8 @@ async function loadTraffic() {
     : [["traffic", null]];
   $("traffic").innerHTML = items.map(([k, v]) =>
     `<div><dt>${esc(t(k))}</dt><dd>${esc(v === null ? t("not_available") : fmt.num(v))}</dd></div>`).join("");
+  $("traffic-panel").querySelector(".charts").hidden = !tr.available;
+  if (tr.available) Charts.render(tr, { t, lang, num: fmt.num, zone: (z) => nameOf("zones", z) });  // charts.js
 }
 
 // ---- live or not ----
