@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from edge.api.auth import AuthError, Principal, TokenStore, require
+from edge.api.export import ALERT_COLUMNS, MAX_ROWS, STOCK_COLUMNS, to_csv
 from edge.api.pairing import add_pairing_routes
 from edge.api.sse import event_stream
 from edge.config import TokenConfig
@@ -574,6 +575,43 @@ def create_app(
         """Alert history, newest first, filtered; `next` is the cursor of the following page (null: the last)."""
         items, nxt = await svc().alerts(state, limit, kind=kind, shelf=shelf, since=since, until=until, after=after)
         return {"items": items, "next": nxt}
+
+    # ---- CSV export (edge/api/export.py) ----
+    def _csv(text: str, name: str) -> Response:
+        return Response(text, media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    @app.get("/api/v1/export/stock.csv", tags=["stock"], response_class=Response, responses=_errors(404))
+    async def export_stock(
+        _: Reader,
+        shelf: Annotated[str | None, Query(max_length=64)] = None,
+        sku: Annotated[str | None, Query(max_length=64)] = None,
+        zone: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> Response:
+        """The current stock (the cells of GET /api/v1/stock, same filters) as CSV."""
+        cells = gw.stock.select(shelf=shelf, sku=sku, zone=zone)
+        return _csv(to_csv(STOCK_COLUMNS, [gw.stock.describe(c) for c in cells]), "stock.csv")
+
+    @app.get("/api/v1/export/alerts.csv", tags=["alerts"], response_class=Response, responses=_errors(400, 503))
+    async def export_alerts(
+        _: Reader,
+        *,
+        state: Annotated[AlertState | None, Query()] = None,
+        kind: Annotated[str | None, Query(max_length=32)] = None,
+        shelf: Annotated[str | None, Query(max_length=64)] = None,
+        since: Annotated[datetime | None, Query(description="opened at or after (ISO 8601 with zone)")] = None,
+        until: Annotated[datetime | None, Query(description="opened before (ISO 8601 with zone)")] = None,
+    ) -> Response:
+        """The alert history (filters as GET /api/v1/alerts) as CSV, newest first, at most MAX_ROWS rows."""
+        rows: list[dict[str, Any]] = []
+        after: str | None = None
+        while len(rows) < MAX_ROWS:
+            page, after = await svc().alerts(state, min(1000, MAX_ROWS - len(rows)), kind=kind, shelf=shelf,
+                                             since=since, until=until, after=after)
+            rows += page
+            if after is None:
+                break
+        return _csv(to_csv(ALERT_COLUMNS, rows), "alerts.csv")
 
     @app.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"], responses=_errors(400, 404, 409, 503))
     async def ack(alert_id: str, body: AckBody, _: Annotated[Principal, Depends(staff)]) -> dict[str, Any]:

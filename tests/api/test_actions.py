@@ -4,6 +4,8 @@ roles refused without a change."""
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
 import pytest
@@ -139,3 +141,38 @@ async def test_alert_history_bad_queries(running: Running, params: dict[str, Any
     r = await running.client.get("/api/v1/alerts", params=params, headers=running.headers("staff"))
     assert r.status_code in (400, 422), r.text
     assert r.json()["error"]["code"]
+
+
+def _csv_rows(text: str) -> list[dict[str, str]]:
+    assert text.startswith("\ufeff")
+    return list(csv.DictReader(io.StringIO(text[1:])))
+
+
+async def test_csv_export_of_stock_and_alerts(running: Running) -> None:
+    h = running.headers("hq")
+    running.set_stock("shelf-a1", "water-500", 7)
+    alert = await open_low_alert(running)
+    staff = running.headers("staff")
+    r = await running.client.post(f"/api/v1/alerts/{alert['id']}/ack", headers=staff, json={"by": "=HYPERLINK(1)"})
+    assert r.status_code == 200, r.text
+    r = await running.client.post(f"/api/v1/alerts/{alert['id']}/resolve", headers=staff,
+                                  json={"by": "Sam", "reason": "counted, 2 left"})
+    assert r.status_code == 200, r.text
+    stock = await running.client.get("/api/v1/export/stock.csv", params={"shelf": "shelf-a1"}, headers=h)
+    assert stock.status_code == 200, stock.text
+    assert stock.headers["content-type"].startswith("text/csv")
+    assert "attachment" in stock.headers["content-disposition"]
+    rows = {(r["sku"], r["count"], r["state"]) for r in _csv_rows(stock.text)}
+    assert rows == {("cola-330", "2", "low"), ("water-500", "7", "ok")}
+    alerts = await running.client.get("/api/v1/export/alerts.csv", params={"state": "resolved"}, headers=h)
+    assert alerts.status_code == 200, alerts.text
+    got = _csv_rows(alerts.text)
+    assert [(a["id"], a["kind"], a["state"]) for a in got] == [(alert["id"], "low_stock", "resolved")]
+    # a value that looks like a formula is neutralised
+    assert (got[0]["close_reason"], got[0]["acknowledged_by"]) == ("manual: counted, 2 left", "'=HYPERLINK(1)")
+    # refusals: no token, a shelf the store lacks, a bad filter
+    assert (await running.client.get("/api/v1/export/stock.csv")).status_code == 401
+    missing = await running.client.get("/api/v1/export/stock.csv", params={"shelf": "nope"}, headers=h)
+    assert missing.status_code == 404
+    bad = await running.client.get("/api/v1/export/alerts.csv", params={"kind": "nope"}, headers=h)
+    assert bad.status_code == 400
