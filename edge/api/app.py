@@ -148,6 +148,15 @@ class ResolveBody(BaseModel):
     reason: str = Field(min_length=1, max_length=200, description="why it is resolved (e.g. 'counted: 12 on shelf')")
 
 
+class RestockingBody(BaseModel):
+    """Staff start (`on`) or finish restocking a shelf: its restock alerts are muted meanwhile."""
+
+    on: bool = Field(default=True, description="true: start restocking (mute); false: finished (unmute)")
+    duration_s: float | None = Field(
+        default=None, description="how long the mute lasts at most: 0 < duration_s <= the rules' mute_max_s "
+        "(default mute_max_s)")
+
+
 class ErrorDetail(BaseModel):
     """What went wrong: a stable code and a message saying what to do."""
 
@@ -624,6 +633,14 @@ def create_app(
         """Resolve a live alert by hand with a reason (close_reason `manual: <reason>`); the resolved event,
         naming `by`, is committed (and published) after this. Same as the MQTT command `alert.resolve`."""
         return dict(await svc().resolve(alert_id, body.by, body.reason))
+
+    @app.post("/api/v1/shelves/{shelf}/restocking", tags=["alerts"], responses=_errors(400, 404, 503))
+    async def restocking(
+        shelf: Annotated[str, PathParam(max_length=64)], body: RestockingBody, _: Annotated[Principal, Depends(staff)]
+    ) -> dict[str, Any]:
+        """Start or finish restocking a shelf (mutes its restock alerts for at most the rules' mute_max_s); the
+        same as the MQTT command `restock.mute`."""
+        return dict(await svc().mute(shelf, body.on, body.duration_s))
 
     @app.get("/api/v1/devices", tags=["devices"])
     async def devices(_: Reader) -> dict[str, Any]:

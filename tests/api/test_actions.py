@@ -4,6 +4,7 @@ roles refused without a change."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from typing import Any
@@ -176,3 +177,27 @@ async def test_csv_export_of_stock_and_alerts(running: Running) -> None:
     assert missing.status_code == 404
     bad = await running.client.get("/api/v1/export/alerts.csv", params={"kind": "nope"}, headers=h)
     assert bad.status_code == 400
+
+
+async def test_restocking_mutes_the_shelf_over_api_and_mqtt(running: Running, mosquitto: Mosquitto) -> None:
+    staff = running.headers("staff")
+    url = "/api/v1/shelves/shelf-a1/restocking"
+    # refusals change nothing: read-only role, unknown shelf, a duration out of bounds or not a number
+    assert (await running.client.post(url, headers=running.headers("hq"), json={})).status_code == 403
+    assert (await running.client.post("/api/v1/shelves/nope/restocking", headers=staff, json={})).status_code == 404
+    for bad in (0, -1, 1e9, "soon"):
+        r = await running.client.post(url, headers=staff, json={"duration_s": bad})
+        assert r.status_code in (400, 422), (bad, r.text)
+    assert "shelf-a1" not in running.gw.rules.engine.restock.muted
+    r = await running.client.post(url, headers=staff, json={"duration_s": 600})
+    assert (r.status_code, r.json()) == (200, {"shelf": "shelf-a1", "muted": True})
+    assert "shelf-a1" in running.gw.rules.engine.restock.muted
+    running.set_stock("shelf-a1", "cola-330", 10)
+    running.set_stock("shelf-a1", "cola-330", 2)
+    await asyncio.sleep(1.5)  # well past the test rules' 0.3 s debounce: a muted shelf raises nothing
+    assert not running.gw.rules.engine.book.live
+    # finishing restocking over MQTT (restock.mute on=false): the still-low cell raises its alert now
+    reply = await command(mosquitto, "restock.mute", {"shelf": "shelf-a1", "on": False})
+    assert reply["ok"], reply
+    assert "shelf-a1" not in running.gw.rules.engine.restock.muted
+    await wait_for(lambda: running.gw.rules.engine.book.live, 10, "the low-stock alert after the mute")
