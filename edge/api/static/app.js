@@ -259,8 +259,15 @@ function renderAlerts() {
       ? t("acknowledged_by", { by: a.acknowledged_by })
       : (a.local ? t("since", { time: when(a.opened_at) }) : t("opened_at", { time: when(a.opened_at) })) +
         (a.escalation_level ? ` · ${t("escalated", { n: fmt.num(a.escalation_level) })}` : "");
-    const button = a.state === "open" && !a.local
-      ? `<button class="ack" data-id="${esc(a.id)}" type="button"${state.live ? "" : " disabled"}>${esc(t("acknowledge"))}</button>` : "";
+    const off = state.live ? "" : " disabled";
+    let button = a.state === "open" && !a.local
+      ? `<button class="ack" data-id="${esc(a.id)}" type="button"${off}>${esc(t("acknowledge"))}</button>` : "";
+    if (!a.local) {  // staff actions of issue 17 item 3: resolve with a reason; restocking mutes the shelf
+      button += `<button class="resolve" data-id="${esc(a.id)}" type="button"${off}>${esc(t("resolve"))}</button>`;
+      if (a.shelf && (a.kind === "low_stock" || a.kind === "out_of_stock")) {
+        button += `<button class="restocking" data-shelf="${esc(a.shelf)}" type="button"${off}>${esc(t("restocking"))}</button>`;
+      }
+    }
     return `<li class="alert kind-${esc(a.kind)} state-${esc(a.state)} urgency-${urgency(a)}" data-id="${esc(a.id)}"` +
       ` data-opened="${esc(a.opened_at)}"><div class="what"><strong>${esc(t(`kind.${a.kind}`))}</strong> · ${esc(alertWhere(a))}` +
       `<div class="reason">${esc(alertReason(a))}</div><div class="meta">${esc(meta)}</div></div>${button}</li>`;
@@ -283,6 +290,46 @@ async function acknowledge(id, button) {
   } catch (e) {
     button.disabled = !state.live;
     toast(t("ack_failed", { error: e.message }));
+  }
+}
+
+function staffName() {
+  const by = $("staff-name").value.trim();
+  if (!by) { toast(t("enter_name")); $("staff-name").focus(); return null; }
+  localStorage.setItem("edge-staff", by);
+  return by;
+}
+
+async function resolveAlert(id, button) {
+  if (!state.live) return;
+  const by = staffName();
+  if (!by) return;
+  const reason = (window.prompt(t("resolve_reason")) || "").trim();
+  if (!reason) return;
+  button.disabled = true;
+  try {
+    await api(`/alerts/${encodeURIComponent(id)}/resolve`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ by, reason: reason.slice(0, 200) }),
+    });
+    toast(t("resolve_done"));
+    await loadAlerts();
+  } catch (e) {
+    button.disabled = !state.live;
+    toast(t("resolve_failed", { error: e.message }));
+  }
+}
+
+async function startRestocking(shelf, button) {
+  if (!state.live) return;
+  button.disabled = true;
+  try {
+    await api(`/shelves/${encodeURIComponent(shelf)}/restocking`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ on: true }),
+    });
+    toast(t("restocking_on", { shelf: nameOf("shelves", shelf) }));
+  } catch (e) {
+    button.disabled = !state.live;
+    toast(t("restocking_failed", { error: e.message }));
   }
 }
 
@@ -529,6 +576,10 @@ $("lang").addEventListener("change", async () => {
 $("alerts").addEventListener("click", (ev) => {
   const b = ev.target.closest("button.ack");
   if (b) acknowledge(b.dataset.id, b);
+  const r = ev.target.closest("button.resolve");
+  if (r) resolveAlert(r.dataset.id, r);
+  const m = ev.target.closest("button.restocking");
+  if (m) startRestocking(m.dataset.shelf, m);
 });
 setInterval(() => {
   if (!token) return;
