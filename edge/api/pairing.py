@@ -32,7 +32,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
-from edge.api.auth import AuthError, Principal, TokenStore, require
+from edge.api.auth import ROLES, AuthError, Principal, TokenStore, require
 from edge.runtime import GatewayView, Upsert
 
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L: read off a screen, typed on a tablet
@@ -275,6 +275,11 @@ def add_pairing_routes(app: FastAPI, gw: GatewayView, store: TokenStore) -> Pair
         """Redeem a pairing code (no token needed): the device's token, shown only in this answer."""
         client = request.client.host if request.client else "?"
         return await paired.redeem(body.code, client)
+
+    @app.get("/api/v1/whoami", tags=["tokens"])
+    async def whoami(who: Annotated[Principal, Depends(require(store, *ROLES))]) -> dict[str, Any]:
+        """The calling token's name, roles and expiry (the dashboard shows the admin's panel by it)."""
+        return {"name": who.name, "roles": sorted(who.roles), "expires": _iso(who.expires) if who.expires else None}
 
     @app.get("/api/v1/tokens", tags=["tokens"])
     async def tokens(_: Admin) -> dict[str, Any]:

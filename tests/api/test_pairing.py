@@ -66,6 +66,8 @@ async def test_pair_redeem_once_use_list_revoke(running: Running) -> None:
     h = bearer(tok["token"])
     assert (await running.client.get("/api/v1/stock", headers=h)).status_code == 200
     assert (await running.client.get("/api/v1/tokens", headers=h)).status_code == 403
+    me = (await running.client.get("/api/v1/whoami", headers=h)).json()
+    assert me == {"name": "tablet-front", "roles": ["staff"], "expires": tok["expires"]}
     # listed with name, roles, expiry; the manifest's tokens too, not revocable
     items = (await running.client.get("/api/v1/tokens", headers=running.headers("admin"))).json()["items"]
     mine = [i for i in items if i["id"] == tok["id"]]
