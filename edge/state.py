@@ -33,11 +33,11 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from edge.config import Manifest
 from edge.errors import CommandError
-from edge.events import Event, StockChanged
+from edge.events import Event, EventClass, StockChanged
 from edge.processing import StockFlag, StockUpdate
 
 TRUST_KEY = "stock.trust."  # kv key prefix of a cell's persisted flags: stock.trust.<shelf>.<sku>
@@ -110,6 +110,47 @@ class StockCell:
         if self.sources:
             d["sources"] = dict(self.sources)
         return d
+
+
+MAX_CORRECTED_COUNT = 100_000  # a count staff enter is at most this many units
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StockCorrected(Event):
+    """Staff counted a cell and entered the number (audited): who, when (`time`), the count before (`old`,
+    None when unknown), the counted one (`new`) and why. The fused state takes `new` as a manual count."""
+
+    TYPE: ClassVar[str] = "retail.stock.corrected.v1"
+    CLASS: ClassVar[EventClass] = EventClass.LEDGER
+    TOPIC: ClassVar[str] = "events/stock"
+
+    shelf: str
+    sku: str
+    by: str
+    old: int | None
+    new: int
+    reason: str
+
+    def __post_init__(self) -> None:
+        Event.__post_init__(self)
+        if not 0 <= self.new <= MAX_CORRECTED_COUNT:
+            raise ValueError(f"a counted number is 0..{MAX_CORRECTED_COUNT}")
+
+
+class CountCorrections:
+    """Reactor: each StockCorrected becomes the cell's manual count (origin `manual`, which every shelf
+    accepts), routed in the same batch as the correction event."""
+
+    def react(self, event: Event, now: datetime) -> list[object]:
+        """A manual StockUpdate for a correction; nothing for other events."""
+        if not isinstance(event, StockCorrected):
+            return []
+        return [StockUpdate(shelf=event.shelf, sku=event.sku, time=event.time, origin="manual",
+                            source=event.source, count=event.new, reason=f"counted by {event.by}")]
+
+    def tick(self, now: datetime) -> list[object]:
+        """Nothing happens with time."""
+        return []
 
 
 # Origins a shelf accepts, by its manifest `stock_source`; "manual" (staff correction via API) always counts.

@@ -35,6 +35,7 @@ from edge.api.sse import event_stream
 from edge.config import TokenConfig
 from edge.errors import CommandError
 from edge.runtime import GatewayView
+from edge.state import MAX_CORRECTED_COUNT, StockCorrected
 
 STATIC = Path(__file__).parent / "static"
 VERSION = "1"
@@ -146,6 +147,14 @@ class ResolveBody(BaseModel):
 
     by: str = Field(min_length=1, max_length=64, description="the staff member's name")
     reason: str = Field(min_length=1, max_length=200, description="why it is resolved (e.g. 'counted: 12 on shelf')")
+
+
+class CountBody(BaseModel):
+    """The number staff counted on the shelf, who counted and why."""
+
+    by: str = Field(min_length=1, max_length=64, description="the staff member's name")
+    count: int = Field(ge=0, le=MAX_CORRECTED_COUNT, description="units counted on the shelf")
+    reason: str = Field(min_length=1, max_length=200, description="why the count is corrected")
 
 
 class RestockingBody(BaseModel):
@@ -633,6 +642,25 @@ def create_app(
         """Resolve a live alert by hand with a reason (close_reason `manual: <reason>`); the resolved event,
         naming `by`, is committed (and published) after this. Same as the MQTT command `alert.resolve`."""
         return dict(await svc().resolve(alert_id, body.by, body.reason))
+
+    @app.post("/api/v1/stock/{shelf}/{sku}/count", tags=["stock"], responses=_errors(400, 404))
+    async def correct_count(
+        shelf: Annotated[str, PathParam(max_length=64)], sku: Annotated[str, PathParam(max_length=64)],
+        body: CountBody, _: Annotated[Principal, Depends(staff)],
+    ) -> dict[str, Any]:
+        """Staff enter the counted number of a cell: the audited retail.stock.corrected.v1 (by, old, new,
+        reason) and the cell's manual count commit together; returns the cell after it."""
+        cells = gw.stock.select(shelf=shelf, sku=sku)
+        if not cells:
+            raise CommandError("not_found", f"shelf {shelf!r} does not hold {sku!r} in the planogram")
+        by, reason = body.by.strip(), body.reason.strip()
+        if not by or not reason or not by.isprintable() or not reason.isprintable():
+            raise CommandError("bad_request", "by and reason must be printable text, not blank")
+        old = gw.stock.describe(cells[0])["count"]
+        ev = StockCorrected(source="api", time=gw.clock.now(), subject=shelf, shelf=shelf, sku=sku, by=by,
+                            old=old, new=body.count, reason=reason)
+        await gw.emit_committed([ev])
+        return gw.stock.describe(gw.stock.select(shelf=shelf, sku=sku)[0])
 
     @app.post("/api/v1/shelves/{shelf}/restocking", tags=["alerts"], responses=_errors(400, 404, 503))
     async def restocking(

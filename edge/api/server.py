@@ -27,6 +27,7 @@ from edge.api.app import create_app
 from edge.config import TokenConfig
 from edge.ratelimit import LogLimiter
 from edge.runtime import GatewayView
+from edge.state import CountCorrections
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +218,7 @@ async def start_api(gw: GatewayView, listen: str, tokens: list[TokenConfig]) -> 
     api = gw.manifest.api
     guard = ConnectionGuard(api.header_timeout_s, api.max_connections_per_client)
     protocol = type("ApiProtocol", (GuardedH11Protocol,), {"guard": guard})
+    gw.add_reactor(CountCorrections())  # staff count corrections (POST /stock/{shelf}/{sku}/count) -> manual counts
     app = create_app(gw, tokens, body_timeout=api.body_timeout_s, extra_metrics=guard.metrics_text)
     sock = _bind(listen)
     config = uvicorn.Config(

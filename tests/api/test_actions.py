@@ -201,3 +201,40 @@ async def test_restocking_mutes_the_shelf_over_api_and_mqtt(running: Running, mo
     assert reply["ok"], reply
     assert "shelf-a1" not in running.gw.rules.engine.restock.muted
     await wait_for(lambda: running.gw.rules.engine.book.live, 10, "the low-stock alert after the mute")
+
+
+async def test_count_correction_is_audited_and_used(running: Running, mosquitto: Mosquitto) -> None:
+    hub = HubRecorder(mosquitto.port, f"{ROOT}/events/stock", persistent=False)
+    try:
+        staff = running.headers("staff")
+        running.set_stock("shelf-a1", "cola-330", 9)
+        url = "/api/v1/stock/shelf-a1/cola-330/count"
+        # refusals change nothing: read-only role, unknown cell, counts and texts out of bounds
+        good = {"by": "Sam", "count": 12, "reason": "counted the lane"}
+        assert (await running.client.post(url, headers=running.headers("hq"), json=good)).status_code == 403
+        r = await running.client.post("/api/v1/stock/shelf-a1/crisps-150/count", headers=staff, json=good)
+        assert r.status_code == 404, r.text
+        for bad in ({"count": -1}, {"count": 100_001}, {"count": 1.5}, {"reason": ""}, {"by": "x" * 65},
+                    {"reason": "tab\there"}):
+            r = await running.client.post(url, headers=staff, json={**good, **bad})
+            assert r.status_code in (400, 422), (bad, r.text)
+        assert running.gw.stock.describe(running.gw.stock.select(shelf="shelf-a1", sku="cola-330")[0])["count"] == 9
+        r = await running.client.post(url, headers=staff, json=good)
+        assert r.status_code == 200, r.text
+        assert (r.json()["count"], r.json()["origin"]) == (12, "manual")
+        shelf = (await running.client.get("/api/v1/stock/shelf-a1", headers=staff)).json()
+        assert [i["count"] for i in shelf["items"] if i["sku"] == "cola-330"] == [12]
+
+        def corrected() -> list[dict[str, Any]]:
+            return [e for e in hub.events() if e["type"] == "retail.stock.corrected.v1"]
+
+        await wait_for(corrected, 10, "the correction on MQTT")
+        data = corrected()[0]["data"]
+        assert {k: data[k] for k in ("shelf", "sku", "by", "old", "new", "reason")} == {
+            "shelf": "shelf-a1", "sku": "cola-330", "by": "Sam", "old": 9, "new": 12, "reason": "counted the lane"}
+        await wait_for(lambda: [e for e in hub.events() if e["type"] == "retail.stock.changed.v1"
+                                and e["data"]["origin"] == "manual" and e["data"]["count"] == 12],
+                       10, "the manual stock change on MQTT")
+        assert len(corrected()) == 1
+    finally:
+        hub.close()
