@@ -1,7 +1,7 @@
 """Staff actions through the dashboard page in headless Chromium (Debian's /usr/bin/chromium via Playwright)
-against the real gateway: start restocking from a low-stock alert (the shelf's restock alerts are muted) and
-resolve the alert with a reason typed into the page (close_reason `manual: <reason>`, resolved by the staff
-member named on the page)."""
+against the real gateway: start restocking from a low-stock alert (the shelf's restock alerts are muted),
+resolve the alert with a reason typed into the page (close_reason `manual: <reason>`), and correct a cell's
+count (number and reason typed into the page: the cell shows it, origin manual)."""
 
 from __future__ import annotations
 
@@ -49,4 +49,24 @@ async def test_restocking_and_resolve_with_a_reason_through_the_page(running: Ru
         assert rows[0]["close_reason"] == "manual: counted 2, refill on the way"
         assert asked and "resolved" in asked[0]
         await page.wait_for_selector(f"li.alert[data-id='{alert_id}']", state="detached", timeout=10_000)
+
+        # correct a count: the page asks for the number, then why
+        answers = ["17", "counted after the delivery"]
+        asked.clear()
+        page.remove_listener("dialog", answer)
+
+        async def count_answer(d: Dialog) -> None:
+            asked.append(d.message)
+            await d.accept(answers.pop(0))
+
+        page.on("dialog", count_answer)
+        await page.click(".shelf[data-shelf='shelf-b1'] .cell[data-sku='choc-100'] button.correct")
+
+        def cell() -> dict[str, Any]:
+            return running.gw.stock.describe(running.gw.stock.select(shelf="shelf-b1", sku="choc-100")[0])
+
+        await wait_for(lambda: cell()["count"] == 17, 15, "the corrected count")
+        assert cell()["origin"] == "manual"
+        assert len(asked) == 2 and "count" in asked[0]
+        await page.wait_for_selector(".cell[data-sku='choc-100'] .count[data-count='17']", timeout=10_000)
         no_errors(console)

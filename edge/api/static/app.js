@@ -153,6 +153,8 @@ function renderShelves() {
         `${esc(t("count_of", { count: fmt.num(c.count), capacity: fmt.num(c.capacity) }))}</strong>` +
         `<div class="bar"><span data-pct="${pct}"></span></div>` +
         (flags.length ? `<small class="flag">${esc(flags.join(" · "))}</small>` : "") +
+        `<button class="correct" data-shelf="${esc(c.shelf)}" data-sku="${esc(c.sku)}" type="button"` +
+        `${state.live ? "" : " disabled"}>${esc(t("correct_count"))}</button>` +
         `</div>`);
     }
     html.push("</article>");
@@ -330,6 +332,31 @@ async function startRestocking(shelf, button) {
   } catch (e) {
     button.disabled = !state.live;
     toast(t("restocking_failed", { error: e.message }));
+  }
+}
+
+async function correctCount(shelf, sku, button) {
+  if (!state.live) return;
+  const by = staffName();
+  if (!by) return;
+  const what = `${nameOf("shelves", shelf)} · ${nameOf("catalog", sku)}`;
+  const typed = (window.prompt(t("correct_count_ask", { what })) || "").trim();
+  if (!typed) return;
+  if (!/^\d{1,6}$/.test(typed) || Number(typed) > 100000) { toast(t("correct_count_bad")); return; }
+  const reason = (window.prompt(t("correct_reason")) || "").trim();
+  if (!reason) return;
+  button.disabled = true;
+  try {
+    const cell = await api(`/stock/${encodeURIComponent(shelf)}/${encodeURIComponent(sku)}/count`, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ by, count: Number(typed), reason: reason.slice(0, 200) }),
+    });
+    state.stock.set(cellKey(cell.shelf, cell.sku), cell);
+    renderShelves();
+    toast(t("correct_done", { what, count: fmt.num(cell.count) }));
+  } catch (e) {
+    button.disabled = !state.live;
+    toast(t("correct_failed", { error: e.message }));
   }
 }
 
@@ -572,6 +599,10 @@ $("lang").addEventListener("change", async () => {
   }
   localStorage.setItem("edge-lang", lang);
   renderAll();
+});
+$("shelves").addEventListener("click", (ev) => {
+  const b = ev.target.closest("button.correct");
+  if (b) correctCount(b.dataset.shelf, b.dataset.sku, b);
 });
 $("alerts").addEventListener("click", (ev) => {
   const b = ev.target.closest("button.ack");
