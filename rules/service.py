@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -121,22 +121,20 @@ class RulesService:
     # ---- operations shared by MQTT commands and the HTTP API ----
     async def ack(self, alert_id: object, by: object) -> dict[str, Any]:
         """Acknowledge an alert; the acknowledged event is committed before this returns."""
-        try:
-            out = self.engine.ack(alert_id, by, self.gw.clock.now())
-        except CommandError as err:
-            if err.code == "not_found" and isinstance(alert_id, str):
-                rows = await self.gw.query("SELECT state FROM alerts WHERE id = ?", (alert_id,))
-                if rows:
-                    raise CommandError("conflict", f"alert {alert_id} is already {rows[0]['state']}") from None
-            raise
-        await self.gw.emit_committed(*split(out))
+        await self._alert_action(alert_id, lambda now: self.engine.ack(alert_id, by, now))
         alert = self.engine.book.live.get(str(alert_id))
         return alert.row() if alert else {"id": alert_id}
 
     async def resolve(self, alert_id: object, by: object, reason: object) -> dict[str, Any]:
         """Resolve a live alert by hand with a reason; the resolved event is committed before this returns."""
+        await self._alert_action(alert_id, lambda now: self.engine.resolve(alert_id, by, reason, now))
+        rows = await self.gw.query("SELECT * FROM alerts WHERE id = ?", (str(alert_id),))
+        return dict(rows[0]) if rows else {"id": alert_id}
+
+    async def _alert_action(self, alert_id: object, act: Callable[[datetime], list[object]]) -> None:
+        """Run a staff action on a live alert and commit its outputs; a closed alert is a `conflict`."""
         try:
-            out = self.engine.resolve(alert_id, by, reason, self.gw.clock.now())
+            out = act(self.gw.clock.now())
         except CommandError as err:
             if err.code == "not_found" and isinstance(alert_id, str):
                 rows = await self.gw.query("SELECT state FROM alerts WHERE id = ?", (alert_id,))
@@ -144,8 +142,6 @@ class RulesService:
                     raise CommandError("conflict", f"alert {alert_id} is already {rows[0]['state']}") from None
             raise
         await self.gw.emit_committed(*split(out))
-        rows = await self.gw.query("SELECT * FROM alerts WHERE id = ?", (str(alert_id),))
-        return dict(rows[0]) if rows else {"id": alert_id}
 
     async def sighting(self, raw: object) -> dict[str, Any]:
         """Handle a shopper sighting; returns the offers to show (raises SightingError for bad input)."""
