@@ -11,6 +11,7 @@ FastAPI must see the local dependency aliases of the routes at definition time.)
 """
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, date, datetime, timedelta
@@ -24,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -188,6 +189,17 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 AlertState = Literal["open", "acknowledged", "resolved", "expired"]
+_ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
+
+
+def _iso_text(v: object) -> object:
+    """Only ISO 8601 text: pydantic would also take a number ("0.0") as a UNIX time."""
+    if not isinstance(v, str) or not _ISO_TIME.match(v):
+        raise ValueError("must be an ISO 8601 time with a zone, e.g. 2026-12-04T09:00:00+08:00")
+    return v
+
+
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 
 
 class ReloadBody(BaseModel):
@@ -585,8 +597,8 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=1000, description="page size")] = 200,
         kind: Annotated[str | None, Query(max_length=32, description="only this kind (e.g. low_stock)")] = None,
         shelf: Annotated[str | None, Query(max_length=64, description="only alerts of this shelf")] = None,
-        since: Annotated[datetime | None, Query(description="opened at or after (ISO 8601 with zone)")] = None,
-        until: Annotated[datetime | None, Query(description="opened before (ISO 8601 with zone)")] = None,
+        since: Annotated[IsoTime | None, Query(description="opened at or after (ISO 8601 with zone)")] = None,
+        until: Annotated[IsoTime | None, Query(description="opened before (ISO 8601 with zone)")] = None,
         after: Annotated[str | None, Query(max_length=128, description="the `next` cursor of the previous page")]
         = None,
     ) -> dict[str, Any]:
@@ -617,8 +629,8 @@ def create_app(
         state: Annotated[AlertState | None, Query()] = None,
         kind: Annotated[str | None, Query(max_length=32)] = None,
         shelf: Annotated[str | None, Query(max_length=64)] = None,
-        since: Annotated[datetime | None, Query(description="opened at or after (ISO 8601 with zone)")] = None,
-        until: Annotated[datetime | None, Query(description="opened before (ISO 8601 with zone)")] = None,
+        since: Annotated[IsoTime | None, Query(description="opened at or after (ISO 8601 with zone)")] = None,
+        until: Annotated[IsoTime | None, Query(description="opened before (ISO 8601 with zone)")] = None,
     ) -> Response:
         """The alert history (filters as GET /api/v1/alerts) as CSV, newest first, at most MAX_ROWS rows."""
         rows: list[dict[str, Any]] = []

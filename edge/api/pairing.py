@@ -263,7 +263,8 @@ def add_pairing_routes(app: FastAPI, gw: GatewayView, store: TokenStore) -> Pair
         (400, "unknown code"), (404, "no such paired token"), (409, "too many open pairings"),
         (410, "expired code"), (429, "too many wrong codes from this client"))}
 
-    @app.post("/api/v1/pairings", tags=["tokens"], responses={409: errors[409]})
+    @app.post("/api/v1/pairings", tags=["tokens"],
+              responses={400: {"description": "a body that cannot be parsed"}, 409: errors[409]})
     async def create_pairing(body: PairingBody, request: Request, who: Admin) -> dict[str, Any]:
         """Open a device pairing: a single-use code (and the URL to open on the tablet) valid `ttl_s` seconds."""
         out = paired.create(body.name, list(body.roles), body.token_days, body.ttl_s, who.name)

@@ -136,6 +136,7 @@ async def test_alert_history_filters_and_pages(running: Running) -> None:
 @pytest.mark.parametrize(
     "params",
     [{"kind": "nope"}, {"limit": 0}, {"limit": 1001}, {"since": "yesterday"}, {"since": "2026-01-05T10:00:00"},
+     {"since": "0.0"}, {"until": "1767600000"},  # numbers are not ISO 8601 (pydantic would read a UNIX time)
      {"after": "no-cursor"}, {"after": "x" * 129}, {"shelf": "s" * 65}, {"state": "closed"}],
 )
 async def test_alert_history_bad_queries(running: Running, params: dict[str, Any]) -> None:

@@ -44,7 +44,12 @@ SKIPPED = {"GET /api/v1/events"}  # endless SSE stream
 # Bodies validated beyond what a JSON schema says (a printable staff name, a known shopper/beacon, rules that
 # fit the planogram): a schema-valid body may be refused with a documented 4xx, so positive_data_acceptance
 # does not apply; every other check does.
-SEMANTIC = {"POST /api/v1/alerts/{alert_id}/ack", "POST /api/v1/sightings", "POST /api/v1/rules/reload"}
+SEMANTIC = {"POST /api/v1/alerts/{alert_id}/ack", "POST /api/v1/sightings", "POST /api/v1/rules/reload",
+            "POST /api/v1/alerts/{alert_id}/resolve",  # a printable reason
+            "POST /api/v1/shelves/{shelf}/restocking",  # duration_s up to the rules' mute_max_s (runtime config)
+            "POST /api/v1/pairings/redeem",  # a code the admin opened
+            # an alert kind the rules engine knows, a cursor this gateway handed out
+            "GET /api/v1/alerts", "GET /api/v1/export/alerts.csv"}
 # A refusal is a refusal: 413 (body over api.max_body_bytes) rejects negative data as well as 400/422 do.
 CONFIG = schemathesis.Config.from_dict({"checks": {"negative_data_rejection": {"expected-statuses": [
     "400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]}}})
