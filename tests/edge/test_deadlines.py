@@ -16,10 +16,12 @@ from firmware_sim.world import demo_manifest_text
 
 
 class Alarm:
-    """A reactor that wants a tick at `at` and records when it got ticks."""
+    """A reactor that wants a tick at `at` and records when it got ticks; with `fail`, that tick raises (a rules
+    bug: tests/faults/test_core_tasks.py)."""
 
-    def __init__(self, at: datetime) -> None:
+    def __init__(self, at: datetime, *, fail: bool = False) -> None:
         self.at: datetime | None = at
+        self.fail = fail
         self.ticks: list[datetime] = []
 
     def react(self, event: Event, now: datetime) -> Sequence[object]:
@@ -29,6 +31,8 @@ class Alarm:
         self.ticks.append(now)
         if self.at is not None and now >= self.at:
             self.at = None  # done: no deadline any more
+            if self.fail:
+                raise OverflowError("date value out of range")
         return []
 
     def next_deadline(self) -> datetime | None:

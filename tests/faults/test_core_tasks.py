@@ -13,8 +13,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,12 @@ from bench.spine import manifest_dict
 from edge.brokers import Mosquitto, free_port
 from edge.clock import ManualClock
 from edge.config import parse_manifest
-from edge.events import Event
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
 from edge.state import StockState
 from firmware_sim.hub import HubProcess
 from firmware_sim.world import demo_manifest_text
+from tests.edge.test_deadlines import Alarm, NullOutbox
 from tests.faults.daemon import NotifySocket, committed_sequences, holes_without_gap, hub_broker, short, until
 
 pytestmark = pytest.mark.timeout(180)
@@ -140,34 +140,6 @@ def test_committer_failure_ends_the_process_nonzero(tmp_path: Path, hub: tuple[M
               again.log)
     finally:
         assert again.stop() == 0
-
-
-class Alarm:
-    """A reactor that wants a tick at `at`; with `fail`, its tick raises (a rules bug)."""
-
-    def __init__(self, at: datetime, *, fail: bool = False) -> None:
-        self.at: datetime | None = at
-        self.fail = fail
-        self.ticks: list[datetime] = []
-
-    def react(self, event: Event, now: datetime) -> Sequence[object]:
-        return []
-
-    def tick(self, now: datetime) -> Sequence[object]:
-        self.ticks.append(now)
-        if self.at is not None and now >= self.at:
-            self.at = None
-            if self.fail:
-                raise OverflowError("date value out of range")
-        return []
-
-    def next_deadline(self) -> datetime | None:
-        return self.at
-
-
-class NullOutbox:
-    def submit(self, *_a: object, **_k: object) -> None:
-        return None
 
 
 async def test_deadlines_survive_a_reactor_that_raises() -> None:
