@@ -20,11 +20,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.brokers import BrokerProcess, Mosquitto, _which
+from edge.brokers import BrokerProcess, _which
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = {"hq": "hq-password-1", "s0421": "store-password-1", "s0422": "store-password-2"}
-pytestmark = pytest.mark.skipif(not Mosquitto.available(), reason="mosquitto is not installed")
 
 
 class HubMosquitto(BrokerProcess):
