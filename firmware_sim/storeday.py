@@ -240,6 +240,8 @@ def check(truth: Truth, manifest: Manifest, cfg: StoreDayConfig, end: float) -> 
         # after a blip it did see falls within that raise's window (blip < allowance)
         timeline = visible(truth_timeline, cfg.weight_blip_s) if weight.get(shelf) else truth_timeline
         for kind, thr, clear in (("low_stock", low, low + 2), ("out_of_stock", 0, 1)):
+            # the truth's own condition starts: a scale that saw the blip started its debounce after it
+            raw_starts = [a for a, _ in expected_raises(truth_timeline, thr, clear, cfg.debounce_s, end + 60)]
             for start, due in expected_raises(timeline, thr, clear, cfg.debounce_s, end):
                 if due > end - allowance - 1:
                     continue  # not yet due when the day ended
@@ -266,8 +268,10 @@ def check(truth: Truth, manifest: Manifest, cfg: StoreDayConfig, end: float) -> 
                     after_stale += 1  # the gateway could not see when the condition started: no latency
                 else:
                     actual.remove(hit)
-                    latencies.append(hit[0] - start)
-                    by_source["weight" if weight.get(shelf) else "rfid"].append(hit[0] - start)
+                    # latency from the start the gateway could see: after a blip it caught, the blip's end
+                    seen = max((a for a in raw_starts if start <= a <= hit[0] - cfg.debounce_s + 1), default=start)
+                    latencies.append(hit[0] - seen)
+                    by_source["weight" if weight.get(shelf) else "rfid"].append(hit[0] - seen)
     for t, shelf, sku, kind in actual:
         if t > end - cfg.debounce_s:
             timeline = truth.changes.get((shelf, sku), [])
