@@ -99,6 +99,19 @@ def gaps(hub: HubProcess) -> list[dict[str, Any]]:
     return [e["data"] for e in hub.events() if e.get("type") == "retail.gap.v1"]
 
 
+def drain_to_hub(data: Path, broker_url: str, api: int, tmp_path: Path, hub: HubProcess, log: Path) -> dict[str, int]:
+    """Every accepted event arrives: the outbox drains after the clean stop's last commits, so a new process
+    drains it; wait until every committed sequence is at the hub or covered by a gap event. Returns them."""
+    committed = committed_sequences(data / "edge.db")
+    drain = GatewayProc(manifest_dict(data, broker_url, [], api_port=api), tmp_path)
+    try:
+        until(lambda: not holes_without_gap(hub.events(), committed), 60,
+              "every committed sequence at the hub or covered by a gap event", log)
+    finally:
+        drain.stop()
+    return committed
+
+
 def test_disk_full_then_space_returns(tmp_path: Path) -> None:
     api = free_port()
     devices = [
@@ -169,14 +182,7 @@ def test_disk_full_then_space_returns(tmp_path: Path) -> None:
             assert again.stop() == 0
         assert "disk full at start" in log.read_text(errors="replace")
 
-        committed = committed_sequences(db)
-        # every accepted event arrives (the outbox drains after the clean stop's last commits: restart to drain)
-        drain = GatewayProc(manifest_dict(data, broker.url, [], api_port=api), tmp_path)
-        try:
-            until(lambda: not holes_without_gap(hub.events(), committed), 60,
-                  "every committed sequence at the hub or covered by a gap event", log)
-        finally:
-            drain.stop()
+        committed = drain_to_hub(data, broker.url, api, tmp_path, hub, log)
         events = hub.events()
         assert not holes_without_gap(events, committed)
         at_hub: dict[str, int] = {}
@@ -240,13 +246,7 @@ def test_disk_full_without_reserve_fails_commit_check_and_starves_watchdog(tmp_p
         assert any("STOPPING" in m for m in sd.messages)
         db = data / "edge.db"
         assert integrity_check(db) == "ok"
-        committed = committed_sequences(db)
-        drain = GatewayProc(manifest_dict(data, broker.url, [], api_port=api), tmp_path)
-        try:
-            until(lambda: not holes_without_gap(hub.events(), committed), 60,
-                  "every committed sequence at the hub or covered by a gap event", log)
-        finally:
-            drain.stop()
+        drain_to_hub(data, broker.url, api, tmp_path, hub, log)
 
 
 async def test_outbox_keeps_every_event_in_order_through_failed_commits(tmp_path: Path) -> None:
