@@ -7,9 +7,11 @@ whole request object and return a JSON-ready result or raise `CommandError`.
 A command changes state unless it is registered `read_only=True`; such a command runs only with a valid `auth`
 member: an HMAC-SHA256 (RFC 2104) with a key from `hub.commands.keys` over the command topic, key id, `ts` and
 the RFC 8785 (JCS) canonical form of the request without `auth`. `ts` must lie within `window_s` of the
-gateway's clock and not before the gateway started; the request `id` is the nonce (remembered for the window,
-so a replay is refused). Read-only commands are open unless `hub.commands.sign_reads` (a signature present
-is always checked). Refusals are error replies with code `unauthorized` and a machine-readable `reason`.
+gateway's clock and not before the gateway started; the request `id` is the nonce (remembered for the window):
+the exact signed request again (a QoS 1 redelivery) gets the first reply again and does not run twice; the id
+with other content is refused as a replay. Read-only commands are open unless `hub.commands.sign_reads` (a
+signature present is always checked). Refusals are error replies with code `unauthorized` and a
+machine-readable `reason`.
 
 `reply_to` must be a valid MQTT topic name (UTF-8, no wildcards, control characters, surrogates or
 non-characters, no empty level, not `$`-prefixed, at most 256 bytes and 32 levels) under `{root}/reply/` or a
@@ -19,6 +21,7 @@ prefix from `hub.commands.reply_prefixes`, and never elsewhere under the store's
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import heapq
 import hmac
@@ -165,29 +168,59 @@ def reply_topic_problem(topic: object, root: str, prefixes: Sequence[str] = ()) 
 
 
 class NonceCache:
-    """Request ids seen, each until its `ts + window` has passed; at most `cap` at a time."""
+    """Request ids seen, each until its `ts + window` has passed; at most `cap` at a time.
+
+    Each id keeps the signature it came with and, once the request has run, its reply: an exact redelivery
+    (QoS 1 after a lost acknowledgement or reply) is answered with that reply instead of running again.
+    """
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
-        self._seen: dict[str, float] = {}
+        self._seen: dict[str, tuple[float, _Answer]] = {}
         self._expiry: list[tuple[float, str]] = []
 
     def __len__(self) -> int:
         return len(self._seen)
 
-    def add(self, key: str, expires: float, now: float) -> bool | None:
-        """True: new (remembered); False: seen before (a replay); None: full of live ids."""
+    def add(self, key: str, expires: float, now: float, answer: _Answer) -> _Answer | bool | None:
+        """True: new (remembered with `answer`); the earlier answer: seen before; None: full of live ids."""
         while self._expiry and self._expiry[0][0] < now:
             when, old = heapq.heappop(self._expiry)
-            if self._seen.get(old) == when:
+            entry = self._seen.get(old)
+            if entry is not None and entry[0] == when:
                 del self._seen[old]
-        if key in self._seen:
-            return False
+        entry = self._seen.get(key)
+        if entry is not None:
+            return entry[1]
         if len(self._seen) >= self.cap:
             return None
-        self._seen[key] = expires
+        self._seen[key] = (expires, answer)
         heapq.heappush(self._expiry, (expires, key))
         return True
+
+
+class _Answer:
+    """The signature a request id was first used with, and the reply it got (None until it has run)."""
+
+    __slots__ = ("done", "reply", "sig")
+    MAX_KEPT = 16 * 1024  # a longer reply is not kept: its redelivery is refused as a replay
+
+    def __init__(self, sig: str) -> None:
+        self.sig = sig
+        self.reply: bytes | None = None
+        self.done = asyncio.Event()
+
+    def finish(self, reply: bytes | None) -> None:
+        self.reply = reply if reply is not None and len(reply) <= self.MAX_KEPT else None
+        self.done.set()
+
+
+class _Redelivery(Exception):
+    """The exact signed request was seen before (same id and signature): answer with its reply."""
+
+    def __init__(self, answer: _Answer) -> None:
+        super().__init__("redelivery")
+        self.answer = answer
 
 
 # ---- the router ------------------------------------------------------------------------------------------
@@ -251,29 +284,50 @@ class CommandRouter:
     async def handle(self, name: str, payload: bytes) -> tuple[str | None, bytes | None]:
         """Run one request; return (reply topic, reply payload), or (None, None) when no reply may be sent."""
         request: Any = None
+        answer: _Answer | None = None
         label = name if name in self._commands else "unknown"
+        topic_reply: tuple[str | None, bytes | None] = (None, None)
         try:
             if len(payload) > MAX_REQUEST_BYTES:
                 request = _loads_or_none(payload) if len(payload) <= MAX_SALVAGE_BYTES else None
             request = self._parse(payload)
             if not self._reply_ok(label, request):
-                return None, None
+                return topic_reply
             cmd = self._validate(name, request)
-            self._authorize(name, request, cmd.read_only)
+            answer = self._authorize(name, request, cmd.read_only)
             result = await cmd.handler(request)
             self.metrics.inc("edge_commands_total", command=label, outcome="ok")
-            return str(request["reply_to"]), orjson.dumps({"id": request["id"], "ok": True, "result": result})
+            topic_reply = str(request["reply_to"]), orjson.dumps({"id": request["id"], "ok": True, "result": result})
+        except _Redelivery as again:
+            return await self._answer_again(label, request, again.answer)
         except CommandError as err:
             self.metrics.inc("edge_commands_total", command=label, outcome=err.code)
             if isinstance(err, Unauthorized):
                 self.metrics.inc("edge_commands_refused_total", reason=err.reason)
                 self._logs.log(log, logging.WARNING, f"unauthorized:{err.reason}",
                                "command %s refused: %s", label, err.message)
-            return self._error_reply(request, err)
+            topic_reply = self._error_reply(request, err)
         except Exception as exc:  # a handler bug must not take down the command loop
             log.exception("command %s failed", name)
             self.metrics.inc("edge_commands_total", command=label, outcome="internal")
-            return self._error_reply(request, CommandError("internal", type(exc).__name__))
+            topic_reply = self._error_reply(request, CommandError("internal", type(exc).__name__))
+        finally:  # also when cancelled: a redelivery waiting for this answer must not wait for ever
+            if answer is not None:
+                answer.finish(topic_reply[1])
+        return topic_reply
+
+    async def _answer_again(self, label: str, request: Mapping[str, Any],
+                            answer: _Answer) -> tuple[str | None, bytes | None]:
+        """A redelivery: wait for the first delivery's reply (it may still run) and send it again."""
+        await answer.done.wait()
+        if answer.reply is None:  # the first reply was too long to keep: refuse as before
+            err = Unauthorized("replay", "this request was already executed and its reply is not kept: "
+                                         "ask again with a new id")
+            self.metrics.inc("edge_commands_total", command=label, outcome=err.code)
+            self.metrics.inc("edge_commands_refused_total", reason=err.reason)
+            return self._error_reply(request, err)
+        self.metrics.inc("edge_commands_total", command=label, outcome="redelivered")
+        return str(request["reply_to"]), answer.reply
 
     @staticmethod
     def _parse(payload: bytes) -> Any:
@@ -303,11 +357,12 @@ class CommandRouter:
             raise CommandError("unknown_command", f"no command {name[:64]!r}; known: {', '.join(self.names)}")
         return cmd
 
-    def _authorize(self, name: str, request: Mapping[str, Any], read_only: bool) -> None:
+    def _authorize(self, name: str, request: Mapping[str, Any], read_only: bool) -> _Answer | None:
+        """Check the hub's signature; a signed request's id is remembered with the answer it will get."""
         auth = request.get("auth")
         if auth is None:
             if read_only and not self.config.sign_reads:
-                return
+                return None
             if not self._keys:
                 raise Unauthorized("no_keys", "this store accepts no state-changing commands: the manifest "
                                               "lists no hub.commands.keys")
@@ -339,12 +394,16 @@ class CommandRouter:
         if ts < self._started:
             raise Unauthorized("before_start", "signed before the gateway started (a replay across a restart "
                                                "is refused): sign again")
-        fresh = self._nonces.add(canonical_json(request.get("id")), ts + window, now)
-        if fresh is None:
+        answer = _Answer(sig)
+        seen = self._nonces.add(canonical_json(request.get("id")), ts + window, now, answer)
+        if seen is None:
             raise CommandError("busy", f"over {self.config.nonce_cache} signed requests in the window: retry later")
-        if not fresh:
-            raise Unauthorized("replay", "this request id was already used: a replay (or a redelivery of a "
-                                         "request already answered)")
+        if isinstance(seen, _Answer):
+            if seen.sig == sig:  # the same signed bytes again: a redelivery, answered, never run twice
+                raise _Redelivery(seen)
+            raise Unauthorized("replay", "this request id was already used by another signed request: "
+                                         "use a new id")
+        return answer
 
     def _error_reply(self, request: Any, err: CommandError) -> tuple[str | None, bytes | None]:
         if not isinstance(request, Mapping):

@@ -187,9 +187,7 @@ def test_signed_runs_once_and_read_only_is_open(clock: ManualClock) -> None:
     ts = int(clock.now().timestamp())
     req = _req(ts=ts)
     assert _run(router, "restock.mute", req) == {"id": "r1", "ok": True, "result": {"shelf": "shelf-a1"}}
-    again = _run(router, "restock.mute", req)
-    assert again is not None and again["error"]["reason"] == "replay"
-    # the same id, signed anew, is still a replay within the window
+    # the same id, signed anew (other content), is a replay within the window
     clock.advance(30)
     again = _run(router, "restock.mute", _req(ts=ts + 30))
     assert again is not None and again["error"]["reason"] == "replay"
@@ -314,9 +312,12 @@ async def test_gateway_refuses_unsigned_state_changes(mosquitto: Mosquitto, tmp_
             assert first is not None and first["ok"] is True, first
             assert engine.ruleset.cells[("shelf-a1", "cola-330")].min == 5
             hub.replies.messages.clear()
-            hub.publish("rules.reload", orjson.dumps(req))  # the captured request, replayed
+            hub.publish("rules.reload", orjson.dumps(req))  # the captured request again: answered, not re-run
             second = await asyncio.to_thread(hub.reply, req["id"], 20)
-            assert second is not None and second["error"]["reason"] == "replay"
+            assert second == first
+            reloads = gw.metrics.value("edge_commands_total", command="rules.reload", outcome="ok")
+            assert reloads == 1 and gw.metrics.value("edge_commands_total", command="rules.reload",
+                                                      outcome="redelivered") == 1
         finally:
             mallory.close()
             hub.close()
@@ -377,3 +378,36 @@ def test_clock_skew_within_window(clock: ManualClock) -> None:
     late = _req(rid="late", ts=int((now - timedelta(seconds=31)).timestamp()))
     assert _run(router, "restock.mute", late)["error"]["reason"] == "stale"  # type: ignore[index]
     assert start < now
+
+
+def test_redelivery_gets_the_first_reply_and_does_not_run_again(clock: ManualClock) -> None:
+    """A QoS 1 redelivery (the exact signed bytes again) is answered with the first reply, not `replay`,
+    and the handler runs once; also when the redelivery arrives while the first delivery still runs."""
+    calls: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(req: Any) -> dict[str, Any]:
+        calls.append(req["id"])
+        await release.wait()
+        return {"n": len(calls)}
+
+    router = _router(clock)
+    router.register("slow.set", slow)
+    ts = int(clock.now().timestamp())
+    req = signed({"id": "r7", "reply_to": f"{ROOT}/reply/hq/r7"}, topic=f"{ROOT}/cmd/slow.set", kid=KEY,
+                 secret=SECRET, ts=ts)
+    raw = orjson.dumps(req)
+
+    async def both() -> list[tuple[str | None, bytes | None]]:
+        first = asyncio.create_task(router.handle("slow.set", raw))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(router.handle("slow.set", raw))
+        await asyncio.sleep(0)
+        release.set()
+        return [await first, await second, await router.handle("slow.set", raw)]
+
+    replies = asyncio.run(both())
+    assert calls == ["r7"]
+    assert [t for t, _ in replies] == [f"{ROOT}/reply/hq/r7"] * 3
+    assert {r for _, r in replies} == {orjson.dumps({"id": "r7", "ok": True, "result": {"n": 1}})}
+    assert router.metrics.value("edge_commands_total", command="slow.set", outcome="redelivered") == 2
