@@ -329,6 +329,15 @@ class CommandRouter:
         self.metrics.inc("edge_commands_total", command=label, outcome="redelivered")
         return str(request["reply_to"]), answer.reply
 
+    def refuse_busy(self, name: str, payload: bytes, running: int) -> tuple[str | None, bytes | None]:
+        """The reply to a request not run because `running` requests already run (the caller's cap)."""
+        label = name if name in self._commands else "unknown"
+        self.metrics.inc("edge_commands_total", command=label, outcome="busy")
+        self._logs.log(log, logging.WARNING, "busy", "command %s refused: %d commands already running", label,
+                       running)
+        request = _loads_or_none(payload) if len(payload) <= MAX_REQUEST_BYTES else None
+        return self._error_reply(request, CommandError("busy", f"{running} commands are running: retry later"))
+
     @staticmethod
     def _parse(payload: bytes) -> Any:
         if len(payload) > MAX_REQUEST_BYTES:

@@ -45,6 +45,7 @@ from edge.supervisor import Backoff
 log = logging.getLogger(__name__)
 
 ALERTS_LANE_MAX = 50_000
+MAX_RUNNING_COMMANDS = 32  # cmd/ requests handled at once; more get a `busy` reply (a flood must not pile up tasks)
 """At most this many unacknowledged alert rows are loaded into the alerts lane at a session's start."""
 
 
@@ -386,12 +387,19 @@ class Uplink:
             message = await session.messages.get()
             if not message.topic.startswith(prefix):
                 continue
-            task = asyncio.create_task(self._answer(session, message.topic[len(prefix):], message.payload))
+            name = message.topic[len(prefix):]
+            if len(pending) >= MAX_RUNNING_COMMANDS:
+                await self._send_reply(session, *self.commands.refuse_busy(name, message.payload, len(pending)))
+                continue
+            task = asyncio.create_task(self._answer(session, name, message.payload))
             pending.add(task)
             task.add_done_callback(pending.discard)
 
     async def _answer(self, session: MqttSession, name: str, payload: bytes) -> None:
-        reply_to, reply = await self.commands.handle(name, payload)
+        await self._send_reply(session, *await self.commands.handle(name, payload))
+
+    @staticmethod
+    async def _send_reply(session: MqttSession, reply_to: str | None, reply: bytes | None) -> None:
         if reply_to is not None and reply is not None:
             with contextlib.suppress(MqttSessionError):
                 await session.publish(reply_to, reply)

@@ -28,6 +28,7 @@ from edge.config import CommandsConfig
 from edge.gateway import Gateway
 from edge.metrics import Metrics
 from edge.processing import StockUpdate
+from edge.uplink import MAX_RUNNING_COMMANDS
 from firmware_sim.hub import HubCommander, HubRecorder, jcs, signed
 from tests.api.conftest import CMD_KEY, manifest_for_tests, wait_for
 
@@ -411,3 +412,36 @@ def test_redelivery_gets_the_first_reply_and_does_not_run_again(clock: ManualClo
     assert [t for t, _ in replies] == [f"{ROOT}/reply/hq/r7"] * 3
     assert {r for _, r in replies} == {orjson.dumps({"id": "r7", "ok": True, "result": {"n": 1}})}
     assert router.metrics.value("edge_commands_total", command="slow.set", outcome="redelivered") == 2
+
+
+async def test_gateway_caps_commands_running_at_once(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """A flood of cmd/ requests does not pile up handler tasks: past MAX_RUNNING_COMMANDS the gateway answers
+    `busy` at once; the running ones finish normally and later requests run again."""
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def slow(req: Any) -> dict[str, Any]:
+        started.append(req["id"])
+        await release.wait()
+        return {"ok": True}
+
+    m = manifest_for_tests(tmp_path)
+    async with Gateway(m, hub_url=mosquitto.url, data_dir=tmp_path / "var", tick_interval=0.1) as gw:
+        gw.commands.register("slow.get", slow, read_only=True)
+        hub = HubCommander(mosquitto.port, ROOT)
+        try:
+            assert (await asyncio.to_thread(hub.call, "stock.get"))["ok"]  # connected both ways
+            flood = MAX_RUNNING_COMMANDS + 8
+            for i in range(flood):
+                hub.publish("slow.get", orjson.dumps({"id": f"f{i}", "reply_to": hub.reply_to(f"f{i}")}))
+            await wait_for(lambda: gw.metrics.value("edge_commands_total", command="slow.get",
+                                                    outcome="busy") == 8, 20, "8 busy replies")
+            assert len(started) == MAX_RUNNING_COMMANDS
+            release.set()
+            replies = [await asyncio.to_thread(hub.reply, f"f{i}", 20) for i in range(flood)]
+            codes = [r["error"]["code"] if r and not r["ok"] else ("ok" if r else None) for r in replies]
+            assert codes.count("ok") == MAX_RUNNING_COMMANDS and codes.count("busy") == 8, codes
+            assert (await asyncio.to_thread(hub.call, "slow.get"))["ok"]  # the cap frees up again
+        finally:
+            hub.close()
+        await gw.rules.stop()
