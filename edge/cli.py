@@ -11,9 +11,9 @@ import logging
 import re
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge import __version__
 from edge.errors import ConfigError, ConfigIssue
@@ -43,13 +43,19 @@ async def run_gateway(config: Path) -> int:
     from edge.sdnotify import Notifier
 
     log = logging.getLogger("edge")
+    from edge.config import machine_problems
+    from edge.rollout import startup
+
     manifest = check_manifest(config)  # refuses (exit 2) what check-config --here refuses
+    running = startup(config, manifest, [rules_fit, machine_problems])  # a committed rollout wins (docs/fleet.md)
+    manifest = running.manifest
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     notifier = Notifier()
     gw = Gateway(manifest)
+    gw.rollout.adopt(running)
     if notifier.watchdog_s is not None:
         gw.watchdog = notifier.watchdog
         gw.health_interval = min(1.0, notifier.watchdog_s / 3)
@@ -195,6 +201,58 @@ def backup_restore(command: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def add_fleet_parsers(sub: Any) -> None:
+    """`hq stock|atp|stores` (HQ's chain-wide view, edge/hq.py) and `fleet-sim` (firmware_sim/fleet.py)."""
+    p_hq = sub.add_parser("hq", help="HQ's chain-wide view from the stores' retained state (docs/fleet.md)")
+    p_hq.add_argument("what", choices=["stock", "atp", "stores"])
+    p_hq.add_argument("--hub", required=True, help="the hub's MQTT URL (mqtt[s]://[user:pass@]host[:port])")
+    p_hq.add_argument("--prefix", default="retail/v1", help="topic prefix (default %(default)s)")
+    p_hq.add_argument("--sku", help="only this SKU: which stores have it, and how many")
+    p_hq.add_argument("--fresh", action="store_true", help="stock: ask every store now (cmd/stock.get fan-out)")
+    p_hq.add_argument("--timeout", type=_bounded(0.1, 60), default=3.0, help="seconds each store has to answer")
+    p_hq.add_argument("--wait", type=_bounded(0.1, 120), default=5.0, help="at most this long for the snapshot")
+    p_hq.add_argument("--stale-after", type=_bounded(1, 30 * 86400), default=900.0,
+                      help="stores: an online store with nothing newer than this many seconds is stale")
+    p_hq.add_argument("--max-stores", type=int, choices=range(1, 20_001), default=20_000, metavar="1..20000")
+    p_hq.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    p_fleet = sub.add_parser("fleet-sim", help="N simulated stores, each a real gateway, against a hub")
+    p_fleet.add_argument("--stores", type=int, choices=range(1, 201), default=20, metavar="1..200")
+    p_fleet.add_argument("--hub", default="nats", help="'nats' (a private 3-node NATS cluster, the default), "
+                         "'mosquitto' (a private one), or loopback mqtt:// URLs separated by commas")
+    p_fleet.add_argument("--duration", type=_bounded(1, 7 * 86400), help="exit 0 after this many seconds")
+    p_fleet.add_argument("--data-dir", type=Path, default=Path("./var/fleet"), help="one directory per store here")
+    p_fleet.add_argument("--batch-every", type=int, choices=range(201), default=0, metavar="0..200",
+                         help="every K-th store batches its uplink (hub.batch); 0: none")
+    p_fleet.add_argument("--changes", type=Path, help="append every shelf change (JSON lines, wall time) here")
+    p_fleet.add_argument("--pick-rate", type=_bounded(0, 10), default=0.3, help="shopper picks a second a store")
+
+
+def _bounded(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text}: give a number from {lo:g} to {hi:g}")
+        return value
+    return parse
+
+
+def run_fleet_command(args: argparse.Namespace) -> int:
+    """`edge-gateway hq ...` / `fleet-sim`."""
+    if args.command == "hq":
+        from edge.hq import run_hq
+
+        return asyncio.run(run_hq(args.what, hub=args.hub, prefix=args.prefix, sku=args.sku, fresh=args.fresh,
+                                  timeout=args.timeout, wait_s=args.wait, stale_after=args.stale_after,
+                                  as_json=args.json, max_stores=args.max_stores))
+    from firmware_sim.fleet import run_fleet
+
+    try:
+        return asyncio.run(run_fleet(stores=args.stores, hub=args.hub, duration=args.duration, data_dir=args.data_dir,
+                                     batch_every=args.batch_every, changes=args.changes, pick_rate=args.pick_rate))
+    except KeyboardInterrupt:
+        return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and `python -m edge`."""
     parser = argparse.ArgumentParser(prog="edge-gateway", description="Smart-store edge gateway")
@@ -230,13 +288,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_restore.add_argument("--data-dir", type=Path, default=Path("/var/lib/edge-gateway"),
                            help="the manifest's storage.data_dir (default %(default)s)")
 
+    add_fleet_parsers(sub)
+
+    p_apply = sub.add_parser("apply", help="apply a manifest to the running daemon (health gate, rollback)")
+    p_apply.add_argument("file", type=Path, help="the whole manifest (YAML), or with --patch a JSON merge patch")
+    p_apply.add_argument("--patch", action="store_true", help="FILE is an RFC 7386 merge patch on the running one")
+    p_apply.add_argument("--version", dest="manifest_version", type=int, help="default: the next version")
+    p_apply.add_argument("--allow-stock-loss", action="store_true", help="drop cells that hold stock")
+    p_apply.add_argument("--url", default="http://127.0.0.1:8080", help="the daemon's API (default %(default)s)")
+    p_apply.add_argument("--token", help="an admin token (default: $EDGE_ADMIN_TOKEN)")
+
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     if args.command in ("backup", "restore"):
         return backup_restore(args.command, args)
 
+    if args.command == "apply":
+        import os
+
+        from edge.rollout import apply_file
+
+        return apply_file(args.file, url=args.url, token=args.token or os.environ.get("EDGE_ADMIN_TOKEN"),
+                          version=args.manifest_version, patch=args.patch, allow_stock_loss=args.allow_stock_loss)
     if args.command == "check-config":
         return check_config(args.file, args.here)
+    if args.command in ("hq", "fleet-sim"):
+        return run_fleet_command(args)
     try:
         if args.command == "run":
             return asyncio.run(run_gateway(args.config))
