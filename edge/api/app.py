@@ -29,7 +29,7 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from edge.api.auth import AuthError, Principal, TokenStore, require
+from edge.api.auth import AuthError, Principal, TokenStore, require, token_valid
 from edge.api.export import ALERT_COLUMNS, MAX_ROWS, STOCK_COLUMNS, to_csv
 from edge.api.pairing import add_pairing_routes
 from edge.api.sse import event_stream
@@ -734,12 +734,15 @@ def create_app(
     # ---- events ----
     @app.get("/api/v1/events", tags=["events"], response_class=StreamingResponse)
     async def events(
+        request: Request,
         _: Annotated[Principal, Depends(sse_reader)],
         type_prefix: Annotated[str, Query(max_length=100, description="only types starting with this")] = "",
     ) -> StreamingResponse:
-        """Live stream (text/event-stream) of every accepted event as CloudEvents JSON."""
+        """Live stream (text/event-stream) of every accepted event as CloudEvents JSON; it ends soon after
+        the token that opened it is revoked or expires."""
+        token: str = request.state.token
         return StreamingResponse(
-            event_stream(gw, stop, type_prefix),
+            event_stream(gw, stop, type_prefix, valid=lambda: token_valid(store, token)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

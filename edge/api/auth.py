@@ -117,6 +117,12 @@ class TokenStore:
 REALM = 'Bearer realm="edge-gateway"'
 
 
+def token_valid(store: TokenStore, token: str) -> bool:
+    """Is `token` still known (not revoked) and unexpired?"""
+    principal = store.lookup(token)
+    return principal is not None and (principal.expires is None or store.clock.now() < principal.expires)
+
+
 def _unauthorized(detail: str) -> AuthError:
     return AuthError(401, "unauthorized", detail, headers={"WWW-Authenticate": REALM})
 
@@ -154,6 +160,7 @@ def require(store: TokenStore, *roles: str, query_token: bool = False) -> Callab
                 403, "forbidden", f"this needs one of the roles: {', '.join(sorted(wanted))}"
             ))
         request.state.principal = principal
+        request.state.token = token  # a long-lived response (the event stream) re-checks it: token_valid
         return principal
 
     dep.edge_auth = True  # type: ignore[attr-defined]  # AuthFirst runs it before the body is read

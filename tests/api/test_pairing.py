@@ -4,6 +4,7 @@ hashed; wrong and expired codes are refused and guessing is bounded per client."
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 from datetime import datetime
@@ -88,11 +89,23 @@ async def test_pair_redeem_once_use_list_revoke(running: Running) -> None:
     assert "edge_api_pairings_redeemed_total 1" in metrics
 
 
-async def test_token_in_the_event_stream(running: Running) -> None:
+async def test_token_in_the_event_stream_and_revocation_ends_it(running: Running) -> None:
+    """A paired token opens the event stream; revoking it ends the open stream (not only the next request)."""
     tok = (await redeem(running, (await pair(running))["code"])).json()
     async with running.client.stream("GET", "/api/v1/events", params={"access_token": tok["token"]}) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
+        lines = r.aiter_lines()
+        assert await anext(lines) == "retry: 3000"
+        gone = await running.client.delete(f"/api/v1/tokens/{tok['id']}", headers=running.headers("admin"))
+        assert gone.status_code == 200
+        seen: list[str] = []
+        async with asyncio.timeout(30):
+            async for line in lines:  # the stream ends (the loop ends) after the unauthorized message
+                seen.append(line)
+        assert "event: unauthorized" in seen, seen
+    r = await running.client.get("/api/v1/events", params={"access_token": tok["token"]})
+    assert r.status_code == 401
 
 
 async def test_expired_and_wrong_codes_are_refused(running: Running) -> None:
