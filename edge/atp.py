@@ -133,8 +133,16 @@ class AtpTracker:
         self.safety = dict(manifest.atp.safety_stock)
         self.catalog = {c.sku: c for c in manifest.catalog}
         self.reserved: Callable[[str], int] = lambda _sku: 0  # the reservation hook (orders set it)
+        self.reserved_at: Callable[[str, str], int] = lambda _shelf, _sku: 0  # per cell (shelf, sku): the same
         self._docs: dict[str, dict[str, Any]] = {}  # sku -> last published snapshot
         self._versions: dict[str, int] = {}
+
+    def reconfigure(self, manifest: Manifest) -> None:
+        """Take a new catalog and `atp:` section (a manifest rollout, edge/rollout.py); `refresh` publishes
+        what changed."""
+        self.thresholds = tuple(manifest.atp.thresholds)
+        self.safety = dict(manifest.atp.safety_stock)
+        self.catalog = {c.sku: c for c in manifest.catalog}
 
     # ---- reading ----
     def safety_stock(self, sku: str) -> int:

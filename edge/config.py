@@ -47,6 +47,7 @@ from edge.configbase import (
     load_yaml,
 )
 from edge.errors import ConfigError, ConfigIssue
+from edge.rolloutconfig import RolloutConfig
 from rules.config import NotificationsConfig, OffersConfig, RulesBody, RulesConfig, WebhookConfig
 from sinks.config import EpcisCaptureConfig
 
@@ -416,6 +417,7 @@ class Manifest(StrictModel):
     notifications: NotificationsConfig = NotificationsConfig()  # staff chat channels (rules/config.py)
     epcis_capture: EpcisCaptureConfig | None = None  # RFID EPCIS events to an EPCIS repository (sinks/config.py)
     atp: AtpConfig = AtpConfig()  # available-to-promise: safety stock per category, event thresholds (edge/atp.py)
+    rollout: RolloutConfig = RolloutConfig()  # remote manifest rollout: health gate, versions kept (edge/rollout.py)
 
     # references between sections (zone, sku, shelf, lane ids) are checked by `parse_manifest`, which
     # reports each at the line of the field that names the missing id

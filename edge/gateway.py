@@ -23,7 +23,7 @@ from drivers.registry import FAMILIES, PROCESSORS, load
 from edge.atp import AtpTracker
 from edge.clock import Clock, SystemClock
 from edge.commands import CommandRouter
-from edge.config import Manifest
+from edge.config import Manifest, machine_problems
 from edge.db import Database, SpaceReserve, describe, is_disk_full, is_transient
 from edge.envelope import dumps
 from edge.events import DeviceStatusChanged, Event
@@ -31,7 +31,8 @@ from edge.health import CoreTasks, Health, Thresholds
 from edge.metrics import Labels, Metrics
 from edge.outbox import Outbox, OutRow
 from edge.pipeline import Pipeline
-from edge.processing import Reactor
+from edge.processing import Processor, Reactor
+from edge.rollout import Rollout
 from edge.runtime import CommandHandler, DeviceStatus, StateWrite, Upsert
 from edge.state import TRUST_KEY, StockState
 from edge.storeinfo import CATALOG, INFO, RetainedDocs, catalog_doc, info_doc
@@ -93,19 +94,9 @@ class Gateway:
         )
         self.pipeline = Pipeline(stock=self.stock, outbox=self.outbox, clock=self.clock, metrics=self.metrics,
                                  tick_interval=tick_interval)
-        ctx = DriverContext(manifest=manifest, clock=self.clock, data_dir=self.data_dir,
-                            local_broker_url=self.local_broker_url)
-        drivers: list[tuple[Driver, str]] = list(extra_drivers)
-        keys: set[str] = set()
-        for dev in manifest.devices:
-            if not dev.enabled:
-                continue
-            fam = FAMILIES[dev.type]
-            drivers.append((load(fam.driver)(dev, ctx), dev.type))
-            if fam.processor_key:
-                keys.add(fam.processor_key)
-        for key in sorted(keys):
-            self.pipeline.add_processor(load(PROCESSORS[key])(manifest, self.clock))
+        drivers = list(extra_drivers) + self.build_drivers(manifest, [d for d in manifest.devices if d.enabled])
+        for proc in self.build_processors(manifest):
+            self.pipeline.add_processor(proc)
         self.supervisor = Supervisor(drivers, sink=self.pipeline.queue.put,
                                      try_put=self.pipeline.queue.try_put, on_status=self._device_changed,
                                      clock=self.clock, metrics=self.metrics, backoff=backoff)
@@ -126,6 +117,9 @@ class Gateway:
         self.outbox.listeners.append(self._fan_out)
         self.commands.register("stock.get", self._cmd_stock_get, read_only=True)
         self.commands.register("atp.get", self._cmd_atp_get, read_only=True)
+        from edge.cli import rules_fit  # what check-config checks (the rules are the composition root's)
+
+        self.rollout = Rollout(self, checks=[rules_fit, machine_problems])  # manifest.apply / manifest.get
         self._register_metrics()
 
     # ---- lifecycle ----
@@ -159,14 +153,12 @@ class Gateway:
         await self.outbox.open()
         if not self.outbox.shedding and not await asyncio.to_thread(self.reserve.restore):
             log.warning("disk space reserve (%d bytes) not allocated: free space is low", self.reserve.size)
+        await self.rollout.open()  # the manifest version this process runs, staged ones left by a power cut
         self.stock.load(await self.db.query("SELECT * FROM stock"))
         self.stock.load_trust(await self.db.query("SELECT key, value FROM kv WHERE key >= ? AND key < ?",
                                                   (TRUST_KEY, TRUST_KEY[:-1] + "/")))  # fmt: skip
         await self._publish_store_state()
-        for proc in self.pipeline.processors:  # processors that keep state rows get them back (shelf tares)
-            table, restore = getattr(proc, "state_table", None), getattr(proc, "restore_state", None)
-            if isinstance(table, str) and table.isidentifier() and restore is not None:
-                restore(await self.db.query(f"SELECT * FROM {table}"))  # noqa: S608 - an identifier
+        await self.restore_processors(self.pipeline.processors)
         self._started = True
         # Supervision policy per task (docs/operations.md). `exit`: the committer holds the accepted-to-be
         # events and their futures (a bug there must not be retried in a loop: a fresh process starts from
@@ -295,6 +287,41 @@ class Gateway:
         """The uplink has a hub session."""
         return self.uplink.connected.is_set()
 
+    # ---- building (also for a manifest rollout, edge/rollout.py) ----
+    def build_drivers(self, manifest: Manifest, devices: Sequence[Any]) -> list[tuple[Driver, str]]:
+        """A driver per device section in `devices` (of `manifest`), with its family name."""
+        ctx = DriverContext(manifest=manifest, clock=self.clock, data_dir=self.data_dir,
+                            local_broker_url=self.local_broker_url)
+        return [(load(FAMILIES[dev.type].driver)(dev, ctx), dev.type) for dev in devices]
+
+    def build_processors(self, manifest: Manifest) -> list[Processor]:
+        """The processors of the families `manifest`'s enabled devices belong to."""
+        keys = {FAMILIES[d.type].processor_key for d in manifest.devices if d.enabled}
+        return [load(PROCESSORS[key])(manifest, self.clock) for key in sorted(k for k in keys if k)]
+
+    async def restore_processors(self, procs: Sequence[Processor]) -> None:
+        """Processors that keep state rows get them back (shelf tares)."""
+        for proc in procs:
+            table, restore = getattr(proc, "state_table", None), getattr(proc, "restore_state", None)
+            if isinstance(table, str) and table.isidentifier() and restore is not None:
+                restore(await self.db.query(f"SELECT * FROM {table}"))  # noqa: S608 - an identifier
+
+    def submit_store_docs(self, events: list[Event], snaps: dict[str, tuple[dict[str, Any], int]]) -> None:
+        """Submit `events`, the snapshots `snaps` and the catalog and store info when they differ from the
+        last published ones."""
+        now = self.clock.now()
+        for suffix, content in ((CATALOG, catalog_doc(self.manifest)), (INFO, self._info())):
+            doc = self.store_docs.update(suffix, content, now)
+            if doc is not None:
+                snaps[suffix] = doc
+        if events or snaps:
+            self.outbox.submit(events, [], {self.outbox.topic(k): (dumps(d), v) for k, (d, v) in snaps.items()})
+
+    def _info(self, devices: Sequence[DeviceStatus] | None = None) -> dict[str, Any]:
+        doc = info_doc(self.manifest, self.devices() if devices is None else devices)
+        doc["manifest"].update(self.rollout.info())  # the applied version (edge/rollout.py)
+        return doc
+
     # ---- internals ----
     def _fan_out(self, rows: list[OutRow]) -> None:
         if not self._subscribers:
@@ -319,7 +346,7 @@ class Gateway:
                "changed": now.isoformat()}
         self.emit([ev], [Upsert("devices", row)])
         devices = [new if d.device == new.device else d for d in self.devices()]
-        doc = self.store_docs.update(INFO, info_doc(self.manifest, devices), now)
+        doc = self.store_docs.update(INFO, self._info(devices), now)
         if doc is not None:
             self.outbox.submit([], [], {self.outbox.topic(INFO): (dumps(doc[0]), doc[1])})
 
@@ -331,14 +358,7 @@ class Gateway:
                                    (f"{root}/state/", f"{root}/state0"))  # fmt: skip
         self.atp.load(rows, root)
         self.store_docs.load(rows, root)
-        now = self.clock.now()
-        events, snaps = self.atp.refresh(now)
-        for suffix, content in ((CATALOG, catalog_doc(self.manifest)), (INFO, info_doc(self.manifest, self.devices()))):
-            doc = self.store_docs.update(suffix, content, now)
-            if doc is not None:
-                snaps[suffix] = doc
-        if events or snaps:
-            self.outbox.submit(events, [], {self.outbox.topic(k): (dumps(d), v) for k, (d, v) in snaps.items()})
+        self.submit_store_docs(*self.atp.refresh(self.clock.now()))
 
     async def _cmd_stock_get(self, req: Any) -> dict[str, Any]:
         cells = self.stock.select(shelf=req.get("shelf"), sku=req.get("sku"), zone=req.get("zone"))

@@ -122,6 +122,11 @@ class Pipeline:
         self.processors.append(processor)
         self._by_type.clear()
 
+    def set_processors(self, processors: list[Processor]) -> None:
+        """Route readings to `processors` from now on instead (a manifest rollout, edge/rollout.py)."""
+        self.processors = list(processors)
+        self._by_type.clear()
+
     def add_reactor(self, reactor: Reactor) -> None:
         """Feed every event to `reactor`."""
         self.reactors.append(reactor)

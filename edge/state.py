@@ -194,6 +194,27 @@ class StockState:
                     category=item.category if item else "")  # fmt: skip
         self.shelves = frozenset(s for s, _ in self._cells) | {s.id for s in manifest.shelves}
 
+    def reconfigure(self, manifest: Manifest) -> list[tuple[str, str]]:
+        """Take a new planogram and catalog (a manifest rollout, edge/rollout.py): cells that stay keep their
+        count, version and flags with the new zone, capacity and catalog data; new cells start unknown; cells
+        no longer in the planogram are dropped (their rows stay in the database). Returns the dropped cells."""
+        fresh = StockState(manifest, conflict_tolerance=self.conflict_tolerance,
+                           conflict_settle_s=self.conflict_settle_s)
+        dropped = [key for key in self._cells if key not in fresh._cells]
+        for key, cell in fresh._cells.items():
+            old = self._cells.get(key)
+            if old is not None:
+                fresh._cells[key] = replace(old, zone=cell.zone, capacity=cell.capacity, gtin=cell.gtin,
+                                            name=cell.name, unit=cell.unit, category=cell.category)
+        self._cells, self._accepts, self._fused = fresh._cells, fresh._accepts, fresh._fused
+        self.zones, self.catalog, self.shelves = fresh.zones, fresh.catalog, fresh.shelves
+        for key in dropped:
+            self._flags.pop(key, None)
+            self._claims.pop(key, None)
+            self._disagree.pop(key, None)
+            self._touched.discard(key)
+        return dropped
+
     def load(self, rows: Iterable[dict[str, Any]]) -> None:
         """Restore cells from database rows (unknown cells, e.g. removed from the planogram, are ignored)."""
         for r in rows:

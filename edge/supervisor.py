@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -69,11 +69,44 @@ class Supervisor:
         self._seen: dict[str, datetime | None] = dict.fromkeys(self._status)
         self._limiter = LogLimiter(60.0)
         self._tasks: list[asyncio.Task[None]] = []
+        self._task_of: dict[str, asyncio.Task[None]] = {}
 
     def start(self) -> None:
         """Start every driver."""
         for driver, _kind in self.drivers:
-            self._tasks.append(asyncio.create_task(self._run(driver), name=f"device-{driver.device_id}"))
+            self._spawn(driver)
+
+    def _spawn(self, driver: Driver) -> None:
+        task = asyncio.create_task(self._run(driver), name=f"device-{driver.device_id}")
+        self._tasks.append(task)
+        self._task_of[driver.device_id] = task
+
+    async def replace(self, remove: Iterable[str], add: list[tuple[Driver, str]], grace: float = 5.0) -> None:
+        """Stop the drivers of the devices in `remove` (waiting for their `finally` blocks up to `grace` s),
+        forget them, and start the drivers in `add` (a manifest rollout: only the devices whose section
+        changed restart, the others keep running and keep their connections)."""
+        gone = set(remove) | {d.device_id for d, _ in add}
+        tasks = [t for dev, t in self._task_of.items() if dev in gone and not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            _done, left = await asyncio.wait(tasks, timeout=grace)
+            if left:
+                log.warning("devices did not stop within %.1f s, left behind: %s", grace,
+                            ", ".join(sorted(t.get_name() for t in left)))
+        self._tasks = [t for t in self._tasks if t not in tasks and not t.done()]
+        self.drivers = [(d, k) for d, k in self.drivers if d.device_id not in gone] + list(add)
+        for dev in gone:
+            self._task_of.pop(dev, None)
+            self._status.pop(dev, None)
+            self._readings.pop(dev, None)
+            self._seen.pop(dev, None)
+        for driver, kind in add:
+            dev = driver.device_id
+            self._status[dev] = DeviceStatus(dev, kind, "starting", None, None, 0, 0, 0)
+            self._readings[dev] = 0
+            self._seen[dev] = None
+            self._spawn(driver)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Cancel every driver task and wait for their `finally` blocks (polite device shutdown).
@@ -96,6 +129,7 @@ class Supervisor:
             _done, pending = await asyncio.wait(pending, timeout=min(0.25, left))
         await asyncio.gather(*(t for t in self._tasks if t.done()), return_exceptions=True)
         self._tasks.clear()
+        self._task_of.clear()
 
     def statuses(self) -> list[DeviceStatus]:
         """Every device's status with its current counters, by device id."""

@@ -175,6 +175,13 @@ class RulesEngine:
         self._deadlines: dict[tuple[str, str], datetime] = {}  # cell -> when its debounce expires
         self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
+    def retarget(self, manifest: Manifest, offers: OffersConfig) -> None:
+        """Take a new planogram, catalog and offers (a manifest rollout); `load_body` then compiles the rules
+        against it. Live alerts, restock state and mutes stay."""
+        self.manifest = manifest
+        self._sku_of = {(shelf.id, lane.id): lane.sku for shelf in manifest.shelves for lane in shelf.lanes}
+        self.offers = compile_offers(manifest, offers)
+
     # ---- counters ----
     def count(self, name: str, value: float = 1.0, **labels: str) -> None:
         """Add to one of the engine's counters (exported by `metrics_text`)."""

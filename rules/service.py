@@ -173,6 +173,14 @@ class RulesService:
         self.last_problems = []
         return {"digest": self.engine.digest, "cells": len(self.engine.ruleset.cells)}
 
+    async def apply_manifest(self, manifest: Any) -> dict[str, Any]:
+        """Take a new store manifest without a restart (edge/rollout.py): its planogram, catalog, offers and
+        rules (inline or its rules file) are in force when this returns; live alerts and mutes stay. Raises
+        `CommandError` rules_rejected (the old rules stay) when its rules do not compile."""
+        self.config = manifest.rules
+        self.engine.retarget(manifest, manifest.offers)
+        return await self.reload(origin="manifest")
+
     async def mute(self, shelf: object, on: object = True, duration_s: object = None) -> dict[str, Any]:
         """Mute or unmute restock alerts of a shelf."""
         if not isinstance(shelf, str) or not isinstance(on, bool):

@@ -31,6 +31,7 @@ from starlette.routing import Match
 
 from edge.api.auth import AuthError, Principal, TokenStore, require, token_valid
 from edge.api.export import ALERT_COLUMNS, MAX_ROWS, STOCK_COLUMNS, to_csv
+from edge.api.manifest import add_manifest_routes
 from edge.api.pairing import add_pairing_routes
 from edge.api.sse import event_stream
 from edge.config import TokenConfig
@@ -754,6 +755,7 @@ def create_app(
         return dict(await svc().reload(body.rules if body else None))
 
     paired = add_pairing_routes(app, gw, store)  # tablet sign-in: /api/v1/pairings, /api/v1/tokens
+    add_manifest_routes(app, gw, store)  # remote manifest rollout: /api/v1/manifest (edge/rollout.py)
     app.state.started = time.monotonic()
     # outermost last: security headers on everything, then the token, then the body
     app.add_middleware(BodyLimit, limit=gw.manifest.api.max_body_bytes, counters=counters, timeout=body_timeout)
