@@ -163,7 +163,10 @@ class MqttSession:
         no_delay(self._sock)  # paho leaves Nagle on (edge/tcp.py)
         self.client.loop_start()
         try:
-            await asyncio.wait_for(asyncio.shield(self._connected), self.opts.connect_timeout)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancel that comes in the same turn
+            # as CONNACK (tests/edge/test_mqtt_session_cancel.py)
+            async with asyncio.timeout(self.opts.connect_timeout):
+                await asyncio.shield(self._connected)
         except (TimeoutError, MqttSessionError):
             await self.close()
             raise

@@ -50,9 +50,9 @@ MAX_RUNNING_COMMANDS = 32  # cmd/ requests handled at once; more get a `busy` re
 
 
 def _raise_if_cancel_was_lost() -> None:
-    """Python 3.11's `asyncio.wait_for` (inside `MqttSession.open`) drops a cancel that arrives together with
-    the connection: the uplink then served on and stopping the gateway waited for it for ever. A cancel
-    requested and not withdrawn is honoured here."""
+    """A cancel requested and not withdrawn is honoured here, even if something below dropped it (Python 3.11's
+    `asyncio.wait_for`, once used in `MqttSession.open`, did when the cancel came together with the
+    connection: the uplink then served on and stopping the gateway waited for it for ever)."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
