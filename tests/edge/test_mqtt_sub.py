@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.brokers import Mosquitto
+from edge.brokers import Mosquitto, NatsMqtt
 from edge.mqtt_sub import MqttSubError, SubOptions, Subscriber, parse
 
 EXAMPLES = 10_000 if os.environ.get("EDGE_FUZZ") == "long" else 200
@@ -177,3 +177,15 @@ async def test_refused_and_unreachable(tmp_path: object) -> None:
                 pass
     finally:
         locked.stop()
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+async def test_retained_messages_of_a_new_subscription_arrive(nats_mqtt: NatsMqtt, qos: int) -> None:
+    """nats-server sends a new subscription's retained messages ahead of its SUBACK: none may be lost (they
+    were, read and dropped while the handshake waited for the SUBACK: HQ's view saw no store on NATS)."""
+    for i in range(3):
+        subprocess.run(["mosquitto_pub", "-p", str(nats_mqtt.port), "-t", f"r/s{i}/status", "-q", "1", "-r", "-m",
+                        f"retained {i}"], check=True, timeout=20)
+    async with Subscriber(SubOptions("127.0.0.1", nats_mqtt.port, f"t-r{qos}", "r/+/status", qos=qos)) as sub:
+        got = await asyncio.wait_for(_collect(sub, 3), 20)
+    assert sorted(got) == [(f"r/s{i}/status", f"retained {i}".encode()) for i in range(3)]
