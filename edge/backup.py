@@ -13,24 +13,34 @@ every connection to a WAL database holds a shared lock on the "DMS" byte (offset
 It checks the file (integrity, a schema version this release knows, the gateway's tables), moves the current
 database with its `-wal`/`-shm` aside into `<data_dir>/replaced-<UTC time>/`, and puts the copy in place owned
 like the data directory (the service's user), so the next start migrates it if it is older.
+
+A restored database must not hand out a CloudEvents `sequence` number again (CONTRACT: never reused, so the
+hub can detect gaps): the backup's per-source counters are older than the numbers the replaced database has
+used since. Restore raises them to the replaced database's (when it can still be read) and records each
+skipped range under the `kv` key `restored_gaps`; the outbox announces them at the next start as `gap` events
+(reason "restored from backup": events of those numbers reached the hub before the restore or were lost with
+the replaced database's outbox) and deletes the key in the same transaction.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge.schema import MIGRATIONS
 
 DB_NAME = "edge.db"
 DMS_OFFSET = 128  # the wal-index dead-man-switch lock byte of the -shm file (walformat.html 2.3.1)
 REQUIRED_TABLES = frozenset({"outbox", "sequences", "retained", "stock", "kv"})  # in every schema version
+RESTORED_GAPS = "restored_gaps"  # kv key: [[source, first, last], ...] skipped by a restore (edge/outbox.py)
 
 
 class BackupError(Exception):
@@ -45,6 +55,8 @@ class DbFacts:
     bytes: int
     schema_version: int
     outbox_rows: int
+    carried: tuple[tuple[str, int, int], ...] = ()  # restore: (source, first, last) sequence ranges skipped
+    carry_problem: str | None = None  # restore: why the replaced database's sequences could not be read
 
 
 def _stamp() -> str:
@@ -171,6 +183,7 @@ def restore(file: Path, data_dir: Path) -> tuple[DbFacts, Path | None]:
     with contextlib.suppress(PermissionError):  # not root: the file is already ours
         os.chown(tmp, st.st_uid, st.st_gid)
     os.chmod(tmp, 0o640)
+    carried, problem = _carry_sequences(tmp, db) if db.exists() else ((), None)
     with tmp.open("rb") as f:
         os.fsync(f.fileno())
     parts = [p for p in (db, db.with_name(DB_NAME + "-wal"), db.with_name(DB_NAME + "-shm")) if p.exists()]
@@ -185,4 +198,36 @@ def restore(file: Path, data_dir: Path) -> tuple[DbFacts, Path | None]:
             p.rename(aside / p.name)
     tmp.replace(db)
     _fsync_dir(data_dir)
-    return DbFacts(db, facts.bytes, facts.schema_version, facts.outbox_rows), aside
+    return DbFacts(db, facts.bytes, facts.schema_version, facts.outbox_rows, carried, problem), aside
+
+
+def _carry_sequences(restored: Path, replaced: Path) -> tuple[tuple[tuple[str, int, int], ...], str | None]:
+    """Raise `restored`'s per-source sequences to those `replaced` has used; the skipped ranges, recorded in
+    `restored` for the outbox to announce (or why `replaced` could not be read: then nothing is carried)."""
+    try:
+        old = sqlite3.connect(f"file:{replaced}?mode=ro", uri=True)
+        try:
+            used = {str(r[0]): int(r[1]) for r in old.execute("SELECT source, last FROM sequences")}
+        finally:
+            old.close()
+    except sqlite3.Error as exc:
+        return (), f"{replaced}: {exc}"
+    conn = sqlite3.connect(restored, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        have = {str(r[0]): int(r[1]) for r in conn.execute("SELECT source, last FROM sequences")}
+        row = conn.execute("SELECT value FROM kv WHERE key = ?", (RESTORED_GAPS,)).fetchone()
+        gaps: list[list[Any]] = json.loads(row[0]) if row else []
+        carried = tuple((src, have.get(src, 0) + 1, last) for src, last in sorted(used.items())
+                        if last > have.get(src, 0))
+        for src, _, last in carried:
+            conn.execute("INSERT INTO sequences(source, last) VALUES (?, ?) ON CONFLICT(source) DO UPDATE "
+                         "SET last = excluded.last", (src, last))
+        if carried:
+            gaps += [list(c) for c in carried]
+            conn.execute("INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
+                         "excluded.value", (RESTORED_GAPS, json.dumps(gaps)))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return carried, None

@@ -195,6 +195,12 @@ def backup_restore(command: str, args: argparse.Namespace) -> int:
             facts, aside = restore(args.file, args.data_dir)
             print(f"{facts.path}: restored from {args.file} (schema version {facts.schema_version}, "
                   f"{facts.outbox_rows} outbox rows)" + (f"; the previous database is in {aside}" if aside else ""))
+            for src, first, last in facts.carried:
+                print(f"sequences {first}..{last} of {src} were used after the backup: skipped (announced as a gap "
+                      "at the next start)")
+            if facts.carry_problem:
+                print(f"edge-gateway restore: warning: the previous database's sequences cannot be read "
+                      f"({facts.carry_problem}); numbers used after the backup will be used again", file=sys.stderr)
     except (BackupError, OSError) as err:
         print(f"edge-gateway {command}: {err}", file=sys.stderr)
         return 1

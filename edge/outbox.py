@@ -39,6 +39,9 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, NamedTuple
 
+import orjson
+
+from edge.backup import RESTORED_GAPS
 from edge.clock import Clock
 from edge.db import Database, SpaceReserve, describe, is_disk_full, is_transient
 from edge.envelope import encode
@@ -215,6 +218,26 @@ class Outbox:
         drops = await self.db.query("SELECT class, count, bytes FROM drops")
         for d in drops:
             self.metrics.inc("edge_outbox_dropped_total", float(d["count"]), **{"class": str(d["class"])})
+        await self._announce_restored_gaps()
+
+    async def _announce_restored_gaps(self) -> None:
+        """Queue a `Gap` per sequence range a restore skipped (edge/backup.py), deleting the record with them."""
+        row = await self.db.read(lambda c: c.execute("SELECT value FROM kv WHERE key = ?",
+                                                     (RESTORED_GAPS,)).fetchone())
+        if row is None:
+            return
+        try:
+            ranges = [(str(src), int(first), int(last)) for src, first, last in orjson.loads(row[0])]
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            log.exception("kv %s is unreadable: the ranges a restore skipped are not announced", RESTORED_GAPS)
+            ranges = []
+        now = self.clock.now()
+        gaps = [Gap(source="gateway", time=now, gap_source=src, first=first, last=last, dropped=last - first + 1,
+                    event_class="any", reason="restored from backup") for src, first, last in ranges]
+        for g in gaps:
+            log.warning("restored from a backup: %s's sequences %d..%d were used before and are skipped (a gap "
+                        "event says so)", g.gap_source, g.first, g.last)
+        self.submit(gaps, [Delete("kv", {"key": RESTORED_GAPS})])
 
     # ---- producers ----
     def topic(self, suffix: str) -> str:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 
@@ -32,6 +33,15 @@ def rows(db: Path) -> int:
     c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
         return int(c.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    finally:
+        c.close()
+
+
+def sequences(db: Path) -> dict[str, int]:
+    """The last sequence number per source of a database file."""
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return {str(r[0]): int(r[1]) for r in c.execute("SELECT source, last FROM sequences")}
     finally:
         c.close()
 
@@ -147,11 +157,30 @@ def test_backup_while_the_daemon_writes_then_restore(daemon: Daemon, tmp_path: P
     assert f"the previous database is in {aside}" in res.stdout
     assert rows(aside / "edge.db") == live  # the old database is kept whole
     assert rows(db) == rows(copy)
-    # the daemon starts on the restored database and goes on writing
+    # no sequence number is handed out twice: the restored counters start where the replaced database ended
+    used, restored = sequences(aside / "edge.db"), sequences(db)
+    assert restored == used and sequences(copy) != used
+    skipped = [(s, sequences(copy).get(s, 0) + 1, n) for s, n in sorted(used.items()) if n > sequences(copy).get(s, 0)]
+    assert skipped and all(f"sequences {a}..{b} of {s} were used after the backup" in res.stdout for s, a, b in skipped)
+    # the daemon starts on the restored database, announces the skipped ranges and goes on writing
     daemon.start()
     before = rows(db)
     daemon.type_scans()
     until(lambda: rows(db) > before + 10, 60, "scans committed after the restore", daemon.log)
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        gaps = [orjson.loads(r[0])["data"] for r in c.execute(
+            "SELECT payload FROM outbox WHERE type = 'retail.gap.v1'")]
+        assert c.execute("SELECT count(*) FROM kv WHERE key = 'restored_gaps'").fetchone()[0] == 0
+        new = {s: [int(r[0]) for r in c.execute("SELECT sequence FROM outbox WHERE source = ? AND sequence >= ?",
+                                                (s, a))] for s, a, _ in skipped}
+    finally:
+        c.close()
+    assert sorted((g["gap_source"], g["first"], g["last"]) for g in gaps
+                  if g["reason"] == "restored from backup") == skipped
+    for s, _, b in skipped:  # numbers after the restore come after the skipped range
+        assert all(n > b for n in new[s]), (s, b, new[s][:5])
+    assert any(new[s] and min(new[s]) == b + 1 for s, _, b in skipped)  # the scanner's source went on at once
 
 
 def _db_with(tmp: Path, name: str, sql: str) -> Path:
