@@ -1,6 +1,7 @@
 """`edge-gateway bench`: every section measured in one run on this machine; a table, then ONE JSON line.
 
-Sections (names for `--only`): spine, rss, backlog, peers, rfid, shelf, ble, rules, storeday, epcis. The figure
+Sections (names for `--only`): spine, rss, backlog, peers, rfid, shelf, ble, rules, storeday, epcis, and fleet
+(only when named: `--only fleet`). The figure
 names and goals are documented in docs/benchmarks.md. A section that cannot run here reports
 `<section>_unavailable` with the reason instead of a number. The last line of stdout is the JSON object.
 """
@@ -118,6 +119,12 @@ def _epcis(quick: bool) -> dict[str, Any]:
     return _optional("bench.epcis", "bench_epcis", quick)
 
 
+def _fleet(quick: bool) -> dict[str, Any]:
+    from bench.fleet import bench_fleet
+
+    return bench_fleet(quick)
+
+
 SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "spine": _spine,
     "rss": _rss,
@@ -129,7 +136,10 @@ SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "storeday": _storeday,
     "epcis": _epcis,
     "peers": _peers,
+    "fleet": _fleet,
 }
+OPTIONAL = {"fleet"}
+"""Sections run only when named with `--only` (long: `fleet` runs 20 stores for ~5 minutes, docs/fleet.md)."""
 
 
 def _fmt(v: Any) -> str:
@@ -168,7 +178,7 @@ def run_bench(quick: bool, only: list[str]) -> int:
     if unknown:
         print(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}", file=sys.stderr)
         return 2
-    names = only or list(SECTIONS)
+    names = only or [s for s in SECTIONS if s not in OPTIONAL]
     figures: dict[str, Any] = {"quick": quick, "python": platform.python_version(), "machine": platform.machine()}
     failed = 0
     for name in names:
