@@ -31,6 +31,17 @@ class Reading:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReadingBatch(Reading):
+    """Several readings of one device received at one moment (one socket read), carried as one item: a
+    reading object per sample is what a high-rate source cannot afford (drivers/shelf/mqtt.py). It counts as
+    `len(batch)` readings (the supervisor's counters, the pipeline's queue bound); the processors of its type
+    take it whole, in order. A subclass holds the samples and says how many there are."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeviceOnline(Reading):
     """The device is connected and configured (yield it once per successful open)."""
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from drivers.base import Reading
+from drivers.base import Reading, ReadingBatch
 from edge.clock import Clock
 from edge.envelope import dumps
 from edge.events import Event
 from edge.metrics import Metrics
 from edge.outbox import Outbox
-from edge.processing import Processor, Reactor, StockFlag, StockUpdate
+from edge.processing import BatchFailed, Processor, Reactor, StockFlag, StockUpdate
 from edge.ratelimit import LogLimiter
 from edge.runtime import Delete, StateWrite, Upsert
 from edge.state import StockState
@@ -34,24 +34,37 @@ BATCH = 250
 T = TypeVar("T")
 
 
+def _one(_item: object) -> int:
+    return 1
+
+
+def reading_weight(reading: Reading) -> int:
+    """How many readings an item of the pipeline's queue is (a `ReadingBatch` is its samples)."""
+    return len(reading) if isinstance(reading, ReadingBatch) else 1
+
+
 class BatchQueue(Generic[T]):
     """A bounded FIFO for one consumer that takes items in batches.
 
     `put` waits while the queue is full (backpressure to the device); `get_batch` waits for at least one
-    item and takes up to `n` in one call. Cheaper per item than `asyncio.Queue`, whose task accounting and
-    per-item getter wake-ups the pipeline does not need.
+    item and takes items up to a weight of `n` in one call. Cheaper per item than `asyncio.Queue`, whose task
+    accounting and per-item getter wake-ups the pipeline does not need. An item weighs `weigh(item)` (1 by
+    default; the pipeline's readings weigh their samples), and the bound is on the weight: an item is taken
+    while the weight queued is below `maxsize`, so the queue holds at most `maxsize` plus one item.
     """
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, weigh: Callable[[T], int] = _one) -> None:
         self.maxsize = maxsize
+        self.weigh = weigh
         self._items: deque[T] = deque()
+        self._weight = 0
         self._not_empty = asyncio.Event()
         self._not_full = asyncio.Event()
         self._not_full.set()
 
     def qsize(self) -> int:
-        """Items waiting."""
-        return len(self._items)
+        """Weight waiting (items, or readings for the pipeline's queue)."""
+        return self._weight
 
     def empty(self) -> bool:
         """Nothing waiting."""
@@ -59,33 +72,42 @@ class BatchQueue(Generic[T]):
 
     def try_put(self, item: T) -> bool:
         """Append `item` if there is room (no waiting); False when the queue is full."""
-        if len(self._items) >= self.maxsize:
+        if self._weight >= self.maxsize:
             return False
         self._items.append(item)
+        self._weight += self.weigh(item)
         if not self._not_empty.is_set():
             self._not_empty.set()
         return True
 
     async def put(self, item: T) -> None:
         """Append `item`, waiting while the queue is full."""
-        while len(self._items) >= self.maxsize:
+        while self._weight >= self.maxsize:
             self._not_full.clear()
             await self._not_full.wait()
         self._items.append(item)
+        self._weight += self.weigh(item)
         if not self._not_empty.is_set():
             self._not_empty.set()
 
     async def get_batch(self, n: int) -> list[T]:
-        """Wait for an item, then take up to `n` items, oldest first."""
+        """Wait for an item, then take items up to a weight of `n` (at least one), oldest first."""
         items = self._items
         while not items:
             self._not_empty.clear()
             await self._not_empty.wait()
-        if len(items) <= n:
+        if self._weight <= n:
             batch = list(items)
             items.clear()
+            self._weight = 0
         else:
-            batch = [items.popleft() for _ in range(n)]
+            batch = []
+            taken, weigh = 0, self.weigh
+            while items and (not batch or taken + weigh(items[0]) <= n):
+                item = items.popleft()
+                taken += weigh(item)
+                batch.append(item)
+            self._weight -= taken
         if not self._not_full.is_set():
             self._not_full.set()
         return batch
@@ -108,7 +130,7 @@ class Pipeline:
         self.outbox = outbox
         self.clock = clock
         self.metrics = metrics
-        self.queue: BatchQueue[Reading] = BatchQueue(queue_size)
+        self.queue: BatchQueue[Reading] = BatchQueue(queue_size, reading_weight)
         self.processors: list[Processor] = []
         self._by_type: dict[type[Reading], list[Processor]] = {}
         self.reactors: list[Reactor] = []
@@ -142,7 +164,7 @@ class Pipeline:
         """Drain readings in batches until cancelled."""
         while True:
             batch = await self.queue.get_batch(BATCH)
-            self.taken += len(batch)
+            self.taken += sum(map(reading_weight, batch))
             now = self.clock.now()
             outputs: list[object] = []
             for reading in batch:

@@ -1,6 +1,8 @@
 """Processors turn a family's readings into events and stock updates (the "normalise" stage).
 
-A processor is synchronous and does no I/O: `feed` gets one reading and the current time, `tick` is
+A processor is synchronous and does no I/O: `feed` gets one reading (or a `ReadingBatch` of one device's
+samples, whole, when its family's driver batches: a sample that fails does not take the others' outputs
+with it, see `BatchFailed`) and the current time, `tick` is
 called periodically so time-based decisions (lost-timeouts, settle windows, dwell) happen without new
 readings. One processor instance serves every device of its family, since zones cross devices.
 """
@@ -59,6 +61,16 @@ class StockFlag:
 
 
 Output = Event | StockUpdate | StockFlag
+
+
+class BatchFailed(Exception):
+    """Raised by a processor's `feed` of a `ReadingBatch` when some of its samples failed: the outputs of
+    the others (to be routed as usual) and how many failed; `__cause__` is the first failure."""
+
+    def __init__(self, outputs: Sequence[object], failed: int) -> None:
+        super().__init__(f"{failed} sample(s) of a batch failed")
+        self.outputs = outputs
+        self.failed = failed
 
 
 class Processor(Protocol):

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from drivers.base import DeviceOffline, DeviceOnline, Driver, Malformed, Reading
+from drivers.base import DeviceOffline, DeviceOnline, Driver, Malformed, Reading, ReadingBatch
 from edge.clock import Clock
 from edge.metrics import Metrics
 from edge.ratelimit import LogLimiter
@@ -158,7 +158,7 @@ class Supervisor:
                     # the common case inline: an online device's ordinary reading into a queue with room
                     if status[dev].state == "online" and not isinstance(reading, _CONTROL):
                         seen[dev] = reading.time
-                        readings[dev] += 1
+                        readings[dev] += len(reading) if isinstance(reading, ReadingBatch) else 1
                         if not try_put(reading):
                             await self.sink(reading)
                     else:
@@ -200,5 +200,5 @@ class Supervisor:
             self._set(dev, state="online", error=None)
         if isinstance(reading, DeviceOnline):
             return
-        self._readings[dev] += 1
+        self._readings[dev] += len(reading) if isinstance(reading, ReadingBatch) else 1
         await self.sink(reading)

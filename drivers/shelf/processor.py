@@ -47,11 +47,11 @@ from drivers.shelf.events import (
     ShelfUnknownObject,
     ShelfUnknownObjectCleared,
 )
-from drivers.shelf.reads import WeightFault, WeightSample
+from drivers.shelf.reads import WeightFault, WeightSample, WeightSamples
 from edge.clock import Clock
 from edge.config import Manifest
 from edge.events import Event
-from edge.processing import Output, StockFlag, StockUpdate
+from edge.processing import BatchFailed, Output, StockFlag, StockUpdate
 from edge.runtime import Upsert
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -115,7 +115,7 @@ def _ids(lane: _Lane, when: datetime) -> _LaneIds:
 class ShelfProcessor:
     """Turns `WeightSample`/`WeightFault` readings into stock counts, stale flags and shelf events."""
 
-    reading_types: tuple[type[Reading], ...] = (WeightSample, WeightFault, DeviceOffline)
+    reading_types: tuple[type[Reading], ...] = (WeightSample, WeightSamples, WeightFault, DeviceOffline)
     state_table = TARE_TABLE  # the gateway gives this table's rows to `restore_state` at start
 
     def __init__(self, manifest: Manifest, clock: Clock) -> None:
@@ -185,7 +185,9 @@ class ShelfProcessor:
         return lane
 
     def feed(self, reading: Reading, now: datetime) -> Sequence[Output | Upsert]:
-        """Handle one sample, failed sample, or the news that a shelf device went offline."""
+        """Handle one sample, a batch of samples, a failed sample, or the news that a shelf device went offline."""
+        if isinstance(reading, WeightSamples):
+            return self._samples(reading)
         if isinstance(reading, WeightSample):
             lane = self._lane(reading.device_id, reading.shelf, reading.lane)
             if lane is None:
@@ -210,6 +212,31 @@ class ShelfProcessor:
                         out.extend(self._outputs(lane, d, reading.time))
             return out
         return ()
+
+    def _samples(self, batch: WeightSamples) -> list[Output | Upsert]:
+        """A batch, sample by sample in order, as `feed` takes a `WeightSample` (one time for all of them)."""
+        when = batch.time
+        t = (when - _EPOCH).total_seconds()
+        dev = batch.device_id
+        lanes = self._lanes
+        out: list[Output | Upsert] = []
+        failed = 0
+        first: Exception | None = None
+        for shelf, lane_id, grams, stable in batch.samples:
+            try:
+                lane = lanes.get((dev, shelf, lane_id)) or self._lane(dev, shelf, lane_id)
+                if lane is None:
+                    self.unmapped += 1
+                    continue
+                d = lane.engine.feed(t, grams, stable)
+                if d is not None:
+                    out += self._outputs(lane, d, when)
+            except Exception as exc:  # one sample's failure must not lose the others' outputs (the pipeline counts it)
+                failed += 1
+                first = first or exc
+        if first is not None:
+            raise BatchFailed(out, failed) from first
+        return out
 
     def tick(self, now: datetime) -> Sequence[Output | Upsert]:
         """Report lanes that went silent."""

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.shelf.config import ShelfMqttConfig
 from drivers.shelf.mqtt import ShelfMessage, ShelfMqttDriver, decode_payload
-from drivers.shelf.reads import WeightSample
+from drivers.shelf.reads import WeightSample, WeightSamples
 from edge.brokers import Mosquitto
 from edge.clock import SystemClock
 from edge.config import Manifest
@@ -94,7 +94,7 @@ async def test_stream_from_simulated_shelf(mosquitto: Mosquitto, demo_manifest: 
     try:
         async with asyncio.timeout(10):
             async for r in stream:
-                got.append(r)
+                got += r.expand() if isinstance(r, WeightSamples) else [r]
                 if isinstance(r, DeviceOnline):
                     sim.start()
                     async with aiomqtt.Client("127.0.0.1", int(mosquitto.url.rsplit(":", 1)[1])) as c:
@@ -145,7 +145,8 @@ async def test_subscription_qos(qos: int, demo_manifest: Manifest, tmp_path: Pat
         got: list[Reading] = []
         async with asyncio.timeout(10):
             while len(got) < 3:
-                got.append(await anext(stream))
+                r = await anext(stream)
+                got += r.expand() if isinstance(r, WeightSamples) else [r]
         assert [r.grams for r in got if isinstance(r, WeightSample)] == [100.0, 200.0, 300.0]
     finally:
         await stream.aclose()

@@ -12,7 +12,7 @@ import yaml
 
 from drivers.base import DriverContext, Reading
 from drivers.registry import FAMILIES, load
-from drivers.shelf.reads import WeightSample
+from drivers.shelf.reads import WeightSample, WeightSamples
 from edge.brokers import Mosquitto
 from edge.clock import SystemClock
 from edge.config import Manifest, parse_manifest
@@ -41,8 +41,8 @@ async def test_sections_validate_and_stream(mosquitto: Mosquitto, demo_manifest:
             try:
                 async with asyncio.timeout(10):
                     async for r in stream:
-                        got.append(r)
-                        if isinstance(r, WeightSample):
+                        got += r.expand() if isinstance(r, WeightSamples) else [r]
+                        if isinstance(got[-1], WeightSample):
                             break
             finally:
                 await stream.aclose()
@@ -74,10 +74,11 @@ async def test_fault_injection_reaches_the_drivers(mosquitto: Mosquitto, demo_ma
             try:
                 async with asyncio.timeout(10):
                     async for r in stream:
-                        if isinstance(r, WeightSample):
-                            got.setdefault((r.shelf, r.lane), []).append(r.grams)
-                            if all(len(got.get((dev_shelf, ln), [])) >= 4 for dev_shelf, ln in _lanes_of(dev)):
-                                break
+                        for w in r.expand() if isinstance(r, WeightSamples) else [r]:
+                            if isinstance(w, WeightSample):
+                                got.setdefault((w.shelf, w.lane), []).append(w.grams)
+                        if all(len(got.get((dev_shelf, ln), [])) >= 4 for dev_shelf, ln in _lanes_of(dev)):
+                            break
             finally:
                 await stream.aclose()
         assert all(math.isnan(g) for g in got[("shelf-a1", "l1")])
