@@ -277,6 +277,16 @@ def plan_change(old: Manifest, new: Manifest) -> Plan:
     return Plan(changed, frozenset(stop), start, processors=bool(set(changed) & _PLANOGRAM))
 
 
+def jsonable(value: Any) -> Any:
+    """YAML data as JSON data: mapping keys as text (`antennas: {1: apparel}` -> `{"1": "apparel"}`), as a hub
+    sends them (the manifest's models read both)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return value
+
+
 def redact(value: Any) -> Any:
     """`value` with every secret, password and token written in clear replaced (a `${VAR}` reference stays)."""
     if isinstance(value, Mapping):
@@ -374,9 +384,9 @@ class Rollout:
     def get(self) -> dict[str, Any]:
         """The running manifest (secrets redacted), its version, hash and the history of versions."""
         try:
-            raw = load_yaml(self.running.text)
+            raw = jsonable(load_yaml(self.running.text))
         except Exception:  # the running text was validated: this is no more than a fallback
-            raw = self.running.manifest.model_dump(mode="json")
+            raw = jsonable(self.running.manifest.model_dump(mode="json"))
         return {"store": self.gw.manifest.store.id, "version": self.running.version, "sha256": self.sha256,
                 "origin": self.running.origin, "applying": self.applying, "manifest": redact(raw),
                 "history": self.store.history()}
@@ -428,7 +438,7 @@ class Rollout:
             if not isinstance(patch, Mapping):
                 raise RolloutError("bad_request", "patch must be an object (RFC 7386 merge patch)")
             try:
-                base = load_yaml(self.running.text)
+                base = jsonable(load_yaml(self.running.text))
             except Exception as exc:  # the running text was validated once; say so if it no longer parses
                 raise RolloutError("conflict", f"the running manifest's text cannot be patched ({exc}): send the "
                                                "whole manifest", 409) from None
@@ -436,7 +446,7 @@ class Rollout:
         elif isinstance(whole, str):
             text = whole
         elif isinstance(whole, Mapping):
-            text = orjson.dumps(dict(whole), option=orjson.OPT_INDENT_2).decode()
+            text = orjson.dumps(jsonable(whole), option=orjson.OPT_INDENT_2).decode()
         else:
             raise RolloutError("bad_request", "manifest must be an object or YAML text")
         limit = self.running.manifest.rollout.max_bytes

@@ -1,8 +1,6 @@
 """POST /api/v1/manifest (apply) and GET /api/v1/manifest (the running one): the HTTP face of edge/rollout.py,
 with the same checks, outcomes and errors as `cmd/manifest.apply` / `cmd/manifest.get` (admin only)."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, HTTPException
