@@ -124,6 +124,26 @@ ENVELOPE: dict[str, Any] = {
 }
 
 COMMANDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "manifest.apply": (
+        "Apply a manifest version (signed; edge/rollout.py, docs/fleet.md): a whole `manifest` (object or YAML "
+        "text) or a JSON merge `patch` (RFC 7386) on the running one. Validated as check-config --here and against "
+        "the running store, staged, switched in place (only the drivers whose section changed restart), then the "
+        "health gate commits it or puts the previous version back. The reply (after the gate): {result: applied, "
+        "version, sha256, previous_version, changed, restarted}. Errors, each changing nothing: bad_request, "
+        "invalid (every problem with its field), out_of_order (version not above every staged one), too_large, "
+        "conflict (cells holding stock dropped without allow_stock_loss), busy (an apply is running); "
+        "rolled_back (the gate failed: why, and the version running again).",
+        {"version": {"type": "integer", "minimum": 1, "maximum": 2**53 - 1},
+         "manifest": {"type": ["object", "string"], "description": "the whole manifest"},
+         "patch": {"type": "object", "description": "RFC 7386 merge patch on the running manifest"},
+         "allow_stock_loss": {"type": "boolean", "default": False}},
+    ),
+    "manifest.get": (
+        "The running manifest (secrets written in clear redacted; ${VAR} references as written), its version (0: "
+        "the --config bootstrap), sha256 (as in state/info), origin (bootstrap | rollout), the version being "
+        "applied, and the history of versions (staged, applied, rolled_back with the reason, interrupted).",
+        {},
+    ),
     "stock.get": (
         "Current stock, optionally filtered by shelf, sku and zone; the same cells and versions as the retained "
         "state/stock topics and GET /api/v1/stock.",
@@ -328,7 +348,8 @@ def _store_state(channels: dict[str, Any], operations: dict[str, Any], messages:
                           "level": {"type": "integer"}, "version": {"type": "integer"},
                           "updated": {"type": "string"}}}),
         "state_info": ("{root}/state/info", "Retained: the store, its time zone and opening hours, gateway and "
-                       "manifest versions (sha256), every device with its state.", {},
+                       "manifest versions (manifest: schema_version, sha256, version (the applied rollout "
+                       "version, 0: the --config bootstrap), origin), every device with its state.", {},
                        {"type": "object", "required": ["store", "version"], "properties": {
                            "store": {"type": "string"}, "name": nullable, "timezone": {"type": "string"},
                            "gln": nullable, "opening_hours": {"type": "object"},
