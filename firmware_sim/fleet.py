@@ -171,6 +171,8 @@ async def run_fleet(*, stores: int, hub: str, duration: float | None, data_dir: 
             out.close()
         if owned is not None:
             await asyncio.to_thread(owned.stop)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
     print(f"fleet-sim: stopped {len(started)} stores", flush=True)
     return 0
 

@@ -160,3 +160,32 @@ def test_view_bounds_untrusted_input() -> None:
     assert [(r["sku"], r["count"]) for r in v.stock_rows()] == [("x", 3), ("z", None)]
     assert v.apply(f"{ROOT}/s1/state/stock/sh", b"")  # cleared retained message: the shelf is gone
     assert v.stock_rows() == []
+
+
+async def test_fleet_sim_stores_reach_hq(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """`fleet-sim` with two stores: each a gateway with its simulated devices, a distinct store id, its shelves
+    in HQ's view and an answer to the fan-out; then a clean stop (status offline)."""
+    from firmware_sim.fleet import hub_urls_of, run_fleet
+
+    with pytest.raises(ValueError, match="loopback"):
+        hub_urls_of("mqtt://hub.chain.example:1883")
+    changes = tmp_path / "changes.jsonl"
+    fleet = asyncio.create_task(run_fleet(stores=2, hub=mosquitto.url, duration=600, data_dir=tmp_path / "fleet",
+                                          batch_every=2, changes=changes, pick_rate=2.0))
+    try:
+        await eventually(lambda: view_of(mosquitto.url), lambda v: sorted(v.stores) == ["store-001", "store-002"]
+                         and all(len(s.shelves) == 3 and s.devices == 5 and s.status == "online"
+                                 for s in v.stores.values()), "two fleet stores with their shelves and devices")
+        view = ChainView(ROOT)
+        async with HqClient(mosquitto.url, view, SUBSCRIPTIONS["stock"]) as hq:
+            assert await hq.snapshot(10.0)
+            answers = await hq.fan_out(sorted(view.stores), "stock.get", {}, 10.0)
+        assert [(a.store, a.ok, a.result["store"]) for a in answers] == [
+            ("store-001", True, "store-001"), ("store-002", True, "store-002")]
+        assert changes.read_text().count('"kind":"pick"') > 0
+    finally:
+        if not fleet.done():
+            os.kill(os.getpid(), signal.SIGINT)  # fleet-sim stops on SIGINT/SIGTERM as the command does
+        assert await asyncio.wait_for(fleet, 60) == 0
+    stopped = await view_of(mosquitto.url)
+    assert {s.status for s in stopped.stores.values()} == {"offline"}
