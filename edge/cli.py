@@ -1,4 +1,5 @@
-"""`edge-gateway` command line: run, check-config, demo, bench, backup, restore, --version (../shared/CONTRACT.md)."""
+"""`edge-gateway` command line: run, check-config, demo, bench, backup, restore, hq, fleet-sim, --version
+(../shared/CONTRACT.md)."""
 
 from __future__ import annotations
 
