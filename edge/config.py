@@ -47,6 +47,7 @@ from edge.configbase import (
     load_yaml,
 )
 from edge.errors import ConfigError, ConfigIssue
+from edge.nearbyconfig import NearbyConfig
 from edge.rolloutconfig import RolloutConfig
 from rules.config import NotificationsConfig, OffersConfig, RulesBody, RulesConfig, WebhookConfig
 from sinks.config import EpcisCaptureConfig
@@ -417,6 +418,7 @@ class Manifest(StrictModel):
     notifications: NotificationsConfig = NotificationsConfig()  # staff chat channels (rules/config.py)
     epcis_capture: EpcisCaptureConfig | None = None  # RFID EPCIS events to an EPCIS repository (sinks/config.py)
     atp: AtpConfig = AtpConfig()  # available-to-promise: safety stock per category, event thresholds (edge/atp.py)
+    nearby: NearbyConfig = NearbyConfig()  # neighbouring stores a clerk can look up (edge/nearby.py)
     rollout: RolloutConfig = RolloutConfig()  # remote manifest rollout: health gate, versions kept (edge/rollout.py)
 
     # references between sections (zone, sku, shelf, lane ids) are checked by `parse_manifest`, which
@@ -686,6 +688,7 @@ def _reference_problems(m: Manifest, devices: list[tuple[int, DeviceConfigBase]]
     refs += [(("offers",), r) for r in m.offers.references()]
     refs += [(("notifications",), r) for r in m.notifications.references()]
     refs += [(("atp",), r) for r in m.atp.references()]
+    out += m.nearby.problems(m.store.id)
     return out + resolve_references(m, refs)
 
 

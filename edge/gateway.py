@@ -29,6 +29,7 @@ from edge.envelope import dumps
 from edge.events import DeviceStatusChanged, Event
 from edge.health import CoreTasks, Health, Thresholds
 from edge.metrics import Labels, Metrics
+from edge.nearby import NearbyView
 from edge.outbox import Outbox, OutRow
 from edge.pipeline import Pipeline
 from edge.processing import Processor, Reactor
@@ -92,6 +93,11 @@ class Gateway:
             manifest.hub, self.outbox, store_id=manifest.store.id, topic_root=self.topic_root, clock=self.clock,
             metrics=self.metrics, commands=self.commands, url=hub_url,
         )
+        # neighbouring stores' retained ATP, read-only through the hub session (edge/nearby.py)
+        self.nearby = NearbyView(manifest.nearby, prefix=manifest.hub.topic_prefix, clock=self.clock,
+                                 metrics=self.metrics)
+        self.uplink.follower = self.nearby
+        self.commands.register("nearby.get", self.nearby.cmd_get, read_only=True)
         self.pipeline = Pipeline(stock=self.stock, outbox=self.outbox, clock=self.clock, metrics=self.metrics,
                                  tick_interval=tick_interval)
         drivers = list(extra_drivers) + self.build_drivers(manifest, [d for d in manifest.devices if d.enabled])

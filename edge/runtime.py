@@ -15,6 +15,7 @@ from edge.atp import AtpTracker
 from edge.clock import Clock
 from edge.config import Manifest
 from edge.events import Event
+from edge.nearby import NearbyView
 from edge.processing import Reactor
 from edge.state import StockState
 
@@ -76,6 +77,7 @@ class GatewayView(Protocol):
     clock: Clock
     stock: StockState
     atp: AtpTracker  # available-to-promise per SKU (edge/atp.py)
+    nearby: NearbyView  # neighbouring stores' ATP as seen through the hub (edge/nearby.py)
 
     def emit(self, events: Sequence[Event], writes: Sequence[StateWrite] = ()) -> None:
         """Hand events (and state rows to commit with them) to the outbox; returns at once."""

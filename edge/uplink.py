@@ -27,7 +27,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -47,6 +47,19 @@ log = logging.getLogger(__name__)
 ALERTS_LANE_MAX = 50_000
 MAX_RUNNING_COMMANDS = 32  # cmd/ requests handled at once; more get a `busy` reply (a flood must not pile up tasks)
 """At most this many unacknowledged alert rows are loaded into the alerts lane at a session's start."""
+
+
+class Follower(Protocol):
+    """Read-only subscriptions riding on the hub session (edge/nearby.py: neighbouring stores' state)."""
+
+    def topics(self) -> list[str]:
+        """Filters to subscribe at each session start."""
+
+    def session(self, up: bool) -> None:
+        """The session went up (after subscribing) or down."""
+
+    def message(self, topic: str, payload: bytes) -> None:
+        """A message on one of the filters (untrusted)."""
 
 
 def _raise_if_cancel_was_lost() -> None:
@@ -91,6 +104,7 @@ class Uplink:
         self.commands = commands
         self.connected = asyncio.Event()
         self.status_extra: Callable[[], dict[str, Any]] = dict
+        self.follower: Follower | None = None  # read-only subscriptions beside cmd/+ (edge/nearby.py)
         self._live: deque[OutRow] = deque()
         self._live_on = False
         self._live_cap = live_cap
@@ -185,6 +199,8 @@ class Uplink:
                 was_up = False
             finally:
                 self.connected.clear()
+                if self.follower is not None:
+                    self.follower.session(False)
                 self._prio_on = False
                 self._prio.clear()
                 await session.close()
@@ -208,7 +224,11 @@ class Uplink:
         await self._load_alerts()
         await session.publish(f"{self.root}/status", self._status("online"), retain=True)
         await session.subscribe(f"{self.root}/cmd/+", qos=1)
+        for topic in self.follower.topics() if self.follower is not None else ():
+            await session.subscribe(topic, qos=1)
         self.connected.set()
+        if self.follower is not None:
+            self.follower.session(True)
         self._retained_wake.set()
         tasks = [
             asyncio.create_task(self._pump(session), name="uplink-pump"),
@@ -386,6 +406,8 @@ class Uplink:
         while True:
             message = await session.messages.get()
             if not message.topic.startswith(prefix):
+                if self.follower is not None:
+                    self.follower.message(message.topic, message.payload)
                 continue
             name = message.topic[len(prefix):]
             if len(pending) >= MAX_RUNNING_COMMANDS:

@@ -589,6 +589,21 @@ def create_app(
         """One SKU's available-to-promise, with why it is lower than on hand (`reasons`)."""
         return gw.atp.get(sku, gw.clock.now())
 
+    # ---- nearby stores (edge/nearby.py; the same answers as cmd/nearby.get) ----
+    @app.get("/api/v1/nearby", tags=["stock"], responses=_errors(400))
+    async def nearby(
+        _: Reader, sku: Annotated[str | None, Query(max_length=64, description="answer for this SKU")] = None,
+    ) -> dict[str, Any]:
+        """The neighbouring stores (manifest `nearby:`) and whether they can be seen; with `sku`, who nearby
+        has it, how many and how fresh (as `/api/v1/nearby/{sku}`)."""
+        return gw.nearby.overview() if sku is None else gw.nearby.answer(sku)
+
+    @app.get("/api/v1/nearby/{sku}", tags=["stock"], responses=_errors(400))
+    async def nearby_sku(sku: Annotated[str, PathParam(max_length=64)], _: Reader) -> dict[str, Any]:
+        """Who nearby has `sku`: per neighbour `state` fresh (its `atp` now), stale or unknown (`atp` null,
+        `why`, the last figure known apart in `last_known`): never a guess."""
+        return gw.nearby.answer(sku)
+
     # ---- alerts ----
     @app.get("/api/v1/alerts", tags=["alerts"], responses=_errors(400, 503))
     async def alerts(
