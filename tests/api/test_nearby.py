@@ -5,7 +5,8 @@ publishing its retained `state/atp/{sku}`, `state/info` and `status`; our gatewa
 lists it under `nearby:` and answers who nearby has a SKU over REST and `cmd/nearby.get`: fresh figures while
 the neighbour runs, junk on the neighbour's topics refused and counted, "unknown" while our hub connection is
 down, fresh again once it is back, and "stale" with the last figure apart once the neighbour dies (its MQTT
-will says offline). Never a guessed number.
+will says offline). Never a guessed number. A clerk's zh-CN dashboard (headless system Chromium) looks the SKU
+up in its nearby panel and sees the same.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from playwright.async_api import Page, async_playwright
 
 from bench.spine import GatewayProc, manifest_dict
 from edge.brokers import Mosquitto
 from firmware_sim.hub import HubRecorder
-from tests.api.conftest import manifest_for_tests, serve, wait_for
+from tests.api.conftest import TOKENS, manifest_for_tests, serve, wait_for
 from tests.api.test_api import command
+from tests.api.test_dashboard import ARGS, CHROMIUM
 
 NORTH = "retail/v1/north"
 NEARBY = {"stores": [{"id": "north", "name": "North Street", "distance_km": 1.5},
@@ -65,6 +68,15 @@ def _publish(port: int, topic: str, payload: bytes) -> None:
     c.disconnect()
 
 
+async def _look_up(page: Page, sku: str, state: str) -> str:
+    """A clerk types the SKU in the dashboard's nearby panel: north's line in `state`, its text."""
+    await page.fill("#nearby-sku", sku)
+    await page.click("#nearby-go")
+    line = await page.wait_for_selector(f"#nearby-result li[data-store='north'][data-state='{state}']")
+    assert line is not None
+    return await line.text_content() or ""
+
+
 def _row(answer: dict[str, Any], store: str) -> dict[str, Any]:
     return next(r for r in answer["stores"] if r["store"] == store)
 
@@ -76,7 +88,8 @@ async def test_nearby_answers_with_the_neighbour_running_offline_and_without_hub
     north = GatewayProc(raw, tmp_path / "north", plain=True)
     try:
         status.wait_for(lambda h: any(m.payload and m.json()["state"] == "online" for m in h.snapshot()), 30)
-        async with serve(hub, tmp_path / "ours", manifest_for_tests(tmp_path / "ours", nearby=NEARBY)) as run:
+        async with (serve(hub, tmp_path / "ours", manifest_for_tests(tmp_path / "ours", nearby=NEARBY)) as run,
+                    async_playwright() as pw):
             h = run.headers("staff")
 
             async def cola() -> dict[str, Any]:
@@ -98,6 +111,16 @@ async def test_nearby_answers_with_the_neighbour_running_offline_and_without_hub
             g = _row(got, "ghost")
             assert (g["state"], g["atp"]) == ("unknown", None) and "no status" in g["why"]
             assert (got["have"], got["unknown"], got["hub"]["connected"]) == (1, 1, True)
+            # the clerk's view: the dashboard in zh-CN (headless system Chromium)
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = await (await browser.new_context(locale="zh-CN")).new_page()
+            await page.goto(run.base + "/")
+            await page.fill("#token", TOKENS["staff"])
+            await page.click("#save")
+            await page.wait_for_selector("#nearby-panel h2:has-text('附近门店')")
+            text = await _look_up(page, "cola-330", "fresh")
+            assert "North Street" in text and "可售 9" in text and "1.5 公里" in text, text
+            assert await page.is_visible("#nearby-result li[data-store='ghost'][data-state='unknown']")
             # the same by query, and over MQTT (read-only: no signature needed)
             r = await run.client.get("/api/v1/nearby", params={"sku": "cola-330"}, headers=h)
             assert _row(r.json(), "north")["atp"] == 9
@@ -151,6 +174,8 @@ async def test_nearby_answers_with_the_neighbour_running_offline_and_without_hub
             n = _row(got, "north")
             assert n["atp"] is None and "offline" in n["why"] and n["last_known"]["atp"] == 9
             assert got["have"] == 0
+            text = await _look_up(page, "cola-330", "stale")
+            assert "可售" not in text and "上次报告 9" in text and "offline" in text, text
             over = (await run.client.get("/api/v1/nearby", headers=h)).json()
             assert {s["store"]: (s["state"], s["status"]) for s in over["stores"]} == {
                 "north": ("stale", "offline"), "ghost": ("unknown", None)}
