@@ -165,4 +165,10 @@ MIGRATIONS: list[str] = [
         revoked TEXT                             -- when revoked, else NULL
     );
     """,
+    # 8: snoozed alerts (issue 17 item 3, rules/alerts.py): until when, by whom, and when the last snooze ended
+    """
+    ALTER TABLE alerts ADD COLUMN snoozed_until TEXT;
+    ALTER TABLE alerts ADD COLUMN snoozed_by TEXT;
+    ALTER TABLE alerts ADD COLUMN unsnoozed_at TEXT;
+    """,
 ]

@@ -10,19 +10,29 @@ low-stock alert is live supersedes it (same alert, kind `out_of_stock`, an `esca
 `updated` event). An alert never expires while its condition holds: it stays open (escalating up to
 `MAX_ESCALATION` times) until the condition clears; `expire_after_s` only closes alerts whose condition
 the rules no longer watch (e.g. restored after a restart for a lane nobody reports any more).
+
+Snooze (issue 17 item 3): staff may snooze a live alert for `SNOOZE_MIN_S`..`SNOOZE_MAX_S` (5 min .. 8 h).
+While snoozed it does not escalate for being unacknowledged and its staff chat messages pause
+(`rules.engine`); when the time passes (`tick`) it comes back (`retail.alert.unsnoozed.v1`, posted to
+staff again) and its escalation clock restarts from then. A condition that gets worse (a stock-out
+superseding a snoozed low-stock alert) ends the snooze at once; clearing the condition resolves a snoozed
+alert as any other.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from edge.errors import CommandError
 from edge.events import Event, EventClass
 from rules.actions import SEVERITY, Action, AlertClear, AlertRaise, Key, condition_key
 
+SNOOZE_MIN_S = 300.0
+SNOOZE_MAX_S = 8 * 3600.0
 OPEN = "open"
 ACKNOWLEDGED = "acknowledged"
 RESOLVED = "resolved"
@@ -107,6 +117,32 @@ class AlertUpdated(AlertEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AlertSnoozed(AlertEvent):
+    """A staff member snoozed the live alert until `until` (`duration_s` after `time`): no escalation and no
+    staff chat messages meanwhile."""
+
+    TYPE: ClassVar[str] = "retail.alert.snoozed.v1"
+    TRANSITION: ClassVar[str] = "snoozed"
+
+    by: str
+    until: datetime
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertUnsnoozed(AlertEvent):
+    """The alert's snooze time passed (`reason` elapsed) and it is live again: staff are told again, and its
+    escalation clock restarts from now. (A condition getting worse ends a snooze with its `escalated` event.)"""
+
+    TYPE: ClassVar[str] = "retail.alert.unsnoozed.v1"
+    TRANSITION: ClassVar[str] = "unsnoozed"
+
+    reason: str = "elapsed"
+    message: str = ""
+    count: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AlertResolved(AlertEvent):
     """The condition is over (stock recovered, device back)."""
 
@@ -129,7 +165,8 @@ class AlertExpired(AlertEvent):
     open_s: float
 
 
-ALERT_EVENT_TYPES = (AlertOpened, AlertAcknowledged, AlertEscalated, AlertUpdated, AlertResolved, AlertExpired)
+ALERT_EVENT_TYPES = (AlertOpened, AlertAcknowledged, AlertEscalated, AlertUpdated, AlertResolved, AlertExpired,
+                     AlertSnoozed, AlertUnsnoozed)
 
 
 # ---- the alert record ---------------------------------------------------------------------------
@@ -167,6 +204,13 @@ class Alert:
     acknowledged_by: str | None = None
     closed_at: datetime | None = None
     close_reason: str | None = None
+    snoozed_until: datetime | None = None  # set while snoozed
+    snoozed_by: str | None = None
+    unsnoozed_at: datetime | None = None  # when the last snooze ended (escalation counts from then)
+
+    def snoozed(self, now: datetime) -> bool:
+        """Is the alert snoozed at `now`?"""
+        return self.snoozed_until is not None and now < self.snoozed_until
 
     @property
     def key(self) -> Key:
@@ -196,6 +240,9 @@ class Alert:
             "acknowledged_by": self.acknowledged_by,
             "closed_at": _iso(self.closed_at),
             "close_reason": self.close_reason,
+            "snoozed_until": _iso(self.snoozed_until),
+            "snoozed_by": self.snoozed_by,
+            "unsnoozed_at": _iso(self.unsnoozed_at),
         }
 
     @classmethod
@@ -224,6 +271,9 @@ class Alert:
             acknowledged_by=r.get("acknowledged_by"),
             closed_at=_parse(r.get("closed_at")),
             close_reason=r.get("close_reason"),
+            snoozed_until=_parse(r.get("snoozed_until")),
+            snoozed_by=r.get("snoozed_by"),
+            unsnoozed_at=_parse(r.get("unsnoozed_at")),
         )
 
 
@@ -257,6 +307,15 @@ def validate_staff_name(by: object) -> str:
 
 MANUAL_PREFIX = "manual: "
 MAX_REASON = 200
+
+
+def validate_snooze(duration_s: object) -> float:
+    """A snooze's length: a finite number of seconds in [SNOOZE_MIN_S, SNOOZE_MAX_S] (5 min .. 8 h)."""
+    if (isinstance(duration_s, bool) or not isinstance(duration_s, int | float) or not math.isfinite(duration_s)
+            or not SNOOZE_MIN_S <= duration_s <= SNOOZE_MAX_S):
+        raise CommandError("bad_request", f"duration_s must be a number of seconds from {SNOOZE_MIN_S:g} (5 min) "
+                                          f"to {SNOOZE_MAX_S:g} (8 h)")
+    return float(duration_s)
 
 
 def validate_reason(reason: object) -> str:
@@ -356,6 +415,8 @@ class AlertBook:
         )
         if SEVERITY.get(action.kind, 0) > SEVERITY.get(a.kind, 0):
             up = replace(moved, escalation_level=a.escalation_level + 1, escalated_at=now)
+            if a.snoozed(now):  # worse: the snooze ends, staff must hear of it now
+                up = replace(up, snoozed_until=None, unsnoozed_at=now)
             self.live[up.id] = up
             age = (now - up.opened_at).total_seconds()
             ev: AlertEvent = AlertEscalated(
@@ -382,6 +443,17 @@ class AlertBook:
         self.live[a.id] = a
         return Transition(a, AlertAcknowledged(time=now, by=by, **_common(a)))
 
+    def snooze(self, alert_id: str, by: str, duration_s: float, now: datetime) -> Transition:
+        """Snooze a live alert for `duration_s` (validated by the caller; a new snooze replaces the running one);
+        unknown or closed -> CommandError."""
+        a = self.live.get(alert_id)
+        if a is None:
+            raise CommandError("not_found", f"no open alert {alert_id!r} (unknown, or already closed)")
+        until = now + timedelta(seconds=duration_s)
+        a = replace(a, snoozed_until=until, snoozed_by=by, updated_at=now)
+        self.live[a.id] = a
+        return Transition(a, AlertSnoozed(time=now, by=by, until=until, duration_s=duration_s, **_common(a)))
+
     def resolve(self, alert_id: str, by: str, reason: str, now: datetime) -> Transition:
         """Resolve a live alert by hand (close_reason `manual: <reason>`); unknown or closed -> CommandError."""
         if alert_id not in self.live:
@@ -402,9 +474,15 @@ class AlertBook:
                 closed = self._close(a.id, EXPIRED, "expired", now)
                 out.append(Transition(closed, AlertExpired(time=now, open_s=age, **_common(closed))))
                 continue
+            if a.snoozed(now):
+                continue  # snoozed: no escalation until it comes back
+            if a.snoozed_until is not None:  # the snooze's time passed: the alert comes back
+                back = replace(a, snoozed_until=None, unsnoozed_at=now, updated_at=now)
+                self.live[a.id] = a = back  # noqa: PLW2901 - the rest of the loop sees the alert as it is now
+                out.append(Transition(a, AlertUnsnoozed(time=now, message=a.message, count=a.count, **_common(a))))
             if a.state != OPEN or not a.escalate_after_s or a.escalation_level >= MAX_ESCALATION:
                 continue
-            since = a.escalated_at or a.opened_at
+            since = max(a.escalated_at or a.opened_at, a.unsnoozed_at or a.opened_at)
             if (now - since).total_seconds() >= a.escalate_after_s:
                 up = replace(a, escalation_level=a.escalation_level + 1, escalated_at=now, updated_at=now)
                 self.live[up.id] = up

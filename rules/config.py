@@ -154,7 +154,8 @@ class BeaconConfig(StrictModel):
         return self
 
 
-AlertTransition = Literal["opened", "acknowledged", "escalated", "updated", "resolved", "expired"]
+AlertTransition = Literal["opened", "acknowledged", "escalated", "updated", "resolved", "expired", "snoozed",
+                          "unsnoozed"]
 """Alert transitions a webhook can subscribe to (rules/alerts.py `TRANSITION`)."""
 _DEFAULT_TRANSITIONS: tuple[AlertTransition, ...] = ("opened", "acknowledged", "escalated", "resolved", "expired")
 
@@ -247,7 +248,7 @@ Lang = Literal["zh-CN", "en"]
 """Languages of the message catalog (rules/locale)."""
 Severity = Literal["info", "warning", "urgent"]
 """Alert severities, lowest first (rules/notify.py SEVERITY maps each alert kind to one)."""
-_NOTIFY_DEFAULT_EVENTS: tuple[AlertTransition, ...] = ("opened", "escalated", "resolved")
+_NOTIFY_DEFAULT_EVENTS: tuple[AlertTransition, ...] = ("opened", "escalated", "resolved", "unsnoozed")
 RATE_PER_MINUTE_MAX = 600
 """Most messages a channel may send per minute (the tools allow far fewer: WeCom and DingTalk 20)."""
 

@@ -44,7 +44,15 @@ from rules.actions import (
     UNKNOWN_OBJECT,
     Action,
 )
-from rules.alerts import ALERT_EVENT_TYPES, Alert, AlertBook, Transition, validate_reason, validate_staff_name
+from rules.alerts import (
+    ALERT_EVENT_TYPES,
+    Alert,
+    AlertBook,
+    Transition,
+    validate_reason,
+    validate_snooze,
+    validate_staff_name,
+)
 from rules.beacons import BEACON_FIELDS, BeaconState, beacon_condition_holds, beacon_seen, step_beacons
 from rules.beacons import EVENT_TYPES as BEACON_EVENT_TYPES
 from rules.config import OffersConfig, RulesBody, RulesConfig, WebhookConfig
@@ -119,6 +127,8 @@ class RulesRejected(Event):
     problems: tuple[str, ...]
 
 
+SNOOZE_POSTS = frozenset({"snoozed", "resolved", "expired"})
+"""The transitions of a snoozed alert still posted to staff chats (that wants them); the others wait."""
 OWN_TYPES = frozenset(t.TYPE for t in (*ALERT_EVENT_TYPES, RulesReloaded, RulesRejected, OfferTriggered))
 
 
@@ -358,6 +368,14 @@ class RulesEngine:
         why = validate_reason(reason)
         return self._transitions([self.book.resolve(alert_id, name, why, now)])
 
+    def snooze(self, alert_id: object, by: object, duration_s: object, now: datetime) -> list[object]:
+        """Snooze a live alert for 5 min .. 8 h; CommandError `not_found`/`bad_request` otherwise."""
+        if not isinstance(alert_id, str) or not alert_id or len(alert_id) > 64:
+            raise CommandError("bad_request", "alert_id must be the id of an alert")
+        name = validate_staff_name(by)
+        seconds = validate_snooze(duration_s)
+        return self._transitions([self.book.snooze(alert_id, name, seconds, now)])
+
     def mute(self, shelf: str, *, on: bool, now: datetime, duration_s: float | None = None) -> list[object]:
         """Mute (or unmute) restock alerts of a shelf while staff restock it."""
         if self.manifest.shelf(shelf) is None:
@@ -429,5 +447,6 @@ class RulesEngine:
             out.append(t.event)
             out.append(Upsert("alerts", t.alert.row()))
             out += delivery_rows(t, self.webhooks, self.manifest.store.id, self.new_id)
-            out += self.notifier.rows(t, self.new_id)
+            if not (t.alert.snoozed(t.event.time) and t.event.TRANSITION not in SNOOZE_POSTS):
+                out += self.notifier.rows(t, self.new_id)  # staff chats pause while the alert is snoozed
         return out

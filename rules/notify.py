@@ -56,7 +56,7 @@ from rules.actions import (
     OUT_OF_STOCK,
     UNKNOWN_OBJECT,
 )
-from rules.alerts import AlertAcknowledged, AlertEscalated, Transition
+from rules.alerts import AlertAcknowledged, AlertEscalated, AlertSnoozed, Transition
 from rules.config import NotificationsConfig, NotifyChannel, Severity, parse_window
 from rules.restock import _in_window as in_window  # the restock rules' quiet-hours test (wraps midnight)
 from rules.webhooks import TABLE, Request, Verdict, http_verdict
@@ -95,7 +95,8 @@ _KIND_TEXT = {
     BEACON_SILENT: "Beacon silent",
 }
 _SEVERITY_TEXT = {"urgent": "Urgent", "warning": "Warning", "info": "Info"}
-_TRANSITION_TEXT = {"opened": "New alert", "updated": "Updated", "resolved": "Resolved", "expired": "Expired"}
+_TRANSITION_TEXT = {"opened": "New alert", "updated": "Updated", "resolved": "Resolved", "expired": "Expired",
+                    "unsnoozed": "Back after a snooze"}
 NAME_MAX = 64
 """Names from the manifest are cut to this many characters in a message."""
 WECOM_CONTENT_MAX_BYTES = 4096
@@ -147,6 +148,9 @@ def compose(t: Transition, m: Manifest, lang: str, dashboard_url: str | None) ->
         status = _("Acknowledged by {by}").format(by=_clean(ev.by))
     elif isinstance(ev, AlertEscalated):
         status = _("Escalated (level {level})").format(level=ev.level)
+    elif isinstance(ev, AlertSnoozed):
+        status = _("Snoozed by {by} until {time}").format(by=_clean(ev.by),
+                                                         time=local_time(ev.until, m.store.timezone))
     else:
         status = _(_TRANSITION_TEXT.get(ev.TRANSITION, "Updated"))
     fields: list[tuple[str, str]] = [(_("Store"), _named(m.store, lang, m.store.id))]

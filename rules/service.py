@@ -2,7 +2,9 @@
 
 `rules.install(gw)` builds one `RulesService`. MQTT commands (request/reply, see edge/commands.py):
 `alert.ack` {alert_id, by}, `alert.resolve` {alert_id, by, reason} (resolved by hand: close_reason
-`manual: <reason>`, the resolved event names `by`), `sighting` {shopper, consent, beacon|zone, rssi?, time?, tags?},
+`manual: <reason>`, the resolved event names `by`), `alert.snooze` {alert_id, by, duration_s} (300..28800 s:
+no escalation and no staff chat messages until it comes back),
+`sighting` {shopper, consent, beacon|zone, rssi?, time?, tags?},
 `rules.reload` {rules?}, `restock.mute` {shelf, on?, duration_s?} (0 < duration_s <= the rules'
 `mute_max_s`, default mute_max_s). The HTTP API calls the same methods.
 """
@@ -87,6 +89,7 @@ class RulesService:
         self.gw.stock.set_levels(self._levels)  # each stock cell's min/par and low flag (issue 16)
         self.gw.register_command("alert.ack", self._cmd_ack)
         self.gw.register_command("alert.resolve", self._cmd_resolve)
+        self.gw.register_command("alert.snooze", self._cmd_snooze)
         self.gw.register_command("sighting", self._cmd_sighting)
         self.gw.register_command("rules.reload", self._cmd_reload)
         self.gw.register_command("restock.mute", self._cmd_mute)
@@ -122,6 +125,12 @@ class RulesService:
     async def ack(self, alert_id: object, by: object) -> dict[str, Any]:
         """Acknowledge an alert; the acknowledged event is committed before this returns."""
         await self._alert_action(alert_id, lambda now: self.engine.ack(alert_id, by, now))
+        alert = self.engine.book.live.get(str(alert_id))
+        return alert.row() if alert else {"id": alert_id}
+
+    async def snooze(self, alert_id: object, by: object, duration_s: object) -> dict[str, Any]:
+        """Snooze a live alert for 5 min .. 8 h; the snoozed event is committed before this returns."""
+        await self._alert_action(alert_id, lambda now: self.engine.snooze(alert_id, by, duration_s, now))
         alert = self.engine.book.live.get(str(alert_id))
         return alert.row() if alert else {"id": alert_id}
 
@@ -234,6 +243,9 @@ class RulesService:
 
     async def _cmd_resolve(self, req: Mapping[str, Any]) -> Any:
         return await self.resolve(req.get("alert_id"), req.get("by"), req.get("reason"))
+
+    async def _cmd_snooze(self, req: Mapping[str, Any]) -> Any:
+        return await self.snooze(req.get("alert_id"), req.get("by"), req.get("duration_s"))
 
     async def _cmd_sighting(self, req: Mapping[str, Any]) -> Any:
         return await self.sighting({k: v for k, v in req.items() if k not in ("id", "reply_to")})

@@ -151,6 +151,13 @@ class ResolveBody(BaseModel):
     reason: str = Field(min_length=1, max_length=200, description="why it is resolved (e.g. 'counted: 12 on shelf')")
 
 
+class SnoozeBody(BaseModel):
+    """Who snoozes the alert, and for how long (5 min .. 8 h)."""
+
+    by: str = Field(min_length=1, max_length=64, description="the staff member's name")
+    duration_s: float = Field(ge=300, le=28800, description="seconds until the alert comes back (300..28800)")
+
+
 class CountBody(BaseModel):
     """The number staff counted on the shelf, who counted and why."""
 
@@ -670,6 +677,13 @@ def create_app(
         """Resolve a live alert by hand with a reason (close_reason `manual: <reason>`); the resolved event,
         naming `by`, is committed (and published) after this. Same as the MQTT command `alert.resolve`."""
         return dict(await svc().resolve(alert_id, body.by, body.reason))
+
+    @app.post("/api/v1/alerts/{alert_id}/snooze", tags=["alerts"], responses=_errors(400, 404, 409, 503))
+    async def snooze(alert_id: str, body: SnoozeBody, _: Annotated[Principal, Depends(staff)]) -> dict[str, Any]:
+        """Snooze a live alert for 5 min .. 8 h: no escalation and no staff chat messages until it comes back
+        (retail.alert.unsnoozed.v1). The snoozed event is committed (and published) after this. Same as the
+        MQTT command `alert.snooze`."""
+        return dict(await svc().snooze(alert_id, body.by, body.duration_s))
 
     @app.post("/api/v1/stock/{shelf}/{sku}/count", tags=["stock"], responses=_errors(400, 404))
     async def correct_count(

@@ -271,7 +271,7 @@ def test_config_defaults() -> None:
     cfg = NotificationsConfig.model_validate({"channels": [channel()]})
     c = cfg.channels[0]
     assert (cfg.lang, c.lang, c.rate_per_minute, c.events, c.min_severity) == (
-        "zh-CN", None, 20, ["opened", "escalated", "resolved"], "info")
+        "zh-CN", None, 20, ["opened", "escalated", "resolved", "unsnoozed"], "info")
 
 
 def test_names_per_language_from_the_manifest() -> None:

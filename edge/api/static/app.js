@@ -260,17 +260,21 @@ function renderAlerts() {
     const meta = a.state === "acknowledged"
       ? t("acknowledged_by", { by: a.acknowledged_by })
       : (a.local ? t("since", { time: when(a.opened_at) }) : t("opened_at", { time: when(a.opened_at) })) +
-        (a.escalation_level ? ` · ${t("escalated", { n: fmt.num(a.escalation_level) })}` : "");
+        (a.escalation_level ? ` · ${t("escalated", { n: fmt.num(a.escalation_level) })}` : "") +
+      (snoozed(a) ? ` · ${t("snoozed_until", { time: when(a.snoozed_until) })}` : "");
     const off = state.live ? "" : " disabled";
     let button = a.state === "open" && !a.local
       ? `<button class="ack" data-id="${esc(a.id)}" type="button"${off}>${esc(t("acknowledge"))}</button>` : "";
     if (!a.local) {  // staff actions of issue 17 item 3: resolve with a reason; restocking mutes the shelf
       button += `<button class="resolve" data-id="${esc(a.id)}" type="button"${off}>${esc(t("resolve"))}</button>`;
+      button += `<span class="snooze-group"><select class="snooze-for" aria-label="${esc(t("snooze_for"))}"${off}>` +
+        SNOOZE_MINUTES.map((m) => `<option value="${m * 60}"${m === 30 ? " selected" : ""}>${esc(m < 60 ? t("minutes", { n: fmt.num(m) }) : t("hours", { n: fmt.num(m / 60) }))}</option>`).join("") +
+        `</select><button class="snooze" data-id="${esc(a.id)}" type="button"${off}>${esc(t("snooze"))}</button></span>`;
       if (a.shelf && (a.kind === "low_stock" || a.kind === "out_of_stock")) {
         button += `<button class="restocking" data-shelf="${esc(a.shelf)}" type="button"${off}>${esc(t("restocking"))}</button>`;
       }
     }
-    return `<li class="alert kind-${esc(a.kind)} state-${esc(a.state)} urgency-${urgency(a)}" data-id="${esc(a.id)}"` +
+    return `<li class="alert kind-${esc(a.kind)} state-${esc(a.state)} urgency-${urgency(a)}${snoozed(a) ? " snoozed" : ""}" data-id="${esc(a.id)}"` +
       ` data-opened="${esc(a.opened_at)}"><div class="what"><strong>${esc(t(`kind.${a.kind}`))}</strong> · ${esc(alertWhere(a))}` +
       `<div class="reason">${esc(alertReason(a))}</div><div class="meta">${esc(meta)}</div></div>${button}</li>`;
   }).join("");
@@ -318,6 +322,32 @@ async function resolveAlert(id, button) {
   } catch (e) {
     button.disabled = !state.live;
     toast(t("resolve_failed", { error: e.message }));
+  }
+}
+
+// snooze (bounded 5 min .. 8 h by the API): the alert stays listed, greyed, and comes back by itself
+const SNOOZE_MINUTES = [5, 15, 30, 60, 120, 240, 480];
+
+function snoozed(a) {
+  return Boolean(a.snoozed_until) && Date.parse(a.snoozed_until) > Date.now();
+}
+
+async function snoozeAlert(id, button) {
+  if (!state.live) return;
+  const by = staffName();
+  if (!by) return;
+  const select = button.parentElement.querySelector("select.snooze-for");
+  const seconds = Number(select && select.value);
+  button.disabled = true;
+  try {
+    const a = await api(`/alerts/${encodeURIComponent(id)}/snooze`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ by, duration_s: seconds }),
+    });
+    toast(t("snooze_done", { time: when(a.snoozed_until) }));
+    await loadAlerts();
+  } catch (e) {
+    button.disabled = !state.live;
+    toast(t("snooze_failed", { error: e.message }));
   }
 }
 
@@ -395,7 +425,7 @@ function playChime() {
 }
 
 function announce(items) {
-  const urgent = items.filter((a) => a.state === "open" && urgency(a) <= 2);
+  const urgent = items.filter((a) => a.state === "open" && urgency(a) <= 2 && !snoozed(a));
   const ids = new Set(urgent.map((a) => a.id));
   const fresh = state.seen === null || !state.ready ? [] : urgent.filter((a) => !state.seen.has(a.id));
   state.seen = ids;
@@ -517,7 +547,7 @@ function connect() {
     state.stock.set(cellKey(c.shelf, c.sku), c);
     renderShelves();
   });
-  for (const k of ["opened", "acknowledged", "escalated", "updated", "resolved", "expired"]) {
+  for (const k of ["opened", "acknowledged", "escalated", "updated", "resolved", "expired", "snoozed", "unsnoozed"]) {
     source.addEventListener(`retail.alert.${k}.v1`, () => { touch(); loadAlerts().catch(() => {}); });
   }
   source.addEventListener("retail.device.status.v1", () => {
@@ -609,6 +639,8 @@ $("alerts").addEventListener("click", (ev) => {
   if (b) acknowledge(b.dataset.id, b);
   const r = ev.target.closest("button.resolve");
   if (r) resolveAlert(r.dataset.id, r);
+  const z = ev.target.closest("button.snooze");
+  if (z) snoozeAlert(z.dataset.id, z);
   const m = ev.target.closest("button.restocking");
   if (m) startRestocking(m.dataset.shelf, m);
 });

@@ -1,0 +1,59 @@
+"""Staff actions through the dashboard page in headless Chromium (Debian's /usr/bin/chromium via Playwright)
+against the real gateway, each checked in the API and on the hub's side of MQTT (private mosquitto): snooze an
+alert for a chosen time, restock one cell (ends when its count rises), correct a count (held while the sensors
+have not settled, shown on the cell as a source with its time)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from edge.brokers import Mosquitto
+from firmware_sim.hub import HubRecorder
+from tests.api.conftest import Running, wait_for
+from tests.api.test_api import ROOT
+from tests.api.test_dashboard_staff import START, chromium, no_errors, open_dashboard, put
+
+
+def _parse(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+async def test_snooze_through_the_page(running: Running, mosquitto: Mosquitto) -> None:
+    hub = HubRecorder(mosquitto.port, f"{ROOT}/alerts", persistent=False)
+    try:
+        for shelf, sku, n in START:
+            put(running, shelf, sku, n)
+        console: list[str] = []
+        async with chromium() as browser:
+            page = await open_dashboard(browser, running.base, "zh-CN", console)
+            await page.fill("#staff-name", "王芳")
+            put(running, "shelf-a1", "cola-330", 2)
+            item = "li.alert.kind-low_stock"
+            await page.wait_for_selector(f"{item} button.snooze:not([disabled])", timeout=20_000)
+            alert_id = await page.get_attribute(item, "data-id")
+            assert alert_id
+            assert await page.text_content(f"{item} button.snooze") == "暂缓"
+            options = await page.eval_on_selector_all(f"{item} select.snooze-for option",
+                                                      "os => os.map(o => [o.value, o.textContent])")
+            assert options[0] == ["300", "5 分钟"] and options[-1] == ["28800", "8 小时"]
+            await page.select_option(f"{item} select.snooze-for", "3600")
+            before = running.gw.clock.now()
+            await page.click(f"{item} button.snooze")
+
+            def snoozed() -> list[dict[str, Any]]:
+                return [e for e in hub.events() if e["type"] == "retail.alert.snoozed.v1"]
+
+            await wait_for(snoozed, 15, "the snoozed event on MQTT")
+            data = snoozed()[0]["data"]
+            assert (data["alert_id"], data["by"], data["duration_s"]) == (alert_id, "王芳", 3600.0)
+            until = _parse(data["until"])
+            assert before + timedelta(seconds=3600) <= until <= running.gw.clock.now() + timedelta(seconds=3600)
+            r = await running.client.get("/api/v1/alerts", params={"state": "open"}, headers=running.headers("hq"))
+            assert [(a["id"], a["snoozed_by"]) for a in r.json()["items"]] == [(alert_id, "王芳")]
+            # the page shows it snoozed (greyed, with the time it comes back)
+            await page.wait_for_selector(f"li.alert.snoozed[data-id='{alert_id}']", timeout=10_000)
+            assert "暂缓至" in (await page.text_content(f"li.alert[data-id='{alert_id}'] .meta") or "")
+            no_errors(console)
+    finally:
+        hub.close()
