@@ -38,6 +38,7 @@ from edge.clock import SystemClock
 from edge.config import Manifest, parse_manifest
 from edge.gateway import Gateway
 from firmware_sim.im_receivers import ImReceivers, summary
+from firmware_sim.neighbour import NeighbourStore
 from firmware_sim.world import World, demo_manifest_text
 
 log = logging.getLogger("edge.demo")
@@ -145,11 +146,17 @@ async def run_demo(
         raw["local_broker"] = {"url": local_url}
     manifest = parse_manifest(yaml.safe_dump(raw, sort_keys=False), "demo (built-in)")
 
+    # a second simulated store on the hub, listed under nearby: (its stock answers /api/v1/nearby/{sku})
+    neighbour = NeighbourStore(base) if mqtt is not None or broker is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if neighbour is not None:
+            await neighbour.start(hub_url)
+            print(f"demo: a second simulated store {neighbour.store_id!r} publishes its stock to the hub: see "
+                  "'Nearby stores' on the dashboard, GET /api/v1/nearby/cola-330", file=sys.stderr)
         async with Gateway(manifest, clock=clock, hub_url=hub_url, api_listen=api) as gw:
             port = getattr(gw.api, "port", None)
             if port is not None:
@@ -171,6 +178,8 @@ async def run_demo(
                 print(file=sys.stderr)
             print(f"demo: shutting down ({_status(gw, rx, 0.0)})", file=sys.stderr)
     finally:
+        if neighbour is not None:
+            await neighbour.stop()
         for part in reversed(started):
             with contextlib.suppress(Exception):
                 await part.stop()
@@ -384,8 +393,10 @@ def _status(gw: Gateway, rx: ImReceivers, rate: float) -> str:
         alerts = float(rules.open_alerts())
     hub = "up" if gw.uplink.connected.is_set() else "down"
     c = _counts(gw, rx)
+    nearby = gw.nearby.overview()["stores"]
     return (f"{rate:7.1f} events/s | alerts {c['alerts']} (open {int(alerts)}) | staff chat {c['chat']} | "
             f"offers {c['offers']} | scans {c['scans']} | beacon events {c['beacon']} | visitors {c['visitors']} | "
+            f"nearby {sum(1 for s in nearby if s['state'] == 'fresh')}/{len(nearby)} | "
             f"outbox {gw.outbox.depth} | devices online {online}/{len(gw.devices())} | hub {hub}")
 
 

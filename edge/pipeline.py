@@ -24,7 +24,7 @@ from edge.outbox import Outbox
 from edge.processing import BatchFailed, Processor, Reactor, StockFlag, StockUpdate
 from edge.ratelimit import LogLimiter
 from edge.runtime import Delete, StateWrite, Upsert
-from edge.state import StockCell, StockState
+from edge.state import StockState
 
 log = logging.getLogger(__name__)
 
@@ -257,10 +257,8 @@ class Pipeline:
             self.outbox.submit(events, writes, retained)
 
     def _collect(
-        self, outputs: Iterable[object], now: datetime, depth: int, seen: list[StockCell] | None = None
+        self, outputs: Iterable[object], now: datetime, depth: int
     ) -> tuple[list[Event], list[StateWrite], dict[str, tuple[bytes, int]]]:
-        top = seen is None  # the routed batch itself, not a reaction to it
-        seen = [] if seen is None else seen  # cells touched at every depth (the derived views follow them)
         events: list[Event] = []
         writes: list[StateWrite] = []
         shelves: set[str] = set()
@@ -291,7 +289,9 @@ class Pipeline:
             )
             for shelf in shelves
         }
-        seen += touched
+        derived, snaps = self.stock.derive(touched, now)  # views that follow the cells (ATP), same commit
+        events += derived
+        retained.update({self.outbox.topic(suffix): (dumps(doc), v) for suffix, (doc, v) in snaps.items()})
         if self.reactors and depth < MAX_REACTION_DEPTH:
             reactions: list[object] = []
             for ev in events:
@@ -303,14 +303,9 @@ class Pipeline:
                         self._limiter.log(log, logging.ERROR, type(reactor).__name__, "%s failed on %s",
                                           type(reactor).__name__, ev.TYPE, exc_info=True)
             if reactions:
-                e2, w2, r2 = self._collect(reactions, now, depth + 1, seen)
+                e2, w2, r2 = self._collect(reactions, now, depth + 1)
                 events += e2
                 writes += w2
                 retained.update(r2)
-        if top:  # views that follow the cells (ATP), same commit, once the reactions ran: a pick that a stock
-            # change confirmed has released its reservation, so ATP moves once, not down and back up
-            derived, snaps = self.stock.derive(seen, now)
-            events += derived
-            retained.update({self.outbox.topic(suffix): (dumps(doc), v) for suffix, (doc, v) in snaps.items()})
         return events, writes, retained
 

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from edge.configbase import DeviceConfigBase
 
-Role = Literal["receive", "restock", "count", "lookup", "pick"]
+Role = Literal["receive", "restock", "count", "lookup"]
 
 
 class ScannerConfigBase(DeviceConfigBase):

@@ -63,8 +63,8 @@ def test_first_minute_shows_every_part(tmp_path: Path, mosquitto: Mosquitto) -> 
     # a low-stock alert of the scripted lane (water on shelf-a1), to the hub and to the staff chats
     opened = by_type.get("retail.alert.opened.v1", [])
     assert any("shelf-a1" in str(e) and "water-500" in str(e) for e in opened), (seen, text[-3000:])
-    assert re.search(r"staff chat \[wecom\] .*矿泉水 500毫升", text), text[-3000:]
-    assert re.search(r"staff chat \[slack\] .*矿泉水 500毫升", text), text[-3000:]
+    assert re.search(r"staff chat \[wecom\] .*Still water 500 ml", text), text[-3000:]
+    assert re.search(r"staff chat \[slack\] .*Still water 500 ml", text), text[-3000:]
     # an offer, restock scans (the top-up and the restock after the alert), a beacon event, foot traffic
     assert by_type.get("retail.offer.triggered.v1"), (seen, text[-3000:])
     assert len(by_type.get("retail.restock.finished.v1", [])) >= 1, (seen, text[-3000:])
@@ -80,4 +80,7 @@ def test_first_minute_shows_every_part(tmp_path: Path, mosquitto: Mosquitto) -> 
                                                 final[1])}
     assert counts["alerts"] >= 1 and counts["staff chat"] >= 2 and counts["offers"] >= 1, final[1]
     assert counts["scans"] >= 1 and counts["beacon events"] >= 1 and counts["visitors"] >= 1, final[1]
+    # the second simulated store's retained stock is on the hub, and the gateway sees it as a fresh neighbour
+    assert any(m.topic.startswith("retail/v1/demo-north/state/atp/") and m.payload for m in hub.snapshot())
+    assert "nearby 1/1" in final[1], final[1]
     assert "Traceback" not in text, text[-4000:]
