@@ -155,6 +155,14 @@ COMMANDS: dict[str, tuple[str, dict[str, Any]]] = {
         "not_found.",
         {"sku": {"type": "string"}, "category": {"type": "string"}},
     ),
+    "nearby.get": (
+        "Neighbouring stores (manifest nearby:) as seen through the hub: with `sku`, per neighbour its state (fresh: "
+        "`atp` now, with its own time `updated`; stale: offline by its will or older than nearby.max_age_s; unknown: "
+        "this gateway's hub offline, no status or figure received in this hub session), `why`, and the last figure "
+        "apart in `last_known` (never as `atp`); without `sku`, the neighbours and their status. The same answers "
+        "as GET /api/v1/nearby/{sku} and /api/v1/nearby. A malformed sku is bad_request. docs/omnichannel.md.",
+        {"sku": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}},
+    ),
 }
 
 REQUEST_BASE = {
