@@ -48,6 +48,11 @@ GOALS: dict[str, tuple[str, Callable[[float, dict[str, Any]], bool]]] = {
     "epcis_schema_valid_pct": ("== 100", lambda v, _: v == 100),
     "epcis_schema_valid_documents_pct": ("== 100", lambda v, _: v == 100),
     "epcis_capture_events_per_s": (">= 5000", lambda v, _: v >= 5000),
+    "orders_reserve_reply_ms_p99": ("<= 20", lambda v, _: v <= 20),
+    "orders_replies_missing": ("== 0", lambda v, _: v == 0),
+    "atp_publish_ms_p99": ("<= 1000", lambda v, _: v <= 1000),
+    "atp_event_ms_max": ("<= 1000", lambda v, _: v <= 1000),
+    "atp_missed": ("== 0", lambda v, _: v == 0),
 }
 
 
@@ -119,6 +124,18 @@ def _epcis(quick: bool) -> dict[str, Any]:
     return _optional("bench.epcis", "bench_epcis", quick)
 
 
+def _orders(quick: bool) -> dict[str, Any]:
+    from bench.orders import bench_orders
+
+    return bench_orders(quick)
+
+
+def _atp(quick: bool) -> dict[str, Any]:
+    from bench.atp import bench_atp
+
+    return dict(bench_atp(quick))
+
+
 def _fleet(quick: bool) -> dict[str, Any]:
     from bench.fleet import bench_fleet
 
@@ -135,6 +152,8 @@ SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "rules": _rules,
     "storeday": _storeday,
     "epcis": _epcis,
+    "orders": _orders,
+    "atp": _atp,
     "peers": _peers,
     "fleet": _fleet,
 }

@@ -163,6 +163,35 @@ COMMANDS: dict[str, tuple[str, dict[str, Any]]] = {
         "as GET /api/v1/nearby/{sku} and /api/v1/nearby. A malformed sku is bad_request. docs/omnichannel.md.",
         {"sku": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}},
     ),
+    "order.reserve": (
+        "Reserve an online order (signed). The reply is the order: per line what was reserved and what is short, "
+        "and the pick tasks; committed with its events before the reply. The same order_id and body again answer "
+        "the same order; the same id with another body is `conflict`. Errors: bad_request (a field named, with "
+        "the fix), not_found (unknown sku or GTIN), conflict, busy. docs/orders.md.",
+        {"order_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+         "mode": {"enum": ["pickup", "ship"]},
+         "due": {"type": "string", "format": "date-time", "description": "RFC 3339 with a zone, in the future"},
+         "lines": {"type": "array", "minItems": 1, "description": "at most orders.max_lines (50)", "items": {
+             "type": "object", "required": ["qty"],
+             "properties": {"sku": {"type": "string"}, "gtin": {"type": "string", "pattern": "^[0-9]{14}$"},
+                            "qty": {"type": "integer", "minimum": 1,
+                                    "description": "at most orders.max_quantity (1000)"}}}}},
+    ),
+    "order.get": (
+        "One order (with `order_id`; not_found for an unknown one) or the orders the store remembers (optionally "
+        "one `state`, at most `limit`); the same documents as GET /api/v1/orders.",
+        {"order_id": {"type": "string"}, "state": {"type": "string"}, "limit": {"type": "integer"}},
+    ),
+    "order.cancel": (
+        "Cancel an order that is not closed (signed): its reservations are released. Errors: not_found, conflict "
+        "(already collected, cancelled or expired).",
+        {"order_id": {"type": "string"}, "reason": {"type": "string", "maxLength": 200}},
+    ),
+    "order.collect": (
+        "Hand a ready order over (signed); a COLLECT:<order id> scan does the same. Errors: not_found, conflict "
+        "(not ready).",
+        {"order_id": {"type": "string"}},
+    ),
 }
 
 REQUEST_BASE = {

@@ -393,6 +393,24 @@ class AtpConfig(StrictModel):
         return [Ref(("safety_stock", c), "category", c) for c in self.safety_stock]
 
 
+class OrdersConfig(StrictModel):
+    """Reservations for online orders and their pick tasks (edge/orders.py): the bounds of an order request
+    and how long the book remembers."""
+
+    max_lines: int = Field(default=50, ge=1, le=500, description="most lines in one order")
+    max_quantity: int = Field(default=1000, ge=1, le=100_000, description="most units in one order line")
+    max_ahead_s: float = Field(default=7 * 86400.0, gt=0, le=366 * 86400.0,
+                               description="the latest due time accepted, seconds after now")
+    max_open: int = Field(default=10_000, ge=1, le=1_000_000, description="most open orders at a time")
+    sensor_grace_s: float = Field(
+        default=120.0, ge=0, le=3600,
+        description="units of a task confirmed by scan stay reserved (and their leaving the shelf is not a sale) "
+                    "until the shelf's sensors saw them leave, at most this long")
+    keep_closed_s: float = Field(default=7 * 86400.0, ge=0, le=366 * 86400.0,
+                                 description="a collected, cancelled or expired order is remembered (same id "
+                                             "answered the same) this long")
+
+
 # ---- the manifest ---------------------------------------------------------------------------
 
 
@@ -418,6 +436,7 @@ class Manifest(StrictModel):
     notifications: NotificationsConfig = NotificationsConfig()  # staff chat channels (rules/config.py)
     epcis_capture: EpcisCaptureConfig | None = None  # RFID EPCIS events to an EPCIS repository (sinks/config.py)
     atp: AtpConfig = AtpConfig()  # available-to-promise: safety stock per category, event thresholds (edge/atp.py)
+    orders: OrdersConfig = OrdersConfig()  # reservations for online orders, pick tasks (edge/orders.py)
     nearby: NearbyConfig = NearbyConfig()  # neighbouring stores a clerk can look up (edge/nearby.py)
     rollout: RolloutConfig = RolloutConfig()  # remote manifest rollout: health gate, versions kept (edge/rollout.py)
 

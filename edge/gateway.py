@@ -30,6 +30,7 @@ from edge.events import DeviceStatusChanged, Event
 from edge.health import CoreTasks, Health, Thresholds
 from edge.metrics import Labels, Metrics
 from edge.nearby import NearbyView
+from edge.orders import OrderService
 from edge.outbox import Outbox, OutRow
 from edge.pipeline import Pipeline
 from edge.processing import Processor, Reactor
@@ -123,6 +124,7 @@ class Gateway:
         self.outbox.listeners.append(self._fan_out)
         self.commands.register("stock.get", self._cmd_stock_get, read_only=True)
         self.commands.register("atp.get", self._cmd_atp_get, read_only=True)
+        self.orders = OrderService(self)  # reservations and pick tasks (edge/orders.py): its reactor before the rules'
         from edge.cli import rules_fit  # what check-config checks (the rules are the composition root's)
 
         self.rollout = Rollout(self, checks=[rules_fit, machine_problems])  # manifest.apply / manifest.get
@@ -163,6 +165,7 @@ class Gateway:
         self.stock.load(await self.db.query("SELECT * FROM stock"))
         self.stock.load_trust(await self.db.query("SELECT key, value FROM kv WHERE key >= ? AND key < ?",
                                                   (TRUST_KEY, TRUST_KEY[:-1] + "/")))  # fmt: skip
+        await self.orders.load()  # reservations count in the first ATP published
         await self._publish_store_state()
         await self.restore_processors(self.pipeline.processors)
         self._started = True

@@ -24,7 +24,7 @@ from edge.outbox import Outbox
 from edge.processing import BatchFailed, Processor, Reactor, StockFlag, StockUpdate
 from edge.ratelimit import LogLimiter
 from edge.runtime import Delete, StateWrite, Upsert
-from edge.state import StockState
+from edge.state import StockCell, StockState
 
 log = logging.getLogger(__name__)
 
@@ -257,8 +257,10 @@ class Pipeline:
             self.outbox.submit(events, writes, retained)
 
     def _collect(
-        self, outputs: Iterable[object], now: datetime, depth: int
+        self, outputs: Iterable[object], now: datetime, depth: int, seen: list[StockCell] | None = None
     ) -> tuple[list[Event], list[StateWrite], dict[str, tuple[bytes, int]]]:
+        top = seen is None  # the routed batch itself, not a reaction to it
+        seen = [] if seen is None else seen  # cells touched at every depth (the derived views follow them)
         events: list[Event] = []
         writes: list[StateWrite] = []
         shelves: set[str] = set()
@@ -289,9 +291,7 @@ class Pipeline:
             )
             for shelf in shelves
         }
-        derived, snaps = self.stock.derive(touched, now)  # views that follow the cells (ATP), same commit
-        events += derived
-        retained.update({self.outbox.topic(suffix): (dumps(doc), v) for suffix, (doc, v) in snaps.items()})
+        seen += touched
         if self.reactors and depth < MAX_REACTION_DEPTH:
             reactions: list[object] = []
             for ev in events:
@@ -303,9 +303,14 @@ class Pipeline:
                         self._limiter.log(log, logging.ERROR, type(reactor).__name__, "%s failed on %s",
                                           type(reactor).__name__, ev.TYPE, exc_info=True)
             if reactions:
-                e2, w2, r2 = self._collect(reactions, now, depth + 1)
+                e2, w2, r2 = self._collect(reactions, now, depth + 1, seen)
                 events += e2
                 writes += w2
                 retained.update(r2)
+        if top:  # views that follow the cells (ATP), same commit, once the reactions ran: a pick that a stock
+            # change confirmed has released its reservation, so ATP moves once, not down and back up
+            derived, snaps = self.stock.derive(seen, now)
+            events += derived
+            retained.update({self.outbox.topic(suffix): (dumps(doc), v) for suffix, (doc, v) in snaps.items()})
         return events, writes, retained
 

@@ -19,6 +19,8 @@ BEACON_BATTERY_LOW = "beacon_battery_low"
 BEACON_SILENT = "beacon_silent"
 KINDS = (LOW_STOCK, OUT_OF_STOCK, DEVICE_OFFLINE, DEVICE_FAULT, LANE_FAULT, UNKNOWN_OBJECT, BEACON_BATTERY_LOW,
          BEACON_SILENT)
+PICK_TASK = "pick_task"
+"""Not an alert: the staff notice of an online order's pick tasks (rules/notify.py); a channel's `kinds` may name it."""
 
 STOCK = "stock"
 FAMILY = {LOW_STOCK: STOCK, OUT_OF_STOCK: STOCK}

@@ -100,6 +100,9 @@ class RulesBody(StrictModel):
     )
     expire_after_s: Seconds = Field(default=8 * 3600.0, description="an unresolved alert expires after this")
     velocity_window_s: LongSeconds = Field(default=7 * 86400.0, description="sales velocity look-back, <= 1 year")
+    unreserved_stock: bool = Field(
+        default=True, description="judge low and out of stock on the units not reserved for online orders (5 on "
+        "the shelf with 4 reserved is 1 for walk-in shoppers); false: on the whole count")
 
     @field_validator("quiet_hours")
     @classmethod
@@ -296,11 +299,11 @@ class NotifyChannel(DeliveryPolicy):
     @field_validator("kinds", "quiet_pass_kinds")
     @classmethod
     def _kinds(cls, v: list[str]) -> list[str]:
-        from rules.actions import KINDS  # only dataclasses: no cycle
+        from rules.actions import KINDS, PICK_TASK  # only dataclasses: no cycle
 
         for k in v:
-            if k not in KINDS:
-                raise ValueError(f"unknown alert kind {k!r}: use one of {', '.join(KINDS)}")
+            if k not in (*KINDS, PICK_TASK):
+                raise ValueError(f"unknown alert kind {k!r}: use one of {', '.join((*KINDS, PICK_TASK))}")
         return v
 
     @model_validator(mode="after")

@@ -30,6 +30,7 @@ from edge.config import Manifest
 from edge.errors import CommandError
 from edge.events import DeviceStatusChanged, Event, EventClass, StockChanged
 from edge.ids import uuid7
+from edge.orders import OrderEvent, OrderPicked, OrderReserved
 from edge.ratelimit import LogLimiter
 from edge.runtime import Delete, StateWrite, Upsert
 from edge.state import StockState
@@ -82,6 +83,8 @@ from rules.offers import (
 )
 from rules.restock import (
     Mute,
+    Picked,
+    Reserved,
     RestockState,
     Restore,
     RulesError,
@@ -184,6 +187,7 @@ class RulesEngine:
         self._queued: list[tuple[Event, datetime]] = []
         self._deadlines: dict[tuple[str, str], datetime] = {}  # cell -> when its debounce expires
         self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self.reserved: Callable[[str, str], int] = lambda _shelf, _sku: 0  # units of a cell held for orders
 
     def retarget(self, manifest: Manifest, offers: OffersConfig) -> None:
         """Take a new planogram, catalog and offers (a manifest rollout); `load_body` then compiles the rules
@@ -264,7 +268,8 @@ class RulesEngine:
         out: list[object] = self._transitions(self.book.merge_duplicates(now))
         for cell in stock.cells():
             if cell.version > 0:
-                out += self._restock(StockSeen(cell.shelf, cell.sku, cell.count, 0, cell.origin), now)
+                out += self._restock(StockSeen(cell.shelf, cell.sku, cell.count, 0, cell.origin,
+                                               reserved=self.reserved(cell.shelf, cell.sku)), now)
         self.ready = True
         queued, self._queued = self._queued, []
         for ev, t in queued:
@@ -281,8 +286,11 @@ class RulesEngine:
                 self._queued.append((event, now))
             return []
         if isinstance(event, StockChanged):
-            seen = StockSeen(event.shelf, event.sku, event.count, event.delta, event.origin, at=event.time)
+            seen = StockSeen(event.shelf, event.sku, event.count, event.delta, event.origin, at=event.time,
+                             reserved=self.reserved(event.shelf, event.sku))  # fmt: skip
             return self._restock(seen, now)
+        if isinstance(event, OrderEvent):
+            return self._orders(event, now)
         if isinstance(event, DeviceStatusChanged):
             return self._faults(DeviceSeen(event.device, event.state, event.error), now)
         if event.TYPE in LANE_EVENT_TYPES:
@@ -416,12 +424,26 @@ class RulesEngine:
         self.lanes, actions = step_lanes(rs.lane_fault_hold_s, rs.escalate_after_s, self.lanes, seen, now)
         return self._alerts(actions, now)
 
-    def _restock(self, inp: StockSeen | Mute | Tick, now: datetime) -> list[object]:
+    def _orders(self, event: OrderEvent, now: datetime) -> list[object]:
+        """An order changed: its pick tasks to staff chats, its picks taken back from the sales, and the cells
+        whose reserved units moved judged again."""
+        out: list[object] = []
+        if isinstance(event, OrderReserved):
+            out += self.notifier.pick_rows(event, self.new_id)
+        if isinstance(event, OrderPicked):
+            out += self._restock(Picked(event.shelf, event.sku, event.sensed, event.qty - event.sensed,
+                                        event.hold_until), now)  # fmt: skip
+        for cell in event.cells:
+            shelf, _, sku = cell.partition("/")
+            out += self._restock(Reserved(shelf, sku, self.reserved(shelf, sku)), now)
+        return out
+
+    def _restock(self, inp: StockSeen | Mute | Tick | Reserved | Picked, now: datetime) -> list[object]:
         self.count("edge_rules_evaluations_total", rule="restock")
         self.restock, actions = step(self.ruleset, self.restock, inp, now)
         for (shelf, sku), err in self.restock.errors.items():
             self._failed("restock", f"{shelf}/{sku}", "evaluation failed (skipped; other cells go on)", detail=err)
-        if isinstance(inp, StockSeen):
+        if isinstance(inp, StockSeen | Reserved | Picked):
             key = (inp.shelf, inp.sku)
             self._deadlines.pop(key, None)
             self._deadlines.update(debounce_deadlines(self.ruleset, self.restock, [key]))

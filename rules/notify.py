@@ -54,6 +54,7 @@ from rules.actions import (
     LANE_FAULT,
     LOW_STOCK,
     OUT_OF_STOCK,
+    PICK_TASK,
     UNKNOWN_OBJECT,
 )
 from rules.alerts import AlertAcknowledged, AlertEscalated, AlertSnoozed, Transition
@@ -63,6 +64,7 @@ from rules.webhooks import TABLE, Request, Verdict, http_verdict
 
 if TYPE_CHECKING:
     from edge.config import Manifest
+    from edge.orders import OrderReserved
 
 PREFIX = "im:"
 """A channel's deliveries are rows whose `webhook` is `im:<channel id>` (a webhook id never has a ':')."""
@@ -79,6 +81,7 @@ SEVERITY: dict[str, Severity] = {
     UNKNOWN_OBJECT: "info",
     BEACON_BATTERY_LOW: "info",
     BEACON_SILENT: "warning",
+    PICK_TASK: "warning",
 }
 """Severity of each alert kind (a kind not listed is `info`)."""
 RANK: dict[str, int] = {"info": 0, "warning": 1, "urgent": 2}
@@ -181,6 +184,24 @@ def compose(t: Transition, m: Manifest, lang: str, dashboard_url: str | None) ->
     title = _("{urgency} · {kind}: {subject}").format(urgency=_(_SEVERITY_TEXT[severity]), kind=kind,
                                                           subject=subject or "-")
     return Message(title, severity, tuple(fields), dashboard_url, _("Open dashboard"))
+
+
+def compose_picks(ev: OrderReserved, m: Manifest, lang: str, dashboard_url: str | None) -> Message:
+    """The pick notice of a reserved order in `lang` (the title "Pick: 2 \u00d7 Cola 330 ml from shelf-a1 for order
+    8812", in zh-CN "拣货: ..."), one field per task with its lane."""
+    _ = catalog(lang).gettext
+    fields: list[tuple[str, str]] = [(_("Store"), _named(m.store, lang, m.store.id)), (_("Order"), _clean(ev.order_id))]
+    items: list[str] = []
+    for t in ev.tasks:
+        product = _named(m.sku(str(t["sku"])), lang, str(t["sku"]))
+        shelf = _clean(str(t["shelf"]))  # the id: what the shelf's SHELF: label and the dashboard show
+        items.append(_("{qty} × {product} from {shelf}").format(qty=t["qty"], product=product, shelf=shelf))  # noqa: RUF001
+        fields.append((_("Pick"), _("{qty} × {product} from {shelf} (lane {lane})").format(  # noqa: RUF001
+            qty=t["qty"], product=product, shelf=shelf, lane=_clean(str(t["lane"])))))
+    fields.append((_("Mode"), _("Pickup in store") if ev.mode == "pickup" else _("Ship from store")))
+    fields.append((_("Due"), local_time(ev.due, m.store.timezone)))
+    title = _("Pick: {items} for order {order}").format(items="; ".join(items), order=_clean(ev.order_id))
+    return Message(title, SEVERITY[PICK_TASK], tuple(fields), dashboard_url, _("Open dashboard"))
 
 
 # ---- the tools' formats ---------------------------------------------------------------------------------
@@ -298,6 +319,27 @@ class Notifier:
         if a.kind not in c.quiet_pass_kinds and any(in_window(minute, s, e) for s, e in self._quiet[c.id]):
             return "suppressed"
         return "pending"
+
+    def pick_rows(self, ev: OrderReserved, new_id: Callable[[], str]) -> list[Upsert]:
+        """One delivery row per channel that wants the pick tasks of a reserved order (kind `pick_task`,
+        severity warning; routed by the zones of the tasks' shelves and quiet hours like an alert)."""
+        out: list[Upsert] = []
+        zones = {self._zone_of_shelf.get(str(t["shelf"])) for t in ev.tasks}
+        local = ev.time.astimezone(self.tz)
+        minute = local.hour * 60 + local.minute
+        for c in self.config.channels:
+            if (c.kinds and PICK_TASK not in c.kinds) or RANK[SEVERITY[PICK_TASK]] < RANK[c.min_severity] \
+                    or (c.zones and not zones & set(c.zones)):  # fmt: skip
+                continue
+            quiet = PICK_TASK not in c.quiet_pass_kinds and any(in_window(minute, a, b) for a, b in self._quiet[c.id])
+            msg = compose_picks(ev, self.manifest, c.lang or self.config.lang, self.config.dashboard_url)
+            out.append(Upsert(TABLE, {
+                "id": new_id(), "webhook": PREFIX + c.id, "alert_id": f"order:{ev.order_id}", "transition": "pick",
+                "body": dumps(render(c.kind, msg)).decode(), "state": "suppressed" if quiet else "pending",
+                "attempts": 0, "next_at": ev.time.timestamp(), "created": ev.time.isoformat(), "last_status": None,
+                "last_error": "quiet hours" if quiet else None,
+            }))  # fmt: skip
+        return out
 
     def rows(self, t: Transition, new_id: Callable[[], str]) -> list[Upsert]:
         """One delivery row per channel that wants this transition (same commit as the alert event)."""

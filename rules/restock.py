@@ -21,6 +21,11 @@ its alert open: `condition_holds`) for as long as it holds, whatever the alert's
 
 One cell's failure never stops the others: a cell whose evaluation raises keeps its previous state and is
 reported in `RestockState.errors` (the engine counts and logs it); a mute lasts at most `mute_max_s`.
+
+Online orders (edge/orders.py): with `unreserved_stock` (default) both conditions are judged on the units
+not reserved for orders (5 on the shelf, 4 reserved: 1 for walk-in shoppers), so staff restock before the
+picks empty the shelf. Units picked for an order are not sales: a `Picked` input takes back what the shelf
+already saw leave and lets the rest leave within the pick's hold without counting toward the velocity.
 """
 
 from __future__ import annotations
@@ -95,6 +100,7 @@ class RuleSet:
     velocity_window_s: float
     lane_fault_hold_s: float = 60.0
     escalate_after_s: float | None = None  # the defaults' (for alerts that belong to no rule cell)
+    unreserved: bool = True  # low/out of stock judged on the units not reserved for online orders
 
     def allows_alerts(self, now: datetime) -> bool:
         """True inside opening hours and outside every quiet window (store-local time)."""
@@ -247,6 +253,7 @@ def compile_rules(manifest: Manifest, body: RulesBody) -> RuleSet:
         velocity_window_s=body.velocity_window_s,
         lane_fault_hold_s=body.lane_fault_hold_s,
         escalate_after_s=body.defaults.escalate_after_s,
+        unreserved=body.unreserved_stock,
     )
 
 
@@ -281,6 +288,18 @@ def record_sale(sales: Sales, units: int, now: datetime, window_s: float) -> Sal
     else:
         kept.append((hour, units))
     return Sales(tuple(kept), sales.first or now)
+
+
+def unrecord_sale(sales: Sales, units: int) -> Sales:
+    """Take back `units` recorded as sold (they were picked for an online order), newest hours first."""
+    kept = list(sales.buckets)
+    for i in range(len(kept) - 1, -1, -1):
+        if units <= 0:
+            break
+        take = min(units, kept[i][1])
+        kept[i] = (kept[i][0], kept[i][1] - take)
+        units -= take
+    return Sales(tuple((h, n) for h, n in kept if n > 0), sales.first)
 
 
 def velocity_per_day(sales: Sales, now: datetime, window_s: float) -> float:
@@ -328,6 +347,9 @@ class CellState:
     low: Watch = Watch()
     out: Watch = Watch()
     sales: Sales = Sales()
+    reserved: int = 0  # units of the cell reserved for online orders (edge/orders.py)
+    credit: int = 0  # units picked for orders that the shelf may still see leave (not sales) ...
+    credit_until: datetime | None = None  # ... until then
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +372,28 @@ class StockSeen:
     delta: int = 0
     origin: str = "count"
     at: datetime | None = None  # when the count became true (the event's time); debounce counts from it
+    reserved: int | None = None  # units of the cell reserved for orders now (None: unchanged)
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """Input: the units of a cell reserved for online orders changed."""
+
+    shelf: str
+    sku: str
+    units: int
+
+
+@dataclass(frozen=True, slots=True)
+class Picked:
+    """Input: units of a cell were picked for an online order: `sensed` of them the shelf already saw leave
+    (recorded as sales: taken back), `more` may still be seen leaving until `until` (not sales either)."""
+
+    shelf: str
+    sku: str
+    sensed: int
+    more: int
+    until: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,7 +420,7 @@ class Restore:
     raised: datetime
 
 
-Input = StockSeen | Mute | Tick | Restore
+Input = StockSeen | Mute | Tick | Restore | Reserved | Picked
 
 
 def step(rules: RuleSet, state: RestockState, inp: Input, now: datetime) -> tuple[RestockState, list[Action]]:
@@ -393,10 +437,25 @@ def step(rules: RuleSet, state: RestockState, inp: Input, now: datetime) -> tupl
         if rule is None:
             return state, []
         cell = cells.get(key, CellState())
-        sales = cell.sales
+        sales, credit = cell.sales, cell.credit if cell.credit_until is not None and cell.credit_until > now else 0
         if inp.delta < 0 and inp.origin in SALES_ORIGINS:
-            sales = record_sale(sales, -inp.delta, now, rules.velocity_window_s)
-        cells[key] = replace(cell, count=inp.count, sales=sales)
+            sold = -inp.delta - min(-inp.delta, credit)  # units picked for an order are no sale
+            credit -= -inp.delta - sold
+            if sold:
+                sales = record_sale(sales, sold, now, rules.velocity_window_s)
+        reserved = cell.reserved if inp.reserved is None else max(0, inp.reserved)
+        cells[key] = replace(cell, count=inp.count, sales=sales, reserved=reserved, credit=credit)
+        touched = [key]
+    elif isinstance(inp, Reserved | Picked):
+        key = (inp.shelf, inp.sku)
+        if key not in rules.cells:
+            return state, []
+        cell = cells.get(key, CellState())
+        if isinstance(inp, Reserved):
+            cells[key] = replace(cell, reserved=max(0, inp.units))
+        else:
+            cells[key] = replace(cell, sales=unrecord_sale(cell.sales, inp.sensed), credit=max(0, inp.more),
+                                 credit_until=inp.until)  # fmt: skip
         touched = [key]
     elif isinstance(inp, Mute):
         if inp.on:
@@ -446,7 +505,7 @@ def _evaluate(
     rules: RuleSet, rule: CellRule, cell: CellState, muted: bool, now: datetime, *, since_hint: datetime | None = None
 ) -> tuple[CellState, list[Action]]:
     assert cell.count is not None
-    count = cell.count
+    count = max(0, cell.count - cell.reserved) if rules.unreserved else cell.count  # what walk-ins can buy
     per_day = velocity_per_day(cell.sales, now, rules.velocity_window_s)
     low_at = effective_min(rule, per_day)
     may_raise = rule.enabled and not muted and rules.allows_alerts(now)
@@ -477,6 +536,7 @@ def _evaluate(
                 message=(
                     f"{rule.sku} on {rule.shelf}: "
                     + ("out of stock" if raise_kind == OUT_OF_STOCK else f"{count} left (min {threshold})")
+                    + (f" besides {cell.reserved} reserved for orders" if rules.unreserved and cell.reserved else "")
                     + f"; restock {qty}"
                 ),
             )

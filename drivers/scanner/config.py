@@ -8,7 +8,7 @@ from pydantic import Field
 
 from edge.configbase import DeviceConfigBase
 
-Role = Literal["receive", "restock", "count", "lookup"]
+Role = Literal["receive", "restock", "count", "lookup", "pick"]
 
 
 class ScannerConfigBase(DeviceConfigBase):

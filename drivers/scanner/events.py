@@ -143,3 +143,30 @@ class CycleCountFinished(Event):
     shelf: str
     counts: dict[str, int]
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScanPicked(Event):
+    """An item scanned for an online order's pick (role `pick`): counts toward the open pick task of that SKU
+    (of `order_id` when an ORDER:<id> code was scanned first, else the task due first); edge/orders.py."""
+
+    TYPE: ClassVar[str] = "retail.scan.picked.v1"
+    CLASS: ClassVar[EventClass] = EventClass.CONTROL
+    TOPIC: ClassVar[str] = "events/scan"
+
+    sku: str
+    gtin: str
+    qty: int
+    order_id: str | None = None
+    serial: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScanCollected(Event):
+    """A COLLECT:<order id> code was scanned: the ready order is handed over (edge/orders.py)."""
+
+    TYPE: ClassVar[str] = "retail.scan.collected.v1"
+    CLASS: ClassVar[EventClass] = EventClass.CONTROL
+    TOPIC: ClassVar[str] = "events/scan"
+
+    order_id: str

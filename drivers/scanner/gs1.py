@@ -1,7 +1,8 @@
 """Barcode content -> what it means: GS1 (GTIN, GS1-128 / DataMatrix AIs) parsed with biip, or a control code.
 
-Control codes (Code 128 text, documented in docs/shelf-protocol.md): `MODE:RECEIVE|RESTOCK|COUNT|LOOKUP`,
-`SHELF:<shelf id>`, `COUNT:END`, `RESTOCK:END`. AIM symbology identifiers (`]E0`, `]C1`, `]d2`, `]Q3`, ...) are
+Control codes (Code 128 text, documented in docs/shelf-protocol.md): `MODE:RECEIVE|RESTOCK|COUNT|LOOKUP|PICK`,
+`SHELF:<shelf id>`, `COUNT:END`, `RESTOCK:END`, `ORDER:<order id>` and `COLLECT:<order id>` (docs/orders.md).
+AIM symbology identifiers (`]E0`, `]C1`, `]d2`, `]Q3`, ...) are
 recognised by biip. Keyboard-wedge scanners may lose GS (0x1D): biip then reads a variable-length field to the
 end; such a message is flagged `ambiguous` when its tail would also parse as further element strings.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import biip
 from biip.gs1_messages import GS1Message
 
-_CONTROL = re.compile(r"^(MODE|SHELF|COUNT|RESTOCK):([A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
+_CONTROL = re.compile(r"^(MODE|SHELF|COUNT|RESTOCK|ORDER|COLLECT):([A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
 _AIM = re.compile(r"^\][A-Za-z][0-9A-Za-z]")
 
 

@@ -7,6 +7,9 @@
 - count: `SHELF:<id>` then items; COUNT:END (or the timeout, or another shelf/mode) sets every SKU of the
   shelf to what was scanned (`StockUpdate(count=...)`, `retail.scan.count.finished.v1`).
 - lookup: `retail.scan.lookup.v1`.
+- pick (online orders, edge/orders.py): `ORDER:<id>` names the order being picked (optional); each item is
+  `retail.scan.picked.v1` (the order book counts it toward the open pick task of that SKU).
+- any role: `COLLECT:<id>` hands a ready order over (`retail.scan.collected.v1`).
 Unknown GTINs, unreadable and ambiguous codes are reported as events, never dropped.
 """
 
@@ -23,8 +26,10 @@ from drivers.scanner.events import (
     RestockFinished,
     RestockStarted,
     ScanAmbiguous,
+    ScanCollected,
     ScanLookup,
     ScanModeChanged,
+    ScanPicked,
     ScanReceived,
     ScanRejected,
     ScanUnknownGtin,
@@ -36,7 +41,7 @@ from edge.clock import Clock
 from edge.config import Manifest
 from edge.processing import Output, StockUpdate
 
-ROLES = ("receive", "restock", "count", "lookup")
+ROLES = ("receive", "restock", "count", "lookup", "pick")
 
 
 @dataclass
@@ -46,6 +51,7 @@ class _Session:
     items: int = 0
     tally: dict[str, int] = field(default_factory=dict)
     last: datetime | None = None
+    order: str | None = None  # role pick: the order named by ORDER:<id>
 
 
 class ScannerProcessor:
@@ -110,6 +116,13 @@ class ScannerProcessor:
             if s.role == "restock":
                 out.append(RestockStarted(source=src, time=t, subject=arg, shelf=arg, scanner=src))
             return out
+        if kind == "ORDER":
+            if s.role != "pick":
+                return [ScanRejected(source=src, time=t, role=s.role, reason="ORDER: codes need the pick mode")]
+            s.order = arg
+            return out
+        if kind == "COLLECT":
+            return [ScanCollected(source=src, time=t, order_id=arg)]
         if (kind, arg) in (("COUNT", "END"), ("RESTOCK", "END")):
             return self._finish(s, src, t, "end code")
         return [ScanUnreadable(source=src, time=t, raw=f"{kind}:{arg}", reason="unknown control code")]
@@ -135,6 +148,7 @@ class ScannerProcessor:
         s.shelf = None
         s.items = 0
         s.tally = {}
+        s.order = None
         return out
 
     def _item(self, s: _Session, src: str, t: datetime, code: Decoded, raw: str) -> list[Output]:
@@ -162,6 +176,9 @@ class ScannerProcessor:
             )
         elif s.role == "lookup":
             out.append(ScanLookup(source=src, time=t, sku=sku, gtin=code.gtin, batch=code.batch, expiry=code.expiry))
+        elif s.role == "pick":
+            out.append(ScanPicked(source=src, time=t, sku=sku, gtin=code.gtin, qty=code.quantity,
+                                  order_id=s.order, serial=code.serial))
         elif s.shelf is None:
             out.append(
                 ScanRejected(source=src, time=t, role=s.role, reason="scan a SHELF: label first", gtin=code.gtin)

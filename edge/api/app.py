@@ -32,6 +32,7 @@ from starlette.routing import Match
 from edge.api.auth import AuthError, Principal, TokenStore, require, token_valid
 from edge.api.export import ALERT_COLUMNS, MAX_ROWS, STOCK_COLUMNS, to_csv
 from edge.api.manifest import add_manifest_routes
+from edge.api.orders import add_order_routes
 from edge.api.pairing import add_pairing_routes
 from edge.api.sse import event_stream
 from edge.config import TokenConfig
@@ -784,6 +785,7 @@ def create_app(
         return dict(await svc().reload(body.rules if body else None))
 
     paired = add_pairing_routes(app, gw, store)  # tablet sign-in: /api/v1/pairings, /api/v1/tokens
+    add_order_routes(app, gw, store)  # online orders and pick tasks: /api/v1/orders, /api/v1/picks
     add_manifest_routes(app, gw, store)  # remote manifest rollout: /api/v1/manifest (edge/rollout.py)
     app.state.started = time.monotonic()
     # outermost last: security headers on everything, then the token, then the body
