@@ -57,3 +57,22 @@ async def test_snooze_through_the_page(running: Running, mosquitto: Mosquitto) -
             no_errors(console)
     finally:
         hub.close()
+
+
+async def test_the_demo_manifest_names_things_in_zh_cn(running: Running) -> None:
+    """The built-in demo manifest (not a test override) gives zones, shelves and products zh-CN names: a zh-CN
+    dashboard shows them, an English one the default names."""
+    for shelf, sku, n in START:
+        put(running, shelf, sku, n)
+    names = (await running.client.get("/api/v1/names", headers=running.headers("staff"))).json()
+    assert names["shelves"]["shelf-a1"]["names"] == {"zh-CN": "饮料货架（上层）"}  # noqa: RUF001
+    console: list[str] = []
+    async with chromium() as browser:
+        for locale, shelf_name, product in (("zh-CN", "饮料货架（上层）", "可乐 330毫升"),  # noqa: RUF001
+                                            ("en-US", "Drinks, top", "Cola 330 ml")):
+            page = await open_dashboard(browser, running.base, locale, console)
+            shelf = ".shelf[data-shelf='shelf-a1']"
+            assert await page.text_content(f"{shelf} .shelf-name") == shelf_name
+            assert await page.text_content(f"{shelf} .cell[data-sku='cola-330'] .sku-name") == product
+            await page.context.close()
+    no_errors(console)

@@ -63,8 +63,8 @@ def test_first_minute_shows_every_part(tmp_path: Path, mosquitto: Mosquitto) -> 
     # a low-stock alert of the scripted lane (water on shelf-a1), to the hub and to the staff chats
     opened = by_type.get("retail.alert.opened.v1", [])
     assert any("shelf-a1" in str(e) and "water-500" in str(e) for e in opened), (seen, text[-3000:])
-    assert re.search(r"staff chat \[wecom\] .*Still water 500 ml", text), text[-3000:]
-    assert re.search(r"staff chat \[slack\] .*Still water 500 ml", text), text[-3000:]
+    assert re.search(r"staff chat \[wecom\] .*矿泉水 500毫升", text), text[-3000:]
+    assert re.search(r"staff chat \[slack\] .*矿泉水 500毫升", text), text[-3000:]
     # an offer, restock scans (the top-up and the restock after the alert), a beacon event, foot traffic
     assert by_type.get("retail.offer.triggered.v1"), (seen, text[-3000:])
     assert len(by_type.get("retail.restock.finished.v1", [])) >= 1, (seen, text[-3000:])

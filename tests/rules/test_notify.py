@@ -67,7 +67,8 @@ def channel(**kw: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("lang", "expect"),
     [
-        ("zh-CN", ["【紧急】缺货:Cola 330 ml", "**商品**: Cola 330 ml", "**货架**: Drinks, top", "**区域**: Drinks",
+        ("zh-CN", ["【紧急】缺货:可乐 330毫升", "**商品**: 可乐 330毫升",
+                   "**货架**: 饮料货架（上层）", "**区域**: 饮料区",  # noqa: RUF001 (the demo manifest's zh-CN names)
                    "**数量**: 0(最低 3)", "**补货**: 24 件", "**状态**: 新告警", "**时间**: 2026-12-04 14:30",
                    "**门店**: 徐汇店"]),
         ("en", ["Urgent · Out of stock: Cola 330 ml", "**Product**: Cola 330 ml", "**Shelf**: Drinks, top",
@@ -118,15 +119,15 @@ def test_each_tools_format_is_accepted_by_its_documented_receiver() -> None:
         assert answer.body in (b"ok", b'{"errcode": 0, "errmsg": "ok"}', b'{"code": 0, "msg": "success", "data": {}}')
         assert rx.received[kind], kind
     wecom = rx.received["wecom"][0]["markdown"]["content"]
-    assert wecom.startswith('### <font color="warning">【紧急】缺货:Cola 330 ml</font>')
+    assert wecom.startswith('### <font color="warning">【紧急】缺货:可乐 330毫升</font>')
     card = rx.received["feishu"][0]["card"]
     assert card["header"]["template"] == "red"
     assert card["elements"][1]["actions"][0]["url"] == "https://store.example.com/"
     for kind in ("wecom", "dingtalk", "feishu", "slack"):  # what the demo prints
-        assert summary(kind, rx.received[kind][0]).endswith("【紧急】缺货:Cola 330 ml"), kind
+        assert summary(kind, rx.received[kind][0]).endswith("【紧急】缺货:可乐 330毫升"), kind
     slack = rx.received["slack"][0]
-    assert slack["blocks"][0]["text"]["text"] == "【紧急】缺货:Cola 330 ml"
-    assert {"type": "mrkdwn", "text": "*货架*\nDrinks, top"} in slack["blocks"][1]["fields"]
+    assert slack["blocks"][0]["text"]["text"] == "【紧急】缺货:可乐 330毫升"
+    assert {"type": "mrkdwn", "text": "*货架*\n饮料货架（上层）"} in slack["blocks"][1]["fields"]  # noqa: RUF001
 
 
 def test_a_wrong_secret_is_refused_by_the_receivers() -> None:

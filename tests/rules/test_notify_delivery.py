@@ -59,7 +59,7 @@ async def test_every_tool_gets_its_signed_message_and_failures_are_retried(
         assert sorted((r["webhook"], r["attempts"], r["last_status"]) for r in await rows(gw)) == [
             (f"im:{k}-staff", 2, 200) for k in sorted(KINDS)]
         wecom = rx.received["wecom"][0]["markdown"]["content"]
-        assert "库存不足:Cola 330 ml" in wecom and "Drinks, top" in wecom
+        assert "库存不足:可乐 330毫升" in wecom and "饮料货架（上层）" in wecom  # noqa: RUF001
         assert "[打开看板](http://127.0.0.1:8080/)" in wecom
         ding = rx.received["dingtalk"][0]
         assert ding["msgtype"] == "markdown" and "库存不足" in ding["markdown"]["title"]
@@ -67,7 +67,7 @@ async def test_every_tool_gets_its_signed_message_and_failures_are_retried(
         feishu = rx.received["feishu"][0]
         assert feishu["msg_type"] == "interactive" and {"timestamp", "sign"} <= set(feishu)
         assert feishu["card"]["header"]["template"] == "orange"  # low stock: warning
-        assert rx.received["slack"][0]["text"].endswith("库存不足:Cola 330 ml")
+        assert rx.received["slack"][0]["text"].endswith("库存不足:可乐 330毫升")
         metrics = gw.rules.metrics_text()
         assert "edge_rules_webhook_delivered_total 4" in metrics
         assert 'edge_rules_notify_delivered_total{channel="feishu-staff"} 1' in metrics
