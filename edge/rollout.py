@@ -252,7 +252,7 @@ def _depends_on(dev: Any, m: Manifest) -> set[tuple[str, str]]:
 
 def plan_change(old: Manifest, new: Manifest) -> Plan:
     """The plan of switching `old` to `new`; `RolloutError` invalid when a section read only at start differs."""
-    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    a, b = old.model_dump(mode="json", serialize_as_any=True), new.model_dump(mode="json", serialize_as_any=True)
     changed = tuple(k for k in b if a.get(k) != b[k])
     fixed = [k for k in changed if k not in HOT]
     if old.store.id != new.store.id:
@@ -350,7 +350,7 @@ class Rollout:
         self.gw = gw
         self.checks = list(checks)
         m = gw.manifest
-        text = orjson.dumps(m.model_dump(mode="json", exclude_unset=True)).decode()
+        text = orjson.dumps(m.model_dump(mode="json", exclude_unset=True, serialize_as_any=True)).decode()
         self.running = Running(m, text, 0, "bootstrap", None)
         self.sha256 = manifest_hash(m)
         self.store = VersionStore(gw.data_dir / "manifest", m.rollout.keep_versions)
@@ -386,7 +386,7 @@ class Rollout:
         try:
             raw = jsonable(load_yaml(self.running.text))
         except Exception:  # the running text was validated: this is no more than a fallback
-            raw = jsonable(self.running.manifest.model_dump(mode="json"))
+            raw = jsonable(self.running.manifest.model_dump(mode="json", serialize_as_any=True))
         return {"store": self.gw.manifest.store.id, "version": self.running.version, "sha256": self.sha256,
                 "origin": self.running.origin, "applying": self.applying, "manifest": redact(raw),
                 "history": self.store.history()}

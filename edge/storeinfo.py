@@ -27,7 +27,9 @@ CATALOG = "state/catalog"
 
 def manifest_hash(manifest: Manifest) -> str:
     """SHA-256 (hex) of the manifest's canonical JSON: equal manifests hash equal, whatever their layout."""
-    return hashlib.sha256(orjson.dumps(manifest.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
+    # serialize_as_any: the device sections as their family's model (the field's type knows only the common fields)
+    doc = manifest.model_dump(mode="json", serialize_as_any=True)
+    return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def info_doc(manifest: Manifest, devices: Iterable[DeviceStatus]) -> dict[str, Any]:

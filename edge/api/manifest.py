@@ -16,6 +16,7 @@ def add_manifest_routes(app: FastAPI, gw: Any, store: TokenStore) -> None:
         (409, "out_of_order (version not above the running one), busy, conflict (stock would be dropped), "
               "or rolled_back (the health gate failed: the previous version runs again)"),
         (413, "too_large: above rollout.max_bytes (or api.max_body_bytes)"),
+        (422, "bad_request: the body is not a JSON object"),
         (503, "manifest rollout is not available in this gateway"))}
 
     def rollout() -> Any:

@@ -21,6 +21,7 @@ from edge.errors import CommandError
 from edge.gateway import Gateway
 from edge.processing import StockUpdate
 from edge.rollout import ManifestApplied, RolloutError, VersionStore, merge_patch, plan_change, redact, startup
+from edge.storeinfo import manifest_hash
 from firmware_sim.world import demo_manifest_text
 
 pytestmark = pytest.mark.timeout(60)
@@ -95,6 +96,15 @@ def test_plan_device_section_added_removed_changed() -> None:
     plan = plan_change(manifest(old), manifest(new))
     assert plan.stop == {"shelf-a1-ctrl", "rfid-llrp-1"}
     assert set(plan.start) == {"shelf-a1-new", "rfid-llrp-1"}
+
+
+def test_plan_and_hash_see_a_device_field_of_its_family() -> None:
+    old = raw_manifest()
+    new = raw_manifest(devices=[SHELF, {**READER, "port": 5085}])  # a field only the LLRP model has
+    plan = plan_change(manifest(old), manifest(new))
+    assert plan.changed == ("devices",) and plan.processors
+    assert plan.stop == {"rfid-llrp-1"} and plan.start == ("rfid-llrp-1",)
+    assert manifest_hash(manifest(old)) != manifest_hash(manifest(new))
 
 
 @pytest.mark.parametrize("change", [

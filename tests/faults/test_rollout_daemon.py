@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import yaml
 
@@ -83,6 +84,16 @@ async def post_manifest(store: Store, body: dict[str, Any]) -> tuple[int, dict[s
     async with httpx.AsyncClient(timeout=120) as client:
         r = await client.post(store.api + "/api/v1/manifest", json=body, headers={"Authorization": f"Bearer {ADMIN}"})
     return r.status_code, r.json()
+
+
+async def cli_apply(store: Store, *args: str) -> tuple[int, str]:
+    """`edge-gateway apply ARGS` against the daemon: (exit code, stdout + stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge", "apply", *args, "--url", store.api, "--token", ADMIN,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    out, _ = await proc.communicate()
+    return int(proc.returncode or 0), out.decode()
 
 
 def start_daemon(store: Store, kill_at: str | None = None) -> None:
@@ -171,10 +182,12 @@ async def test_changes_hot_gate_rollback_and_refusals(tmp_path: Path) -> None:
             assert base["manifest"]["hub"]["commands"]["keys"][0]["secret"] == "${EDGE_TEST_CMD_KEY}"  # not the key
             assert store.reader.stats.connections == 1
 
-            # 1. min levels: the rules hot, no device restarted
-            status, reply = await post_manifest(store, {"version": 1, "patch": {"rules": {"defaults": {"min": 6}}}})
-            assert status == 200, reply
-            assert (reply["result"], reply["changed"], reply["restarted"]) == ("applied", ["rules"], [])
+            # 1. min levels by store IT's `edge-gateway apply --patch` (the next version): the rules hot, no device
+            # restarted
+            patch = tmp_path / "min.yaml"
+            patch.write_text("rules:\n  defaults: {min: 6}\n")
+            code, out = await cli_apply(store, str(patch), "--patch")
+            assert code == 0 and out.startswith("version 1 applied") and "restarted: none" in out, out
             cells = api_get(store, "/api/v1/stock?shelf=shelf-a1")
             assert cells is not None and {c["min"] for c in cells["items"]} == {6}
 
@@ -196,8 +209,10 @@ async def test_changes_hot_gate_rollback_and_refusals(tmp_path: Path) -> None:
             devices[1]["port"] = free_port()
             hq = HubCommander(hub.port, ROOT, kid="hq", secret=KEY)
             try:
-                answer = await asyncio.to_thread(hq.call, "manifest.apply", {"version": 3, "patch": {
-                    "devices": devices}}, timeout=90)
+                req = hq.request("manifest.apply", {"version": 3, "patch": {"devices": devices}})
+                hq.publish("manifest.apply", orjson.dumps(req))  # once: the reply comes after the gate
+                answer = await asyncio.to_thread(hq.reply, req["id"], 90)
+                assert answer is not None, "no reply to manifest.apply"
                 unsigned = await asyncio.to_thread(hq.call, "manifest.apply", {"version": 4, "patch": {}},
                                                    sign=False)
             finally:
@@ -219,7 +234,7 @@ async def test_changes_hot_gate_rollback_and_refusals(tmp_path: Path) -> None:
             assert applied == [1, 2]
 
             # 4. bad manifests: refused with the reason, nothing changes (not even the history)
-            for body, code, words in (
+            for body, want, words in (
                 ({"version": 2, "patch": {"rules": {"defaults": {"min": 5}}}}, "out_of_order", "not above 3"),
                 ({"version": 9, "patch": {"shelves": [{"id": "s", "zone": "nowhere", "lanes": [
                     {"id": "l1", "sku": "cola-330", "capacity": 5}]}]}}, "invalid", "zone 'nowhere'"),
@@ -227,7 +242,13 @@ async def test_changes_hot_gate_rollback_and_refusals(tmp_path: Path) -> None:
                 ({"version": 9, "manifest": "store: {id: demo}\n" + "#" * 1_100_000}, "too_large", "max_bytes"),
             ):
                 status, reply = await post_manifest(store, body)
-                assert reply["error"]["code"] == code and words in reply["error"]["message"], reply
+                assert reply["error"]["code"] == want and words in reply["error"]["message"], reply
+            bad = tmp_path / "bad.yaml"
+            whole = yaml.safe_load(store.config.read_text())
+            whole["shelves"][0]["lanes"][0]["sku"] = "cola-33"  # a typo: no such SKU
+            bad.write_text(yaml.safe_dump(whole))
+            code, out = await cli_apply(store, str(bad))
+            assert code == 2 and "invalid" in out and "cola-33" in out, out
             after = api_get(store, "/api/v1/manifest")
             assert (after["version"], after["sha256"], after["history"]) == (2, now["sha256"], now["history"])
             info = [m.json() for m in recorder.snapshot() if m.topic == f"{ROOT}/state/info"]
