@@ -140,7 +140,7 @@ def test_restock_rule_on_unreserved_units_and_picks_are_no_sales(demo_manifest: 
     st, acts = step(rules, RestockState(), StockSeen("shelf-a1", "cola-330", 5, 0, "weight"), T0)
     assert acts == []
     st, acts = step(rules, st, Reserved("shelf-a1", "cola-330", 4), T0)
-    assert [(a.kind, a.count) for a in acts] == [("low_stock", 1)]  # type: ignore[union-attr]
+    assert [(a.kind, a.count) for a in acts] == [("low_stock", 1)]
     st, _ = step(rules, st, StockSeen("shelf-a1", "cola-330", 3, -2, "weight", reserved=4), T0)  # picked off
     assert sum(n for _, n in st.cells[("shelf-a1", "cola-330")].sales.buckets) == 2
     st, _ = step(rules, st, Picked("shelf-a1", "cola-330", 2, 2, T0 + timedelta(seconds=60)), T0)
