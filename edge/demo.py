@@ -27,8 +27,10 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
@@ -37,6 +39,7 @@ from edge.brokers import Mosquitto
 from edge.clock import SystemClock
 from edge.config import Manifest, parse_manifest
 from edge.gateway import Gateway
+from firmware_sim.hub import HubCommander
 from firmware_sim.im_receivers import ImReceivers, summary
 from firmware_sim.neighbour import NeighbourStore
 from firmware_sim.world import World, demo_manifest_text
@@ -167,6 +170,8 @@ async def run_demo(
                   "says, e.g. firmware_sim.hub.HubCommander)", file=sys.stderr)
             api_url = f"http://{_loopback(api)}:{port}" if port is not None else None
             tasks = [asyncio.create_task(_store_life(world, clock)),
+                     *([asyncio.create_task(_online_orders(gw, world, hub_url or "", cmd_key, first.say))]
+                       if neighbour is not None else []),
                      asyncio.create_task(first.run(gw, api_url, token, _offer_beacon(raw))),
                      asyncio.create_task(_status_line(gw, rx, live_status))]
             with contextlib.suppress(TimeoutError):
@@ -358,6 +363,48 @@ def _min_of(manifest: Manifest, shelf: str, sku: str) -> int:
     return rule.min if rule is not None else 0
 
 
+ORDER_EVERY_S = 60.0  # the simulated hub places an online order this often (the first 8 s after the start)
+
+
+async def _online_orders(gw: Gateway, world: World, hub_url: str, cmd_key: str, say: Callable[[str], None]) -> None:
+    """The hub places a signed online order (cmd/order.reserve, pickup) every `ORDER_EVERY_S`; staff see the
+    pick task on the dashboard and take the units off its lane a few seconds later (the shelf's sensor confirms
+    the pick), the order becomes ready, and the customer collects it (cmd/order.collect)."""
+    port = urlsplit(hub_url).port or 1883
+    hub = await asyncio.to_thread(HubCommander, port, gw.topic_root, kid="demo", secret=cmd_key)
+    try:
+        await asyncio.sleep(8.0)
+        n = 0
+        while True:
+            n += 1
+            order_id = f"web-{n:04d}"
+            due = (gw.clock.now() + timedelta(hours=2)).isoformat()
+            reply = await asyncio.to_thread(hub.call, "order.reserve", {
+                "order_id": order_id, "mode": "pickup", "due": due, "lines": [{"sku": "cola-330", "qty": 2}]})
+            if reply.get("ok"):
+                tasks = reply["result"].get("tasks") or []
+                say(f"online order {order_id}: 2 x cola-330 reserved ({reply['result']['state']}), "
+                    f"{len(tasks)} pick task(s) on the dashboard")
+                await asyncio.sleep(5.0)
+                for task in tasks:
+                    world.pick(task["shelf"], task["lane"], int(task["qty"]))  # staff take them off the lane
+                    say(f"staff pick {task['qty']} x {task['sku']} from {task['shelf']} for order {order_id}")
+                for _ in range(60):
+                    await asyncio.sleep(0.5)
+                    if gw.orders.get(order_id)["state"] == "ready":
+                        say(f"order {order_id} ready for collection")
+                        await asyncio.sleep(5.0)
+                        done = await asyncio.to_thread(hub.call, "order.collect", {"order_id": order_id})
+                        say(f"order {order_id} collected by the customer" if done.get("ok")
+                            else f"order {order_id} not collected: {done.get('error')}")
+                        break
+            else:
+                say(f"online order {order_id} refused: {reply.get('error')}")
+            await asyncio.sleep(max(0.0, ORDER_EVERY_S - 5.0))
+    finally:
+        await asyncio.to_thread(hub.close)
+
+
 async def _store_life(world: World, clock: SystemClock) -> None:
     """Shoppers and staff: one simulated second of store life per real second."""
     while True:
@@ -366,6 +413,8 @@ async def _store_life(world: World, clock: SystemClock) -> None:
 
 
 _COUNTED = {
+    "orders": ("retail.order.reserved.v1", "retail.order.short.v1"),
+    "ready": ("retail.order.ready.v1",),
     "alerts": ("retail.alert.opened.v1",),
     "offers": ("retail.offer.triggered.v1",),
     "scans": ("retail.restock.finished.v1", "retail.scan.received.v1", "retail.scan.count.finished.v1"),
@@ -395,7 +444,8 @@ def _status(gw: Gateway, rx: ImReceivers, rate: float) -> str:
     c = _counts(gw, rx)
     nearby = gw.nearby.overview()["stores"]
     return (f"{rate:7.1f} events/s | alerts {c['alerts']} (open {int(alerts)}) | staff chat {c['chat']} | "
-            f"offers {c['offers']} | scans {c['scans']} | beacon events {c['beacon']} | visitors {c['visitors']} | "
+            f"offers {c['offers']} | orders {c['orders']} (ready {c['ready']}) | scans {c['scans']} | "
+            f"beacon events {c['beacon']} | visitors {c['visitors']} | "
             f"nearby {sum(1 for s in nearby if s['state'] == 'fresh')}/{len(nearby)} | "
             f"outbox {gw.outbox.depth} | devices online {online}/{len(gw.devices())} | hub {hub}")
 
