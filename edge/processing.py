@@ -33,6 +33,7 @@ class StockUpdate:
     count: int | None = None
     delta: int | None = None
     reason: str = ""
+    hold: bool = False  # a staff count correction: served until the cell's sensors settle (edge/state.py)
 
     def __post_init__(self) -> None:
         if (self.count is None) == (self.delta is None):

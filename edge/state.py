@@ -17,6 +17,16 @@ flip-flopping with every report. Every trust change bumps the cell's `trust_vers
 snapshot (version = sum of count and trust versions) is published again; the flags persist in the `kv`
 table (`stock.trust.<shelf>.<sku>`), next to the `stock` row, in the same transaction.
 
+Count corrections held until the sensors settle (issue 17 item 3). A staff correction (a `manual` claim with
+`hold`, from `CountCorrections`) is served
+until the cell's sensors settle: while a correction holds, weight/RFID claims of the cell are recorded (per-source
+counts, `verified`) but not served; the sensors have settled when some sensor claimed a count after the
+correction and the sensors' count has not changed for `correction_settle_s` (default 60 s); then the sensors'
+count is served again (the lower one if fused sources disagree) with reason "sensors settled". Another human
+count (scan, count session, a manual claim) or a new correction replaces the held one at once. `describe` shows
+the correction as a source (`sources.manual`) with `correction` {count, at, reason, holding, sensor}. The hold is
+in memory: a restart ends it (the cell keeps the corrected count until the next sensor claim).
+
 Self-explaining cells (issue 16). `StockState.describe(cell)` is the one JSON form of a cell (API,
 `cmd/stock.get`, retained `state/stock/{shelf}`): product identity from the catalog (GTIN-14, name, unit,
 category), the count (`null` with `"state": "unknown"` while no source ever reported the cell: unknown is
@@ -113,6 +123,20 @@ class StockCell:
 
 
 MAX_CORRECTED_COUNT = 100_000  # a count staff enter is at most this many units
+CORRECTION_SETTLE_S = 60.0  # a correction holds until the sensors' count stayed the same this long after it
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """A staff correction of a cell and what the sensors said since (None: nothing yet)."""
+
+    count: int
+    at: datetime
+    reason: str
+    holding: bool = True
+    sensor: int | None = None  # the sensors' count claimed since the correction (served when they settle)
+    sensor_origin: str = ""
+    sensor_changed: datetime | None = None  # when `sensor` last changed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,14 +163,14 @@ class StockCorrected(Event):
 
 class CountCorrections:
     """Reactor: each StockCorrected becomes the cell's manual count (origin `manual`, which every shelf
-    accepts), routed in the same batch as the correction event."""
+    accepts, held until the sensors settle), routed in the same batch as the correction event."""
 
     def react(self, event: Event, now: datetime) -> list[object]:
         """A manual StockUpdate for a correction; nothing for other events."""
         if not isinstance(event, StockCorrected):
             return []
         return [StockUpdate(shelf=event.shelf, sku=event.sku, time=event.time, origin="manual",
-                            source=event.source, count=event.new, reason=f"counted by {event.by}")]
+                            source=event.source, count=event.new, reason=f"counted by {event.by}", hold=True)]
 
     def tick(self, now: datetime) -> list[object]:
         """Nothing happens with time."""
@@ -165,8 +189,11 @@ ACCEPTED_ORIGINS: dict[str, frozenset[str] | None] = {
 class StockState:
     """All planogram cells of the store, in memory, loaded from and persisted to the `stock` table."""
 
-    def __init__(self, manifest: Manifest, *, conflict_tolerance: int = 0, conflict_settle_s: float = 30.0) -> None:
+    def __init__(self, manifest: Manifest, *, conflict_tolerance: int = 0, conflict_settle_s: float = 30.0,
+                 correction_settle_s: float = CORRECTION_SETTLE_S) -> None:  # fmt: skip
         self._cells: dict[tuple[str, str], StockCell] = {}
+        self.correction_settle_s = correction_settle_s
+        self._corrections: dict[tuple[str, str], Correction] = {}  # the last staff correction of each cell
         self._accepts = {s.id: ACCEPTED_ORIGINS[s.stock_source] for s in manifest.shelves}
         self._fused = {s.id for s in manifest.shelves if s.stock_source == "any"}
         self.ignored = 0  # claims from a source that is not this shelf's truth
@@ -257,6 +284,8 @@ class StockState:
             self.ignored += 1
             return None
         new = update.count if update.count is not None else max(0, cell.count + (update.delta or 0))
+        if self._held(key, update, new):
+            return None  # a staff correction holds: the sensors' claim is recorded, not served
         if update.shelf in self._fused:
             new = self._fuse(key, update.origin, new, update.time)
             cell = self._cells[key]
@@ -264,6 +293,52 @@ class StockState:
             self._cells[key] = cell = replace(cell, verified=update.time)  # seen, even when unchanged
         return self._set_count(key, cell, new, origin=update.origin, time=update.time, source=update.source,
                                reason=update.reason)  # fmt: skip
+
+    def _held(self, key: tuple[str, str], update: StockUpdate, new: int) -> bool:
+        """Track staff corrections: True when `update` is a sensor claim arriving while a correction holds (it is
+        recorded as the sensors' count, not served)."""
+        held = self._corrections.get(key)
+        if update.hold and update.count is not None:
+            self._corrections[key] = Correction(update.count, update.time, update.reason)
+            self._touched.add(key)
+            return False
+        if held is None or not held.holding:
+            return False
+        if update.origin not in FUSED_ORIGINS:  # another human count (scan, count session) replaces the correction
+            self._corrections[key] = replace(held, holding=False)
+            self._touched.add(key)
+            return False
+        if update.count is None and held.sensor is not None:
+            new = max(0, held.sensor + (update.delta or 0))  # a sensor's delta counts from the sensors' count
+        if update.shelf in self._fused:
+            self._fuse(key, update.origin, new, update.time)  # per-source counts and disagreement, not served
+            claims = self._claims.get(key, {})
+            new = min(claims.values()) if self._cells[key].conflict_since is not None and claims else new
+        seen = self._cells[key].verified
+        if update.count is not None and (seen is None or update.time > seen):
+            self._cells[key] = replace(self._cells[key], verified=update.time)
+        if new != held.sensor:
+            self._corrections[key] = replace(held, sensor=new, sensor_origin=update.origin,
+                                             sensor_changed=update.time)  # fmt: skip
+            self._touched.add(key)
+        return True
+
+    def _settle(self, now: datetime) -> list[StockChanged]:
+        """Corrections whose sensors have settled (their count unchanged for correction_settle_s): the sensors'
+        count is served again."""
+        out: list[StockChanged] = []
+        for key, c in list(self._corrections.items()):
+            if not c.holding or c.sensor is None or c.sensor_changed is None:
+                continue
+            if (now - c.sensor_changed).total_seconds() < self.correction_settle_s:
+                continue
+            self._corrections[key] = replace(c, holding=False)
+            self._touched.add(key)
+            ev = self._set_count(key, self._cells[key], c.sensor, origin=c.sensor_origin, time=now, source="stock",
+                                 reason=f"sensors settled at {c.sensor} after the correction to {c.count}")
+            if ev is not None:
+                out.append(ev)
+        return out
 
     def _set_count(self, key: tuple[str, str], cell: StockCell, new: int, *, origin: str, time: datetime,
                    source: str, reason: str) -> StockChanged | None:  # fmt: skip
@@ -308,11 +383,14 @@ class StockState:
 
     def tick(self, now: datetime) -> list[StockChanged]:
         """Fused cells that disagreed for the settle time get the conflict flag and serve the lower count."""
-        out: list[StockChanged] = []
+        out: list[StockChanged] = self._settle(now)
         for key, since in list(self._disagree.items()):
             cell = self._cells[key]
             if cell.conflict_since is not None or (now - since).total_seconds() < self.conflict_settle_s:
                 continue
+            corrected = self._corrections.get(key)
+            if corrected is not None and corrected.holding:
+                continue  # a held correction is served; the disagreement is judged once the sensors settled
             claims = self._claims[key]
             said = ", ".join(f"{o} says {n}" for o, n in sorted(claims.items()))
             self._set_flag(key, "conflict", "state", (since, f"{said}: serving the lower count"))
@@ -411,6 +489,12 @@ class StockState:
             state = "ok"
         d["state"] = state
         d["low"] = state in ("low", "out")
+        c = self._corrections.get((cell.shelf, cell.sku))
+        if c is not None:
+            d["correction"] = {"count": c.count, "at": _iso(c.at), "reason": c.reason or None, "holding": c.holding,
+                               "sensor": c.sensor}  # fmt: skip
+            if c.holding:
+                d["sources"] = {**(d.get("sources") or {}), "manual": c.count}
         return d
 
     def select(self, *, shelf: str | None = None, sku: str | None = None, zone: str | None = None) -> list[StockCell]:

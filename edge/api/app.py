@@ -80,6 +80,9 @@ class StockCellDoc(BaseModel):
     conflict_since: str | None
     conflict_reason: str | None
     sources: dict[str, int] | None = Field(default=None, description="a fused cell's last count per origin")
+    correction: dict[str, Any] | None = Field(
+        default=None, description="the last staff count correction {count, at, reason, holding, sensor}: while "
+        "`holding`, the counted number is served (also as sources.manual) until the sensors settle")
 
 
 class StockList(BaseModel):

@@ -76,3 +76,41 @@ async def test_the_demo_manifest_names_things_in_zh_cn(running: Running) -> None
             assert await page.text_content(f"{shelf} .cell[data-sku='cola-330'] .sku-name") == product
             await page.context.close()
     no_errors(console)
+
+
+async def test_count_correction_through_the_page_is_held(running: Running, mosquitto: Mosquitto) -> None:
+    from playwright.async_api import Dialog
+
+    hub = HubRecorder(mosquitto.port, f"{ROOT}/events/stock", persistent=False)
+    try:
+        for shelf, sku, n in START:
+            put(running, shelf, sku, n)
+        console: list[str] = []
+        async with chromium() as browser:
+            page = await open_dashboard(browser, running.base, "en-US", console)
+            await page.fill("#staff-name", "Sam")
+            answers = ["17", "counted after the delivery"]
+
+            async def answer(d: Dialog) -> None:
+                await d.accept(answers.pop(0))
+
+            page.on("dialog", answer)
+            cell_sel = ".shelf[data-shelf='shelf-a1'] .cell[data-sku='water-500']"
+            await page.click(f"{cell_sel} button.correct")
+            await page.wait_for_selector(f"{cell_sel} .count[data-count='17']", timeout=15_000)
+            put(running, "shelf-a1", "water-500", 15)  # the scale's next claim: the correction holds
+            await wait_for(lambda: [e for e in hub.events() if e["type"] == "retail.stock.corrected.v1"], 10,
+                           "the correction on MQTT")
+            data = next(e["data"] for e in hub.events() if e["type"] == "retail.stock.corrected.v1")
+            assert (data["by"], data["old"], data["new"]) == ("Sam", 15, 17)
+            r = await running.client.get("/api/v1/stock", params={"shelf": "shelf-a1", "sku": "water-500"},
+                                         headers=running.headers("hq"))
+            c = r.json()["items"][0]
+            assert (c["count"], c["sources"]["manual"], c["correction"]["holding"]) == (17, 17, True)
+            assert c["correction"]["sensor"] == 15
+            await page.reload()
+            await page.wait_for_selector(f"{cell_sel}.corrected .count[data-count='17']", timeout=15_000)
+            assert "held until the sensors settle" in (await page.text_content(f"{cell_sel} .flag") or "")
+            no_errors(console)
+    finally:
+        hub.close()

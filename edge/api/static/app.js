@@ -146,8 +146,10 @@ function renderShelves() {
       const flags = [];
       if (c.stale) flags.push(t("stale_cell", { reason: c.stale_reason || "" }));
       if (c.conflict) flags.push(t("conflict_cell", { reason: c.conflict_reason || "" }));
+      const corr = c.correction && c.correction.holding ? c.correction : null;  // a staff count served until the sensors settle
+      if (corr) flags.push(t("corrected_cell", { count: fmt.num(corr.count), time: when(corr.at) }));
       const notes = (typeof c.min === "number" ? [t("min_level", { min: fmt.num(c.min) })] : []).concat(flags);
-      html.push(`<div class="cell ${cellClasses(c).join(" ")}" data-sku="${esc(c.sku)}" title="${esc(notes.join(" · "))}">` +
+      html.push(`<div class="cell ${cellClasses(c).join(" ")}${corr ? " corrected" : ""}" data-sku="${esc(c.sku)}" title="${esc(notes.join(" · "))}">` +
         `<span class="sku-name">${esc(nameOf("catalog", c.sku))}</span>` +
         `<strong class="count" data-count="${c.count}" data-capacity="${c.capacity}">` +
         `${esc(t("count_of", { count: fmt.num(c.count), capacity: fmt.num(c.capacity) }))}</strong>` +
