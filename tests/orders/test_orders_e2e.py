@@ -374,7 +374,7 @@ async def test_low_stock_on_unreserved_units_and_the_pick_notice(store: Store) -
                                   ("order:8812",))  # fmt: skip
         assert [(r["transition"]) for r in rows] == ["pick"]
         text = orjson.loads(rows[0]["body"])["markdown"]["content"]
-        assert "拣货: 4 × Cola 330 ml（shelf-a1），订单 8812" in text  # noqa: RUF001
+        assert "拣货: 4 × 可乐 330毫升（shelf-a1），订单 8812" in text  # noqa: RUF001 - the zh-CN name of the demo catalog
         assert "货架 shelf-a1 第 l1 道" in text
 
 
