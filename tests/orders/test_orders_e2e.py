@@ -25,11 +25,10 @@ import pytest
 from edge.brokers import Mosquitto
 from edge.clock import Clock, ManualClock
 from edge.gateway import Gateway
-from edge.processing import StockUpdate
 from firmware_sim.hub import HubCommander, HubRecorder
 from firmware_sim.scanner import gs1_128
 from firmware_sim.shelf import PtyPort
-from tests.api.conftest import CMD_KEY, TOKENS, manifest_for_tests, wait_for
+from tests.api.conftest import CMD_KEY, TOKENS, Running, manifest_for_tests, wait_for
 
 ROOT = "retail/v1/demo"
 COLA, COLA_GTIN, WATER_GTIN = "cola-330", "05449000000996", "05449000214911"
@@ -98,9 +97,16 @@ class Run:
 
     def set_stock(self, shelf: str, sku: str, count: int, origin: str = "weight") -> None:
         """A count claim through the pipeline, as the shelf's processor makes it."""
-        now = self.gw.clock.now()
-        self.gw.pipeline.route([StockUpdate(shelf=shelf, sku=sku, time=now, origin=origin, source="shelf-sim",
-                                            count=count)], now)  # fmt: skip
+        Running(self.gw, "", self.client).set_stock(shelf, sku, count, origin)
+
+    async def stocked_order(self, count: int, oid: str, qty: int, mode: str = "pickup") -> dict[str, Any]:
+        """`count` cola on shelf-a1 (ATP = count), then POST an order of `qty` cola: the order."""
+        self.set_stock("shelf-a1", COLA, count)
+        await wait_for(lambda: _if(self.atp(), lambda d: d["atp"] == count), 10, f"ATP {count}")
+        r = await self.client.post("/api/v1/orders", headers=HQ, json={
+            "order_id": oid, "mode": mode, "due": due(self.gw), "lines": [{"sku": COLA, "qty": qty}]})
+        assert r.status_code == 200, r.text
+        return dict(r.json())
 
     async def atp(self, sku: str = COLA) -> dict[str, Any]:
         """GET /api/v1/atp/{sku}."""
@@ -198,11 +204,7 @@ async def test_reserve_pick_by_scan_ready_collect_across_restarts(store: Store) 
 
 async def test_pick_by_shelf_sensor_is_no_sale_across_restart(store: Store) -> None:
     async with store.run() as run:
-        run.set_stock("shelf-a1", COLA, 10)
-        await wait_for(lambda: _if(run.atp(), lambda d: d["atp"] == 10), 10, "ATP 10")
-        r = await run.client.post("/api/v1/orders", headers=HQ, json={
-            "order_id": "A-1", "mode": "ship", "due": due(run.gw), "lines": [{"sku": COLA, "qty": 3}]})
-        assert r.status_code == 200, r.text
+        await run.stocked_order(10, "A-1", 3, "ship")
         assert (await run.atp())["atp"] == 7
     async with store.run() as run:
         run.set_stock("shelf-a1", COLA, 9)  # one unit taken: sensed, still open, ATP unchanged (9 - 2)
@@ -358,11 +360,7 @@ async def test_low_stock_on_unreserved_units_and_the_pick_notice(store: Store) -
     store.overrides = {"notifications": {"lang": "zh-CN", "channels": [
         {"id": "staff-chat", "kind": "wecom", "url": "http://127.0.0.1:9/robot/send?key=x"}]}}
     async with store.run() as run:  # rules: min 3 (tests.api.conftest), debounce 0.3 s
-        run.set_stock("shelf-a1", COLA, 5)
-        await wait_for(lambda: _if(run.atp(), lambda d: d["atp"] == 5), 10, "ATP 5")
-        r = await run.client.post("/api/v1/orders", headers=HQ, json={
-            "order_id": "8812", "mode": "pickup", "due": due(run.gw), "lines": [{"sku": COLA, "qty": 4}]})
-        assert r.status_code == 200, r.text
+        await run.stocked_order(5, "8812", 4)
 
         async def low() -> list[dict[str, Any]]:
             items = (await run.client.get("/api/v1/alerts", params={"state": "open"}, headers=STAFF)).json()["items"]
@@ -382,11 +380,7 @@ async def test_low_stock_on_the_whole_count_when_configured(store: Store) -> Non
     rules = manifest_for_tests(store.tmp).model_dump(mode="json", exclude_none=True)["rules"]
     store.overrides = {"rules": {**rules, "unreserved_stock": False}}
     async with store.run() as run:
-        run.set_stock("shelf-a1", COLA, 5)
-        await wait_for(lambda: _if(run.atp(), lambda d: d["atp"] == 5), 10, "ATP 5")
-        r = await run.client.post("/api/v1/orders", headers=HQ, json={
-            "order_id": "8813", "mode": "pickup", "due": due(run.gw), "lines": [{"sku": COLA, "qty": 4}]})
-        assert r.status_code == 200, r.text
+        await run.stocked_order(5, "8813", 4)
         assert run.gw.rules.engine.restock.cells[("shelf-a1", COLA)].reserved == 4
         run.set_stock("shelf-a1", COLA, 4)  # a sale: 4 on the shelf, above min 3 on the whole count
         await wait_for(lambda: run.gw.rules.engine.restock.cells[("shelf-a1", COLA)].count == 4, 10, "count 4")
