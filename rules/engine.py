@@ -82,6 +82,7 @@ from rules.offers import (
     purge,
 )
 from rules.restock import (
+    CellMute,
     Mute,
     Picked,
     Reserved,
@@ -130,9 +131,40 @@ class RulesRejected(Event):
     problems: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestockingStarted(Event):
+    """Staff are restocking one shelf x SKU cell: its restock alerts are muted until its count rises above
+    `baseline` (its count now; null while unknown) or until `until`, whichever first."""
+
+    TYPE: ClassVar[str] = "retail.restocking.started.v1"
+    CLASS: ClassVar[EventClass] = EventClass.CONTROL
+    TOPIC: ClassVar[str] = "events/rules"
+
+    shelf: str
+    sku: str
+    until: datetime
+    baseline: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestockingEnded(Event):
+    """Restocking of a cell ended: `reason` restocked (its count rose), elapsed (its time passed) or finished
+    (staff said so); `count` is the cell's count then."""
+
+    TYPE: ClassVar[str] = "retail.restocking.ended.v1"
+    CLASS: ClassVar[EventClass] = EventClass.CONTROL
+    TOPIC: ClassVar[str] = "events/rules"
+
+    shelf: str
+    sku: str
+    reason: str
+    count: int | None
+
+
 SNOOZE_POSTS = frozenset({"snoozed", "resolved", "expired"})
 """The transitions of a snoozed alert still posted to staff chats (that wants them); the others wait."""
-OWN_TYPES = frozenset(t.TYPE for t in (*ALERT_EVENT_TYPES, RulesReloaded, RulesRejected, OfferTriggered))
+OWN_TYPES = frozenset(t.TYPE for t in (*ALERT_EVENT_TYPES, RulesReloaded, RulesRejected, OfferTriggered,
+                                        RestockingStarted, RestockingEnded))
 
 
 def split(outputs: Iterable[object]) -> tuple[list[Event], list[StateWrite]]:
@@ -384,11 +416,20 @@ class RulesEngine:
         seconds = validate_snooze(duration_s)
         return self._transitions([self.book.snooze(alert_id, name, seconds, now)])
 
-    def mute(self, shelf: str, *, on: bool, now: datetime, duration_s: float | None = None) -> list[object]:
-        """Mute (or unmute) restock alerts of a shelf while staff restock it."""
+    def mute(self, shelf: str, *, on: bool, now: datetime, duration_s: float | None = None,
+             sku: str | None = None) -> list[object]:
+        """Mute (or unmute) restock alerts of a shelf while staff restock it; with `sku` only that cell, until its
+        count rises or the time passes."""
         if self.manifest.shelf(shelf) is None:
             raise CommandError("not_found", f"no shelf {shelf!r} in the planogram")
-        return self._restock(Mute(shelf, on, duration_s), now)
+        if sku is not None and (shelf, sku) not in self.ruleset.cells:
+            raise CommandError("not_found", f"shelf {shelf!r} holds no lane of sku {sku!r} in the planogram")
+        return self._restock(Mute(shelf, on, duration_s, sku), now)
+
+    def restocking(self) -> list[dict[str, Any]]:
+        """The cells being restocked now: shelf, sku, until, baseline."""
+        return [{"shelf": shelf, "sku": sku, "until": m.until.isoformat().replace("+00:00", "Z"),
+                 "baseline": m.baseline} for (shelf, sku), m in sorted(self.restock.muted_cells.items())]
 
     def sighting(self, raw: object, now: datetime, stock: StockState) -> tuple[dict[str, Any], list[object]]:
         """Validate a sighting, decide offers; returns the reply and the events (no shopper token in them)."""
@@ -440,7 +481,9 @@ class RulesEngine:
 
     def _restock(self, inp: StockSeen | Mute | Tick | Reserved | Picked, now: datetime) -> list[object]:
         self.count("edge_rules_evaluations_total", rule="restock")
+        before = self.restock.muted_cells
         self.restock, actions = step(self.ruleset, self.restock, inp, now)
+        announced = self._restocking_changes(before, inp, now)
         for (shelf, sku), err in self.restock.errors.items():
             self._failed("restock", f"{shelf}/{sku}", "evaluation failed (skipped; other cells go on)", detail=err)
         if isinstance(inp, StockSeen | Reserved | Picked):
@@ -449,7 +492,34 @@ class RulesEngine:
             self._deadlines.update(debounce_deadlines(self.ruleset, self.restock, [key]))
         else:
             self._deadlines = debounce_deadlines(self.ruleset, self.restock, self.restock.cells)
-        return self._alerts(actions, now)
+        return announced + self._alerts(actions, now)
+
+    def _restocking_changes(self, before: Mapping[tuple[str, str], CellMute], inp: object,
+                            now: datetime) -> list[object]:  # fmt: skip
+        """Events for cells whose restocking started or ended in this step."""
+        after = self.restock.muted_cells
+        out: list[object] = []
+        for key, m in before.items():
+            if key in after and after[key].until == m.until:
+                continue
+            cell = self.restock.cells.get(key)
+            count = cell.count if cell is not None else None
+            if key in after:
+                reason = "renewed"
+            elif isinstance(inp, Mute):
+                reason = "finished"
+            elif m.until <= now:
+                reason = "elapsed"
+            else:
+                reason = "restocked"
+            if reason != "renewed":
+                out.append(RestockingEnded(source=SOURCE, time=now, subject=key[0], shelf=key[0], sku=key[1],
+                                           reason=reason, count=count))
+        for key, m in after.items():
+            if key not in before or before[key].until != m.until:
+                out.append(RestockingStarted(source=SOURCE, time=now, subject=key[0], shelf=key[0], sku=key[1],
+                                             until=m.until, baseline=m.baseline))
+        return out
 
     def next_deadline(self) -> datetime | None:
         """The earliest moment a debouncing cell will be due to alert (the pipeline ticks the rules then)."""

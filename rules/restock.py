@@ -26,6 +26,10 @@ Online orders (edge/orders.py): with `unreserved_stock` (default) both condition
 not reserved for orders (5 on the shelf, 4 reserved: 1 for walk-in shoppers), so staff restock before the
 picks empty the shelf. Units picked for an order are not sales: a `Picked` input takes back what the shelf
 already saw leave and lets the rest leave within the pick's hold without counting toward the velocity.
+
+Restocking one cell (issue 17 item 3): `Mute(shelf, on, sku=...)` mutes only that shelf x SKU cell until its
+count rises above the lowest count seen since the start (`CellMute.baseline`: restocked) or `mute_max_s` (or
+the asked duration) passes, whichever first; `RestockState.muted_cells` holds them (the engine announces start and end).
 """
 
 from __future__ import annotations
@@ -353,13 +357,23 @@ class CellState:
 
 
 @dataclass(frozen=True, slots=True)
+class CellMute:
+    """One cell being restocked: muted until `until` or until its count rises above `baseline`, the lowest count
+    since the start (None: the cell's count was unknown; its first count becomes the baseline)."""
+
+    until: datetime
+    baseline: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class RestockState:
-    """The rule's whole state: cells, restock mutes (shelf -> muted until), and the cells whose evaluation
-    failed in the last step (cell -> error, for the engine to count and log)."""
+    """The rule's whole state: cells, restock mutes (shelf -> muted until; cell -> CellMute), and the cells whose
+    evaluation failed in the last step (cell -> error, for the engine to count and log)."""
 
     cells: Mapping[tuple[str, str], CellState] = field(default_factory=dict)
     muted: Mapping[str, datetime] = field(default_factory=dict)
     errors: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    muted_cells: Mapping[tuple[str, str], CellMute] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,11 +412,12 @@ class Picked:
 
 @dataclass(frozen=True, slots=True)
 class Mute:
-    """Input: staff started (`on`) or finished restocking `shelf`."""
+    """Input: staff started (`on`) or finished restocking `shelf` (or only its cell of `sku`)."""
 
     shelf: str
     on: bool
     duration_s: float | None = None  # None: the rules' mute_max_s
+    sku: str | None = None  # restocking one cell: ends by itself when its count rises
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,6 +442,7 @@ def step(rules: RuleSet, state: RestockState, inp: Input, now: datetime) -> tupl
     """Apply one input; return the new state and the alerts to raise or clear."""
     cells = dict(state.cells)
     muted = {s: t for s, t in state.muted.items() if t > now}
+    muted_cells = {k: m for k, m in state.muted_cells.items() if m.until > now}
     actions: list[Action] = []
     touched: list[tuple[str, str]] = []
     since_hint: datetime | None = None
@@ -446,6 +462,11 @@ def step(rules: RuleSet, state: RestockState, inp: Input, now: datetime) -> tupl
         reserved = cell.reserved if inp.reserved is None else max(0, inp.reserved)
         cells[key] = replace(cell, count=inp.count, sales=sales, reserved=reserved, credit=credit)
         touched = [key]
+        cm = muted_cells.get(key)
+        if cm is not None and cm.baseline is not None and inp.count > cm.baseline:
+            del muted_cells[key]  # the cell's count rose: restocked
+        elif cm is not None and (cm.baseline is None or inp.count < cm.baseline):
+            muted_cells[key] = replace(cm, baseline=inp.count)  # lower while staff work: rises count from here
     elif isinstance(inp, Reserved | Picked):
         key = (inp.shelf, inp.sku)
         if key not in rules.cells:
@@ -457,6 +478,14 @@ def step(rules: RuleSet, state: RestockState, inp: Input, now: datetime) -> tupl
             cells[key] = replace(cell, sales=unrecord_sale(cell.sales, inp.sensed), credit=max(0, inp.more),
                                  credit_until=inp.until)  # fmt: skip
         touched = [key]
+    elif isinstance(inp, Mute) and inp.sku is not None:
+        key = (inp.shelf, inp.sku)
+        if inp.on:
+            until = now + timedelta(seconds=mute_seconds(rules, inp.duration_s))
+            muted_cells[key] = CellMute(until, cells[key].count if key in cells else None)
+        else:
+            muted_cells.pop(key, None)
+        touched = [key] if key in cells else []
     elif isinstance(inp, Mute):
         if inp.on:
             muted[inp.shelf] = now + timedelta(seconds=mute_seconds(rules, inp.duration_s))
@@ -469,7 +498,7 @@ def step(rules: RuleSet, state: RestockState, inp: Input, now: datetime) -> tupl
         w = Watch("active", inp.raised, inp.raised)
         # a stock-out is also low: both conditions of the cell's one alert are active
         cells[key] = replace(cell, low=w) if inp.kind == LOW_STOCK else replace(cell, out=w, low=w)
-        return RestockState(cells, muted), []
+        return RestockState(cells, muted, muted_cells=muted_cells), []
     else:
         touched = list(cells)
     errors: dict[tuple[str, str], str] = {}
@@ -479,13 +508,14 @@ def step(rules: RuleSet, state: RestockState, inp: Input, now: datetime) -> tupl
         if rule is None or cell.count is None:
             continue
         try:
-            new, acts = _evaluate(rules, rule, cell, key[0] in muted, now, since_hint=since_hint)
+            new, acts = _evaluate(rules, rule, cell, key[0] in muted or key in muted_cells, now,
+                                  since_hint=since_hint)
         except Exception as exc:  # one broken cell must not stop the others' alerts
             errors[key] = f"{type(exc).__name__}: {exc}"
             continue
         cells[key] = new
         actions += acts
-    return RestockState(cells, muted, errors), actions
+    return RestockState(cells, muted, errors, muted_cells), actions
 
 
 def mute_seconds(rules: RuleSet, duration_s: float | None) -> float:

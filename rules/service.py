@@ -5,8 +5,9 @@
 `manual: <reason>`, the resolved event names `by`), `alert.snooze` {alert_id, by, duration_s} (300..28800 s:
 no escalation and no staff chat messages until it comes back),
 `sighting` {shopper, consent, beacon|zone, rssi?, time?, tags?},
-`rules.reload` {rules?}, `restock.mute` {shelf, on?, duration_s?} (0 < duration_s <= the rules'
-`mute_max_s`, default mute_max_s). The HTTP API calls the same methods.
+`rules.reload` {rules?}, `restock.mute` {shelf, sku?, on?, duration_s?} (0 < duration_s <= the rules'
+`mute_max_s`, default mute_max_s; with `sku` only that cell, until its count rises). The HTTP API calls the
+same methods.
 """
 
 from __future__ import annotations
@@ -191,14 +192,20 @@ class RulesService:
         self.engine.retarget(manifest, manifest.offers)
         return await self.reload(origin="manifest")
 
-    async def mute(self, shelf: object, on: object = True, duration_s: object = None) -> dict[str, Any]:
-        """Mute or unmute restock alerts of a shelf."""
+    async def mute(self, shelf: object, on: object = True, duration_s: object = None,
+                   sku: object = None) -> dict[str, Any]:
+        """Mute or unmute restock alerts of a shelf, or with `sku` of one cell (until its count rises)."""
         if not isinstance(shelf, str) or not isinstance(on, bool):
             raise CommandError("bad_request", "shelf must be a shelf id and on a boolean")
+        if sku is not None and (not isinstance(sku, str) or not sku or len(sku) > 64):
+            raise CommandError("bad_request", "sku must be a SKU of the shelf")
         dur = mute_duration(duration_s, self.engine.ruleset.mute_max_s)
-        out = self.engine.mute(shelf, on=on, now=self.gw.clock.now(), duration_s=dur)
+        out = self.engine.mute(shelf, on=on, now=self.gw.clock.now(), duration_s=dur, sku=sku)
         await self.gw.emit_committed(*split(out))
-        return {"shelf": shelf, "muted": on}
+        if sku is None:
+            return {"shelf": shelf, "muted": on}
+        cell = next((c for c in self.engine.restocking() if (c["shelf"], c["sku"]) == (shelf, sku)), None)
+        return {"shelf": shelf, "sku": sku, "muted": cell is not None, "until": cell["until"] if cell else None}
 
     async def alerts(
         self, state: str | None = None, limit: int = 200, *, kind: str | None = None, shelf: str | None = None,
@@ -255,7 +262,7 @@ class RulesService:
         return await self.reload(req.get("rules"))
 
     async def _cmd_mute(self, req: Mapping[str, Any]) -> Any:
-        return await self.mute(req.get("shelf"), req.get("on", True), req.get("duration_s"))
+        return await self.mute(req.get("shelf"), req.get("on", True), req.get("duration_s"), req.get("sku"))
 
     # ---- internals ----
     def _emit(self, out: list[object]) -> None:

@@ -177,6 +177,8 @@ class RestockingBody(BaseModel):
     duration_s: float | None = Field(
         default=None, description="how long the mute lasts at most: 0 < duration_s <= the rules' mute_max_s "
         "(default mute_max_s)")
+    sku: str | None = Field(default=None, min_length=1, max_length=64, description="restock only this cell of the "
+                            "shelf: the mute also ends as soon as the cell's count rises")
 
 
 class ErrorDetail(BaseModel):
@@ -712,9 +714,16 @@ def create_app(
     async def restocking(
         shelf: Annotated[str, PathParam(max_length=64)], body: RestockingBody, _: Annotated[Principal, Depends(staff)]
     ) -> dict[str, Any]:
-        """Start or finish restocking a shelf (mutes its restock alerts for at most the rules' mute_max_s); the
-        same as the MQTT command `restock.mute`."""
-        return dict(await svc().mute(shelf, body.on, body.duration_s))
+        """Start or finish restocking a shelf (mutes its restock alerts for at most the rules' mute_max_s), or with
+        `sku` one cell (also ending when its count rises: retail.restocking.started/ended.v1); the same as the MQTT
+        command `restock.mute`."""
+        return dict(await svc().mute(shelf, body.on, body.duration_s, body.sku))
+
+    @app.get("/api/v1/restocking", tags=["alerts"], responses=_errors(503))
+    async def restocking_cells(_: Reader) -> dict[str, Any]:
+        """The cells being restocked now (shelf, sku, until, baseline): muted until the count rises above
+        `baseline` or `until` passes."""
+        return {"items": svc().engine.restocking()}
 
     @app.get("/api/v1/devices", tags=["devices"])
     async def devices(_: Reader) -> dict[str, Any]:

@@ -26,9 +26,11 @@ async def test_restocking_and_resolve_with_a_reason_through_the_page(running: Ru
         alert_id = await page.get_attribute(item, "data-id")
         assert alert_id
 
-        # restocking: the shelf is muted in the rules engine
+        # restocking: the alert's cell is muted in the rules engine (until its count rises), not the shelf
         await page.click(f"{item} button.restocking")
-        await wait_for(lambda: "shelf-a1" in running.gw.rules.engine.restock.muted, 10, "shelf-a1 muted")
+        await wait_for(lambda: ("shelf-a1", "cola-330") in running.gw.rules.engine.restock.muted_cells, 10,
+                       "shelf-a1/cola-330 muted")
+        assert "shelf-a1" not in running.gw.rules.engine.restock.muted
 
         # resolve: the page asks for the reason
         asked: list[str] = []

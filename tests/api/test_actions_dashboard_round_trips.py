@@ -114,3 +114,36 @@ async def test_count_correction_through_the_page_is_held(running: Running, mosqu
             no_errors(console)
     finally:
         hub.close()
+
+
+async def test_restocking_a_cell_through_the_page(running: Running, mosquitto: Mosquitto) -> None:
+    hub = HubRecorder(mosquitto.port, f"{ROOT}/events/rules", persistent=False)
+    try:
+        for shelf, sku, n in START:
+            put(running, shelf, sku, n)
+        console: list[str] = []
+        async with chromium() as browser:
+            page = await open_dashboard(browser, running.base, "zh-CN", console)
+            put(running, "shelf-a1", "cola-330", 2)
+            item = "li.alert.kind-low_stock"
+            await page.wait_for_selector(f"{item} button.restocking:not([disabled])", timeout=20_000)
+            await page.click(f"{item} button.restocking")
+
+            def of(kind: str) -> list[dict[str, Any]]:
+                return [e["data"] for e in hub.events() if e["type"] == f"retail.restocking.{kind}.v1"]
+
+            await wait_for(lambda: of("started"), 15, "restocking started on MQTT")
+            assert (of("started")[0]["shelf"], of("started")[0]["sku"]) == ("shelf-a1", "cola-330")
+            r = await running.client.get("/api/v1/restocking", headers=running.headers("hq"))
+            assert [(c["shelf"], c["sku"]) for c in r.json()["items"]] == [("shelf-a1", "cola-330")]
+            assert "shelf-a1" not in running.gw.rules.engine.restock.muted  # the cell, not the shelf
+            cell = ".shelf[data-shelf='shelf-a1'] .cell[data-sku='cola-330']"
+            await page.wait_for_selector(f"{cell}.restocking", timeout=10_000)
+            assert "补货中" in (await page.text_content(f"{cell} .flag") or "")
+            put(running, "shelf-a1", "cola-330", 24)  # restocked: the count rises
+            await wait_for(lambda: of("ended"), 15, "restocking ended on MQTT")
+            assert of("ended")[0]["reason"] == "restocked"
+            await page.wait_for_selector(f"{cell}:not(.restocking) .count[data-count='24']", timeout=10_000)
+            no_errors(console)
+    finally:
+        hub.close()

@@ -148,8 +148,10 @@ function renderShelves() {
       if (c.conflict) flags.push(t("conflict_cell", { reason: c.conflict_reason || "" }));
       const corr = c.correction && c.correction.holding ? c.correction : null;  // a staff count served until the sensors settle
       if (corr) flags.push(t("corrected_cell", { count: fmt.num(corr.count), time: when(corr.at) }));
+      const refill = state.restocking && state.restocking.get(cellKey(c.shelf, c.sku));
+      if (refill) flags.push(t("restocking_cell", { time: when(refill.until) }));
       const notes = (typeof c.min === "number" ? [t("min_level", { min: fmt.num(c.min) })] : []).concat(flags);
-      html.push(`<div class="cell ${cellClasses(c).join(" ")}${corr ? " corrected" : ""}" data-sku="${esc(c.sku)}" title="${esc(notes.join(" · "))}">` +
+      html.push(`<div class="cell ${cellClasses(c).join(" ")}${corr ? " corrected" : ""}${refill ? " restocking" : ""}" data-sku="${esc(c.sku)}" title="${esc(notes.join(" · "))}">` +
         `<span class="sku-name">${esc(nameOf("catalog", c.sku))}</span>` +
         `<strong class="count" data-count="${c.count}" data-capacity="${c.capacity}">` +
         `${esc(t("count_of", { count: fmt.num(c.count), capacity: fmt.num(c.capacity) }))}</strong>` +
@@ -213,8 +215,10 @@ function beaconReason(b, cond) {
 }
 
 async function loadAlerts() {
-  const [open, acked] = await Promise.all([api("/alerts?state=open"), api("/alerts?state=acknowledged")]);
+  const [open, acked, restocking] = await Promise.all([api("/alerts?state=open"), api("/alerts?state=acknowledged"),
+    api("/restocking").catch(() => ({ items: [] }))]);
   state.alerts = [...open.items, ...acked.items];
+  state.restocking = new Map(restocking.items.map((r) => [cellKey(r.shelf, r.sku), r]));
   renderAlerts();
   renderShelves();
 }
@@ -273,7 +277,7 @@ function renderAlerts() {
         SNOOZE_MINUTES.map((m) => `<option value="${m * 60}"${m === 30 ? " selected" : ""}>${esc(m < 60 ? t("minutes", { n: fmt.num(m) }) : t("hours", { n: fmt.num(m / 60) }))}</option>`).join("") +
         `</select><button class="snooze" data-id="${esc(a.id)}" type="button"${off}>${esc(t("snooze"))}</button></span>`;
       if (a.shelf && (a.kind === "low_stock" || a.kind === "out_of_stock")) {
-        button += `<button class="restocking" data-shelf="${esc(a.shelf)}" type="button"${off}>${esc(t("restocking"))}</button>`;
+        button += `<button class="restocking" data-shelf="${esc(a.shelf)}" data-sku="${esc(a.sku || "")}" type="button"${off}>${esc(t("restocking"))}</button>`;
       }
     }
     return `<li class="alert kind-${esc(a.kind)} state-${esc(a.state)} urgency-${urgency(a)}${snoozed(a) ? " snoozed" : ""}" data-id="${esc(a.id)}"` +
@@ -353,14 +357,16 @@ async function snoozeAlert(id, button) {
   }
 }
 
-async function startRestocking(shelf, button) {
+// restocking one cell: muted until its count rises or the rules' mute_max_s passes (GET /restocking lists them)
+async function startRestocking(shelf, sku, button) {
   if (!state.live) return;
   button.disabled = true;
   try {
     await api(`/shelves/${encodeURIComponent(shelf)}/restocking`, {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ on: true }),
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(sku ? { on: true, sku } : { on: true }),
     });
-    toast(t("restocking_on", { shelf: nameOf("shelves", shelf) }));
+    toast(t("restocking_on", { shelf: sku ? `${nameOf("shelves", shelf)} · ${nameOf("catalog", sku)}` : nameOf("shelves", shelf) }));
+    await loadAlerts();
   } catch (e) {
     button.disabled = !state.live;
     toast(t("restocking_failed", { error: e.message }));
@@ -552,6 +558,9 @@ function connect() {
   for (const k of ["opened", "acknowledged", "escalated", "updated", "resolved", "expired", "snoozed", "unsnoozed"]) {
     source.addEventListener(`retail.alert.${k}.v1`, () => { touch(); loadAlerts().catch(() => {}); });
   }
+  for (const k of ["started", "ended"]) {
+    source.addEventListener(`retail.restocking.${k}.v1`, () => { touch(); loadAlerts().catch(() => {}); });
+  }
   source.addEventListener("retail.device.status.v1", () => {
     touch();
     Promise.all([loadDevices(), loadStock()]).then(renderAlerts).catch(() => {});  // a device's state flags its cells stale
@@ -644,7 +653,7 @@ $("alerts").addEventListener("click", (ev) => {
   const z = ev.target.closest("button.snooze");
   if (z) snoozeAlert(z.dataset.id, z);
   const m = ev.target.closest("button.restocking");
-  if (m) startRestocking(m.dataset.shelf, m);
+  if (m) startRestocking(m.dataset.shelf, m.dataset.sku, m);
 });
 setInterval(() => {
   if (!token) return;
