@@ -3,10 +3,12 @@ while the simulated store's devices run.
 
 The real gateway (pipeline, outbox with SQLite and fsync, uplink, rules, orders) against a private mosquitto
 on loopback, with the demo's shelf, RFID and door simulators feeding it and a random shopper every second
-(`World.step`). The hub is a paho client that signs each request as docs/commands.md says
-(firmware_sim.hub.signed) and sends it at a fixed pace of 50 per second; the latency is from just before the
-publish to the reply's arrival (the reply comes after the order and its events are committed). Each order asks
-for 1-2 units of a random catalog SKU: once a SKU's ATP is used up its orders are short (still committed).
+(`World.step`); the simulators run in a child process (`python -m bench.orders sims <dir> <broker url>`), as a
+store's devices are not in the gateway's process. The hub is a paho client that signs each request as
+docs/commands.md says (firmware_sim.hub.signed) and sends it at a fixed pace of 50 per second; the latency is
+from just before the publish to the reply's arrival (the reply comes after the order and its events are
+committed). Each order asks for 1-2 units of a random catalog SKU: once a SKU's ATP is used up its orders are
+short (still committed).
 Bounded: `n` orders, then the run ends. Figures are measured, not asserted (goal: p99 <= 20 ms).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -38,6 +41,7 @@ from firmware_sim.world import World, demo_manifest_text
 ROOT = "retail/v1/demo"
 KID, SECRET = "bench", "bench-command-key-0123456789abcdef"
 RATE = 50.0
+REPO = Path(__file__).resolve().parents[1]
 
 
 class _Hub:
@@ -78,22 +82,39 @@ class _Hub:
         self.client.disconnect()
 
 
-async def _run(broker: Mosquitto, work: Path, n: int) -> tuple[list[float], int, int]:
+async def _sims_main(work: Path, broker_url: str) -> None:
+    """The child: the demo's shelf, RFID and door simulators and a random shopper every second; prints the
+    device sections as one JSON line, runs until its stdin closes."""
     from edge.demo import sim_parts  # the demo's simulators (composition-root code; the bench may use it)
 
-    base = parse_manifest(demo_manifest_text(), "demo_manifest.yaml")
-    clock = SystemClock()
-    world = World(base, clock)
-    parts = [p for p in sim_parts() if p.name in ("shelf", "rfid", "door")]
+    world = World(parse_manifest(demo_manifest_text(), "demo_manifest.yaml"), SystemClock())
     devices: list[dict[str, Any]] = []
     started = []
+    for part in [p for p in sim_parts() if p.name in ("shelf", "rfid", "door")]:
+        try:
+            devices += await part.start(world, work / part.name, broker_url)
+            started.append(part)
+        except Exception:  # a simulator that cannot run here: the others still load the gateway
+            continue
+    print(orjson.dumps(devices, option=orjson.OPT_NON_STR_KEYS).decode(), flush=True)
+    life = asyncio.create_task(_store_life(world))
     try:
-        for part in parts:
-            try:
-                devices += await part.start(world, work / part.name, broker.url)
-                started.append(part)
-            except Exception:  # a simulator that cannot run here: the others still load the gateway
-                continue
+        await asyncio.to_thread(sys.stdin.read)
+    finally:
+        life.cancel()
+        for part in started:
+            await part.stop()
+
+
+async def _run(broker: Mosquitto, work: Path, n: int) -> tuple[list[float], int, int]:
+    clock = SystemClock()
+    sims = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.orders", "sims", str(work), broker.url, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, cwd=REPO)  # fmt: skip
+    try:
+        assert sims.stdout is not None
+        line = await asyncio.wait_for(sims.stdout.readline(), 60)
+        devices: list[dict[str, Any]] = orjson.loads(line)
         raw: dict[str, Any] = yaml.safe_load(demo_manifest_text())
         raw["devices"] = devices
         raw["api"] = {"enabled": False}
@@ -108,7 +129,6 @@ async def _run(broker: Mosquitto, work: Path, n: int) -> tuple[list[float], int,
             await asyncio.sleep(3)  # devices online, cmd/+ subscribed
             hub = await asyncio.to_thread(_Hub, broker.port)
             rng = random.Random(5)
-            life = asyncio.create_task(_store_life(world))
             try:
                 start = time.perf_counter()
                 for i in range(n):
@@ -123,14 +143,18 @@ async def _run(broker: Mosquitto, work: Path, n: int) -> tuple[list[float], int,
                 while len(hub.got) < n and time.monotonic() < limit:  # noqa: ASYNC110 - replies arrive on paho's thread
                     await asyncio.sleep(0.05)
             finally:
-                life.cancel()
                 hub.close()
         lat = [(hub.got[r][0] - t0) * 1000 for r, t0 in hub.sent.items() if r in hub.got]
         ok = sum(1 for _, good in hub.got.values() if good)
         return lat, ok, n - len(lat)
     finally:
-        for part in started:
-            await part.stop()
+        if sims.stdin is not None:
+            sims.stdin.close()
+        try:
+            await asyncio.wait_for(sims.wait(), 20)
+        except TimeoutError:
+            sims.kill()
+            await sims.wait()
 
 
 async def _store_life(world: World) -> None:
@@ -167,4 +191,7 @@ def bench_orders(quick: bool) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    print(orjson.dumps(bench_orders(quick=True)).decode())
+    if sys.argv[1:2] == ["sims"]:
+        asyncio.run(_sims_main(Path(sys.argv[2]), sys.argv[3]))
+    else:
+        print(orjson.dumps(bench_orders(quick=True)).decode())
