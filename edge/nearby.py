@@ -104,6 +104,10 @@ class _Neighbour:
     skus: dict[str, _Figure] = field(default_factory=dict)
 
 
+Verdict = tuple[str, str | None, str | None, str | None]
+"""(state fresh|stale|unknown, reason code, since when (RFC 3339), why in words)."""
+
+
 def _iso(t: datetime | None) -> str | None:
     return t.isoformat().replace("+00:00", "Z") if t is not None else None
 
@@ -227,10 +231,10 @@ class NearbyView:
         now = self.clock.now()
         stores = []
         for n in self.neighbours.values():
-            state, why = self._store_state(n)
+            state, reason, since, why = self._store_state(n)
             stores.append({**self._who(n), "status": n.status if n.status_session == self._session else None,
-                           "status_since": _iso(n.status_received), "state": state, "why": why,
-                           "skus": len(n.skus)})  # fmt: skip
+                           "status_since": _iso(n.status_received), "state": state, "reason": reason,
+                           "since": since, "why": why, "skus": len(n.skus)})  # fmt: skip
         return {"time": _iso(now), "hub": self._hub(), "stores": stores}
 
     async def cmd_get(self, req: Any) -> dict[str, Any]:
@@ -245,33 +249,40 @@ class NearbyView:
     def _who(n: _Neighbour) -> dict[str, Any]:
         return {"store": n.id, "name": n.name or n.info_name or None, "distance_km": n.distance_km}
 
-    def _store_state(self, n: _Neighbour) -> tuple[str, str | None]:
-        """('fresh', None) when the neighbour can be believed right now, else ('stale'|'unknown', why)."""
+    def _store_state(self, n: _Neighbour) -> Verdict:
+        """('fresh', None, None, None) when the neighbour can be believed right now, else (stale|unknown,
+        reason code, since when, why in words)."""
+        hub = _iso(self.hub_since)
         if not self.hub_up:
-            return "unknown", f"hub offline since {_iso(self.hub_since)}: the neighbours cannot be seen"
+            return "unknown", "hub_offline", hub, f"hub offline since {hub}: the neighbours cannot be seen"
         if n.status_session != self._session or n.status is None:
-            return "unknown", f"no status from the store since the hub connection at {_iso(self.hub_since)}"
+            return "unknown", "no_status", hub, f"no status from the store since the hub connection at {hub}"
         if n.status == "offline":
-            return "stale", (f"the store's gateway is offline (since {_iso(n.status_time or n.status_received)}); "
-                             "its figures are as of then")
-        return "fresh", None
+            since = _iso(n.status_time or n.status_received)
+            return "stale", "store_offline", since, (f"the store's gateway is offline (since {since}); its figures "
+                                                     "are as of then")
+        return "fresh", None, None, None
 
     def _row(self, n: _Neighbour, sku: str, now: datetime) -> dict[str, Any]:
-        row: dict[str, Any] = {**self._who(n), "state": "fresh", "why": None, "atp": None, "on_hand": None,
+        row: dict[str, Any] = {**self._who(n), "state": "fresh", "reason": None, "since": None, "why": None,
+                               "atp": None, "on_hand": None,
                                "reserved": None, "certain_only": None, "updated": None, "received": None,
                                "age_s": None, "last_known": None, "item_name": None}  # fmt: skip
         fig = n.skus.get(sku)
-        state, why = self._store_state(n)
-        if state == "fresh":
+        verdict = self._store_state(n)
+        if verdict[0] == "fresh":
             if fig is None or fig.session != self._session:
-                state, why = "unknown", ("the store publishes no ATP for this SKU (not in its catalog, or not "
-                                         "received yet)")
+                verdict = ("unknown", "no_figure", None, "the store publishes no ATP for this SKU (not in its "
+                                                         "catalog, or not received yet)")
             elif fig.updated > now + CLOCK_AHEAD:
-                state, why = "unknown", f"its figure is dated {_iso(fig.updated)}, ahead of this gateway's clock"
+                at = _iso(fig.updated)
+                verdict = ("unknown", "clock_ahead", at, f"its figure is dated {at}, ahead of this gateway's clock")
             elif (now - fig.updated).total_seconds() > self.cfg.max_age_s:
-                state, why = "stale", (f"its figure dates from {_iso(fig.updated)}, older than "
-                                       f"{self.cfg.max_age_s:g} s (nearby: max_age_s)")
-        row["state"], row["why"] = state, why
+                at = _iso(fig.updated)
+                verdict = ("stale", "too_old", at, f"its figure dates from {at}, older than "
+                                                   f"{self.cfg.max_age_s:g} s (nearby: max_age_s)")
+        state = verdict[0]
+        row["state"], row["reason"], row["since"], row["why"] = verdict
         if fig is None:
             return row
         if state == "fresh":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,19 @@ from edge.brokers import Mosquitto, NatsMqtt
 from edge.clock import ManualClock
 from edge.config import Manifest, parse_manifest
 from firmware_sim.world import demo_manifest_text
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """scripts/test runs the suite in two phases: EDGE_TEST_PHASE=parallel (on pytest-xdist workers) keeps the
+    tests not marked `alone`, EDGE_TEST_PHASE=alone (serially, afterwards) only those. Unset: every test."""
+    phase = os.environ.get("EDGE_TEST_PHASE")
+    if phase not in ("parallel", "alone"):
+        return
+    alone = phase == "alone"
+    keep = [i for i in items if (i.get_closest_marker("alone") is not None) == alone]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if (i.get_closest_marker("alone") is not None) != alone])
+        items[:] = keep
 
 
 @pytest.fixture

@@ -109,7 +109,7 @@ async def test_nearby_answers_with_the_neighbour_running_offline_and_without_hub
             assert n["updated"] and n["received"] and n["age_s"] >= 0 and n["why"] is None
             assert got["stores"][0]["store"] == "north"  # who has it first, though ghost is nearer
             g = _row(got, "ghost")
-            assert (g["state"], g["atp"]) == ("unknown", None) and "no status" in g["why"]
+            assert (g["state"], g["atp"], g["reason"]) == ("unknown", None, "no_status") and "no status" in g["why"]
             assert (got["have"], got["unknown"], got["hub"]["connected"]) == (1, 1, True)
             # the clerk's view: the dashboard in zh-CN (headless system Chromium)
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -130,7 +130,7 @@ async def test_nearby_answers_with_the_neighbour_running_offline_and_without_hub
             assert {s["store"]: s["state"] for s in reply["result"]["stores"]} == {"north": "fresh", "ghost": "unknown"}
             # a SKU north does not publish: unknown, not 0
             tea = (await run.client.get("/api/v1/nearby/tea-500", headers=h)).json()
-            assert (_row(tea, "north")["state"], _row(tea, "north")["atp"]) == ("unknown", None)
+            assert [_row(tea, "north")[k] for k in ("state", "atp", "reason")] == ["unknown", None, "no_figure"]
             # bad input: a clear error, the same over REST and MQTT
             r = await run.client.get("/api/v1/nearby/bad%20sku", headers=h)
             assert (r.status_code, r.json()["error"]["code"]) == (400, "bad_request")
@@ -162,6 +162,7 @@ async def test_nearby_answers_with_the_neighbour_running_offline_and_without_hub
             got = await wait_for(lambda: north_is("unknown"), 20, "unknown while the hub is down")
             n = _row(got, "north")
             assert n["atp"] is None and "hub offline" in n["why"] and n["last_known"]["atp"] == 9
+            assert (n["reason"], n["since"]) == ("hub_offline", got["hub"]["since"])
             assert got["hub"]["connected"] is False and got["have"] == 0
             # back: the broker sends the retained state again, the figure is fresh again
             hub.start()
@@ -173,9 +174,10 @@ async def test_nearby_answers_with_the_neighbour_running_offline_and_without_hub
             got = await wait_for(lambda: north_is("stale"), 20, "stale once north is offline")
             n = _row(got, "north")
             assert n["atp"] is None and "offline" in n["why"] and n["last_known"]["atp"] == 9
+            assert n["reason"] == "store_offline" and n["since"]
             assert got["have"] == 0
             text = await _look_up(page, "cola-330", "stale")
-            assert "可售" not in text and "上次报告 9" in text and "offline" in text, text
+            assert "可售" not in text and "上次报告 9" in text and "该店自" in text and "起离线" in text, text
             over = (await run.client.get("/api/v1/nearby", headers=h)).json()
             assert {s["store"]: (s["state"], s["status"]) for s in over["stores"]} == {
                 "north": ("stale", "offline"), "ghost": ("unknown", None)}

@@ -28,7 +28,8 @@ from tests.deploy.test_backup import GTIN
 from tests.deploy.test_backup import rows as outbox_rows
 from tests.faults.daemon import healthz, until
 
-pytestmark = pytest.mark.timeout(240)
+# one worker runs the whole file: base_root installs once per session (per worker under pytest-xdist)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.xdist_group("install")]
 REPO = Path(__file__).resolve().parents[2]
 UV = REPO / ".venv" / "bin" / "uv"
 SOURCES = ("pyproject.toml", "README.md", "requirements-runtime.lock", "edge", "drivers", "rules", "firmware_sim",

@@ -77,6 +77,7 @@ def check_complete(events: list[dict[str, Any]], device: str, total: int) -> Non
     assert seq == list(range(seq[0], seq[0] + total)), f"{device}: a hole in the source's sequence"
 
 
+@pytest.mark.alone  # a three-node JetStream cluster at 150 events/s needs the shared cores to itself
 async def test_node_in_use_killed_twice_mid_stream(cluster: NatsCluster, demo_manifest: Manifest,
                                                    tmp_path: Path) -> None:
     # the hub side: a persistent QoS 1 subscriber on every node (the one on a node never killed is read)
@@ -174,6 +175,7 @@ async def _check_session_state(recorders: list[HubRecorder], node: NatsNode, sin
     finally:
         status.close()
 
+@pytest.mark.alone  # a three-node JetStream cluster at 150 events/s needs the shared cores to itself
 async def test_every_node_down_store_runs_offline_then_catches_up(cluster: NatsCluster, demo_manifest: Manifest,
                                                                   tmp_path: Path) -> None:
     # persistent QoS 1 subscribers, one per node: each reconnects when its node is back

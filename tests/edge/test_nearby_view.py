@@ -60,10 +60,12 @@ def test_fresh_stale_unknown(clock: ManualClock) -> None:
     clock.advance(580)
     r = _row(view, "n1")
     assert (r["state"], r["atp"], r["last_known"]["atp"]) == ("stale", None, 4) and "older than 600" in r["why"]
+    assert r["reason"] == "too_old" and r["since"] == r["last_known"]["updated"]
     assert _row(view, "n2")["state"] == "fresh"
     # a time ahead of ours is not believed
     _atp(view, "n2", "cola", 9, _iso(clock, 3600))
-    assert (_row(view, "n2")["state"], _row(view, "n2")["atp"]) == ("unknown", None)
+    assert (_row(view, "n2")["state"], _row(view, "n2")["atp"], _row(view, "n2")["reason"]) == ("unknown", None,
+                                                                                             "clock_ahead")
     # offline by its will: stale
     _atp(view, "n2", "cola", 9, _iso(clock))
     _online(view, "n2", "offline")

@@ -21,6 +21,7 @@ from firmware_sim.storeday import StoreDayConfig, run_storeday
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.mark.alone  # store time runs 5x real time: accuracy and latency need the cores to itself
 async def test_short_store_day_meets_the_goals(tmp_path: Path) -> None:
     cfg = StoreDayConfig(sim_s=150.0, outage_at_s=60.0, outage_s=30.0, seed=11)
     got = await run_storeday(cfg, tmp_path)

@@ -4,6 +4,12 @@
 // Loaded after app.js: uses its t(), api(), esc(), when(), nameOf(), fmt and $().
 "use strict";
 
+// why a figure is not current, in the page's language (the answer's `why` stays as the title)
+const NEARBY_WHY = {
+  hub_offline: "nearby.why_hub_offline", no_status: "nearby.why_no_status", store_offline: "nearby.why_store_offline",
+  no_figure: "nearby.why_no_figure", clock_ahead: "nearby.why_clock_ahead", too_old: "nearby.why_too_old",
+};
+
 function nearbySkuOptions() {
   const list = $("nearby-skus");
   list.innerHTML = Object.keys(state.names.catalog || {}).sort()
@@ -20,7 +26,8 @@ function nearbyRow(r) {
     what = `<strong class="nearby-atp">${esc(t("nearby.available", { n: fmt.num(r.atp) }))}</strong>`
       + ` <span class="muted">${esc(t("nearby.as_of", { time: when(r.updated) }))}</span>`;
   } else {
-    what = `<span class="nearby-why">${esc(r.why || "")}</span>`;
+    const why = NEARBY_WHY[r.reason];
+    what = `<span class="nearby-why" title="${esc(r.why || "")}">${esc(why ? t(why, { time: when(r.since) }) : r.why || "")}</span>`;
     if (r.last_known) {
       what += ` <span class="muted">${esc(t("nearby.last_known", { n: fmt.num(r.last_known.atp), time: when(r.last_known.updated) }))}</span>`;
     }
