@@ -4,8 +4,7 @@ passes (elapsed), whichever first, or when staff finish; each start and end is a
 
 from __future__ import annotations
 
-import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,23 +12,9 @@ import pytest
 from edge.config import Manifest
 from edge.errors import CommandError
 from edge.events import StockChanged
-from edge.state import StockState
 from rules.alerts import AlertOpened
-from rules.config import RulesConfig
 from rules.engine import RestockingEnded, RestockingStarted, RulesEngine, split
-
-T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
-RULES = RulesConfig.model_validate({"defaults": {"min": 3, "debounce_s": 10, "escalate_after_s": 600},
-                                    "mute_max_s": 1800})
-
-
-def engine(m: Manifest) -> RulesEngine:
-    ids = itertools.count(1)
-    e = RulesEngine(m, rules=RULES, new_id=lambda: f"id-{next(ids)}")
-    ok, problems, _ = e.load_body(RULES.model_dump(exclude={"file", "watch_interval_s"}), "start", T0)
-    assert ok, problems
-    e.restore([], StockState(m), T0)
-    return e
+from tests.rules.test_snooze import T0, engine  # the rules engine on an injected clock (mute_max_s 1800 s)
 
 
 def change(sku: str, count: int, prev: int, s: float) -> StockChanged:
