@@ -183,7 +183,7 @@ async def test_zh_cn_names_language_switch_and_urgency(mosquitto: Mosquitto, tmp
         rack = {"name": "Apparel rack", "names": {"zh-CN": "服装挂架"}, "zone": "apparel"}
         assert names["shelves"]["rack-c1"] == rack
         assert names["catalog"]["tee-l"] == {"name": "T-shirt L", "names": {"zh-CN": "T恤 L码"}}
-        assert names["zones"]["entrance"] == {"name": "Entrance", "names": {}}
+        assert names["zones"]["entrance"] == {"name": "Entrance", "names": {"zh-CN": "入口"}}  # the demo manifest's
         for path in ("/api/v1/names", "/api/v1/beacons"):
             assert (await run.client.get(path, headers=run.headers("shopper-app"))).status_code == 403
             assert (await run.client.get(path)).status_code == 401
