@@ -46,6 +46,7 @@ SKIPPED = {"GET /api/v1/events"}  # endless SSE stream
 # does not apply; every other check does.
 SEMANTIC = {"POST /api/v1/alerts/{alert_id}/ack", "POST /api/v1/sightings", "POST /api/v1/rules/reload",
             "POST /api/v1/alerts/{alert_id}/resolve",  # a printable reason
+            "POST /api/v1/alerts/{alert_id}/snooze",  # a printable staff name
             "POST /api/v1/shelves/{shelf}/restocking",  # duration_s up to the rules' mute_max_s (runtime config)
             "POST /api/v1/pairings/redeem",  # a code the admin opened
             "POST /api/v1/manifest",  # a manifest that validates for this store, a version above the running one
