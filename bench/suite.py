@@ -1,7 +1,7 @@
 """`edge-gateway bench`: every section measured in one run on this machine; a table, then ONE JSON line.
 
-Sections (names for `--only`): spine, rss, backlog, peers, rfid, shelf, ble, rules, storeday, epcis, and fleet
-(only when named: `--only fleet`). The figure
+Sections (names for `--only`): spine, rss, backlog, peers, rfid, shelf, ble, rules, storeday, epcis, orders,
+atp, and fleet (only when named: `--only fleet`). The figure
 names and goals are documented in docs/benchmarks.md. A section that cannot run here reports
 `<section>_unavailable` with the reason instead of a number. The last line of stdout is the JSON object.
 """

@@ -171,8 +171,13 @@ class Pipeline:
                 for proc in self._processors_for(type(reading)):
                     try:
                         outputs.extend(proc.feed(reading, now))
-                    except Exception:  # a processor bug must not stop the store: count, log, go on
-                        self.metrics.inc("edge_processor_errors_total", processor=type(proc).__name__)
+                    except Exception as exc:  # a processor bug must not stop the store: count, log, go on
+                        failed = 1
+                        if isinstance(exc, BatchFailed):  # some samples of a batch: the others' outputs go on
+                            outputs.extend(exc.outputs)
+                            failed = exc.failed
+                        self.metrics.inc("edge_processor_errors_total", float(failed),
+                                         processor=type(proc).__name__)
                         self._limiter.log(log, logging.ERROR, type(proc).__name__,
                                           "processor %s failed on a reading", type(proc).__name__, exc_info=True)
             if outputs:

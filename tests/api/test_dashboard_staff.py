@@ -145,7 +145,8 @@ def test_catalogs_have_the_same_keys() -> None:
     zh, en = (json.loads((STATIC / "i18n" / f"{lang}.json").read_text("utf-8")) for lang in ("zh-CN", "en"))
     assert keys(zh) == keys(en)
     used = {k for k in keys(en) if not k.startswith("kind.") and not k.startswith("state_")}
-    source = "".join((STATIC / f).read_text("utf-8") for f in ("app.js", "index.html", "charts.js", "pairing.js", "nearby.js", "picks.js"))
+    pages = ("app.js", "index.html", "charts.js", "pairing.js", "nearby.js", "picks.js")
+    source = "".join((STATIC / f).read_text("utf-8") for f in pages)
     assert {k for k in used if f'"{k}"' not in source} == set()  # every string is used
 
 

@@ -10,7 +10,7 @@ import random
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -27,8 +27,9 @@ from edge.clock import ManualClock, SystemClock
 from edge.config import Manifest
 from edge.errors import FrameError
 from edge.metrics import Metrics
-from edge.pipeline import BatchQueue, reading_weight
-from edge.processing import BatchFailed
+from edge.pipeline import BatchQueue, Pipeline, reading_weight
+from edge.processing import BatchFailed, Processor
+from edge.state import StockState
 from edge.supervisor import Supervisor
 
 
@@ -167,6 +168,42 @@ def test_a_failing_sample_loses_only_itself(demo_manifest: Manifest) -> None:
     assert [(o.shelf, o.lane, o.count) for o in out if isinstance(o, ShelfCountChanged)] == [("shelf-a1", "l1", 4)]
     engine = proc.lane_engine("shelf-1", "shelf-a1", "l1")
     assert engine is not None and engine.count == 4
+
+
+class _RoomyOutbox:
+    async def wait_room(self) -> None:
+        return None
+
+
+async def test_the_pipeline_routes_the_good_samples_of_a_partly_failed_batch(demo_manifest: Manifest) -> None:
+    clock = ManualClock()
+    p = Pipeline(stock=StockState(demo_manifest), outbox=_RoomyOutbox(), clock=clock,  # type: ignore[arg-type]
+                 metrics=Metrics(), tick_interval=3600.0)
+    p.add_processor(cast(Processor, ShelfProcessor(demo_manifest, clock)))  # loaded by name, as edge/gateway.py does
+    routed: list[object] = []
+
+    def keep(outputs: list[object], _now: object) -> None:
+        routed.extend(outputs)
+
+    setattr(p, "route", keep)  # noqa: B010 - what the pipeline routes, without a store behind it
+    task = asyncio.create_task(p.run())
+    try:
+        for k in range(160):  # every batch has two bad samples (a driver bug) beside the lane's good one
+            clock.advance(1 / 80)
+            bad: Any = ("shelf-a1", "l2", "heavy", True)
+            good = ("shelf-a1", "l1", 4 * 355.0 + (k % 3) * 0.5, True)
+            await p.queue.put(WeightSamples(device_id="shelf-1", time=clock.now(), samples=(bad, good, bad)))
+            await asyncio.sleep(0)
+        for _ in range(100):
+            if p.queue.empty():
+                break
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    finally:
+        task.cancel()
+    assert not task.done() or task.cancelled()
+    assert p.metrics.value("edge_processor_errors_total", processor="ShelfProcessor") == 320  # one per bad sample
+    assert [(o.shelf, o.lane, o.count) for o in routed if isinstance(o, ShelfCountChanged)] == [("shelf-a1", "l1", 4)]
 
 
 async def test_batch_queue_bounds_the_weight_and_keeps_order() -> None:
