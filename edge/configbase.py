@@ -16,10 +16,9 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-Ident = Annotated[
-    str,
-    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="letters, digits, '_', '.', '-'"),
-]
+IDENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""Ids (store, shelf, SKU, device, order): 1-64 of A-Z a-z 0-9 _ . -, starting with a letter or digit."""
+Ident = Annotated[str, Field(pattern=IDENT_PATTERN, description="letters, digits, '_', '.', '-'")]
 """An id that is safe inside an MQTT topic level and a URL path segment (no `/`, `+`, `#`)."""
 
 # ---- bounded numbers ------------------------------------------------------------------------

@@ -29,11 +29,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from edge.clock import Clock
+from edge.configbase import IDENT_PATTERN
 from edge.errors import CommandError
 from edge.metrics import Metrics
 from edge.nearbyconfig import NearbyConfig
 
-_SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # edge.configbase.Ident
+_SKU = re.compile(IDENT_PATTERN)
 COUNT_LIMIT = 10**9  # no store promises more of one SKU
 CLOCK_AHEAD = timedelta(minutes=5)  # a neighbour's time further ahead of ours than this is not believed
 
@@ -181,7 +182,7 @@ class NearbyView:
             self._reject("invalid")
 
     def _atp(self, n: _Neighbour, sku: str, payload: bytes, now: datetime) -> None:
-        if not _SKU.match(sku):
+        if not _SKU.fullmatch(sku):
             self._reject("topic")
             return
         if not payload:  # the retained figure was cleared: the SKU is gone from that store's catalog
@@ -216,7 +217,7 @@ class NearbyView:
     def answer(self, sku: object) -> dict[str, Any]:
         """Who nearby has `sku`, how many, how fresh: one row per neighbour, those with a fresh figure above
         0 first (nearest first), then the rest."""
-        if not isinstance(sku, str) or not _SKU.match(sku):
+        if not isinstance(sku, str) or not _SKU.fullmatch(sku):
             raise CommandError("bad_request", "sku must be a SKU id: 1-64 letters, digits, '_', '.', '-'")
         now = self.clock.now()
         rows = [self._row(n, sku, now) for n in self.neighbours.values()]

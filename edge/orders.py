@@ -41,6 +41,7 @@ import orjson
 
 from edge.commands import canonical_json
 from edge.config import Manifest, OrdersConfig
+from edge.configbase import IDENT_PATTERN
 from edge.errors import CommandError
 from edge.events import Event, EventClass, StockChanged
 from edge.runtime import Delete, GatewayView, Upsert
@@ -49,8 +50,8 @@ log = logging.getLogger(__name__)
 
 SOURCE = "orders"  # the CloudEvents source of order events
 KV_PREFIX = "order/"  # kv key of an order's row: order/<id>
-ORDER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # scannable as ORDER:<id> / COLLECT:<id>
-GTIN14 = re.compile(r"\d{14}")
+ORDER_ID = re.compile(IDENT_PATTERN)  # scannable as ORDER:<id> / COLLECT:<id>
+GTIN14 = re.compile(r"[0-9]{14}")  # ASCII digits only (\d takes any Unicode digit)
 MODES = ("pickup", "ship")
 SENSED_ORIGINS = frozenset({"weight", "rfid"})  # the shelf's own sensors (a scan or a count is not a pick)
 SCAN_PICKED = "retail.scan.picked.v1"  # drivers/scanner/events.py (edge/ does not import drivers/)

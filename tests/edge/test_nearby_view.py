@@ -113,9 +113,10 @@ def test_untrusted_input_is_bounded_and_counted(clock: ManualClock) -> None:
     assert m.value("edge_nearby_rejected_total", reason="too_large") == 1
     assert m.value("edge_nearby_rejected_total", reason="invalid") == 3
     assert _row(view, "n1", "a")["atp"] == 1
-    with pytest.raises(CommandError) as info:
-        view.answer("../etc")
-    assert info.value.code == "bad_request"
+    for bad in ("../etc", "a\n"):  # a trailing newline is no SKU either
+        with pytest.raises(CommandError) as info:
+            view.answer(bad)
+        assert info.value.code == "bad_request"
 
 
 def _manifest(nearby: Any) -> str:

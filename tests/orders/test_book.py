@@ -64,6 +64,8 @@ def test_request_gtin_maps_to_sku_and_digest_is_stable(demo_manifest: Manifest) 
     ({"due": T0.isoformat()}, "bad_request"),  # not in the future
     ({"due": (T0 + timedelta(days=8)).isoformat()}, "bad_request"),
     ({"order_id": "has space"}, "bad_request"),
+    ({"lines": [{"gtin": "\u0660\u0665\u0664\u0664\u0669\u0660\u0660\u0660\u0660\u0660\u0660\u0669\u0669\u0666",
+                 "qty": 1}]}, "bad_request"),  # Arabic-Indic digits are no GTIN (Python's \d would take them)
 ])
 def test_request_refusals(demo_manifest: Manifest, change: dict[str, Any], code: str) -> None:
     with pytest.raises(CommandError) as err:
