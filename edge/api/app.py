@@ -36,6 +36,7 @@ from edge.api.orders import add_order_routes
 from edge.api.pairing import add_pairing_routes
 from edge.api.sse import event_stream
 from edge.config import TokenConfig
+from edge.configbase import IDENT_PATTERN
 from edge.errors import CommandError
 from edge.runtime import GatewayView
 from edge.state import MAX_CORRECTED_COUNT, StockCorrected
@@ -203,7 +204,8 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 AlertState = Literal["open", "acknowledged", "resolved", "expired"]
-_ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
+_ISO_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _iso_text(v: object) -> object:
@@ -214,6 +216,16 @@ def _iso_text(v: object) -> object:
 
 
 IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+
+
+def _iso_date_text(v: object) -> object:
+    """Only YYYY-MM-DD: pydantic would also take a number ("6.3e-93") as a UNIX time's day."""
+    if not isinstance(v, str) or not _ISO_DATE.fullmatch(v):
+        raise ValueError("must be a day as YYYY-MM-DD, e.g. 2026-12-04")
+    return v
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]
 
 
 class ReloadBody(BaseModel):
@@ -605,14 +617,14 @@ def create_app(
     # ---- nearby stores (edge/nearby.py; the same answers as cmd/nearby.get) ----
     @app.get("/api/v1/nearby", tags=["stock"], responses=_errors(400))
     async def nearby(
-        _: Reader, sku: Annotated[str | None, Query(max_length=64, description="answer for this SKU")] = None,
+        _: Reader, sku: Annotated[str | None, Query(pattern=IDENT_PATTERN, description="answer for this SKU")] = None,
     ) -> dict[str, Any]:
         """The neighbouring stores (manifest `nearby:`) and whether they can be seen; with `sku`, who nearby
         has it, how many and how fresh (as `/api/v1/nearby/{sku}`)."""
         return gw.nearby.overview() if sku is None else gw.nearby.answer(sku)
 
     @app.get("/api/v1/nearby/{sku}", tags=["stock"], responses=_errors(400))
-    async def nearby_sku(sku: Annotated[str, PathParam(max_length=64)], _: Reader) -> dict[str, Any]:
+    async def nearby_sku(sku: Annotated[str, PathParam(pattern=IDENT_PATTERN)], _: Reader) -> dict[str, Any]:
         """Who nearby has `sku`: per neighbour `state` fresh (its `atp` now), stale or unknown (`atp` null,
         `why`, the last figure known apart in `last_known`): never a guess."""
         return gw.nearby.answer(sku)
@@ -744,7 +756,7 @@ def create_app(
     @app.get("/api/v1/traffic", tags=["traffic"])
     async def traffic(
         _: Reader,
-        day: Annotated[date | None, Query(description="only the closed hours kept of this store-local day "
+        day: Annotated[IsoDate | None, Query(description="only the closed hours kept of this store-local day "
                                                        "(YYYY-MM-DD; the last 15 days are kept)")] = None,
     ) -> dict[str, Any]:
         """Foot traffic today (store-local day), occupancy, zone presence, and the hours of the same weekday

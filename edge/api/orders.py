@@ -7,13 +7,14 @@ itself (not by a pydantic model), so a refusal has the same code and message as 
 (No `from __future__ import annotations`: FastAPI must see the dependency aliases at definition time.)
 """
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 from edge.api.auth import Principal, TokenStore, require
+from edge.configbase import IDENT_PATTERN
 from edge.orders import OrderService
 from edge.runtime import GatewayView
 
@@ -22,6 +23,24 @@ ORDER_EXAMPLE = {"order_id": "8812", "mode": "pickup", "due": "2026-12-04T18:00:
 _TEXT = {400: "bad request (a field named, with the fix)", 404: "no such order, SKU, GTIN or shelf",
          409: "the order id is used with another body, or the order's state does not allow it",
          503: "the order book is not running in this gateway"}
+
+
+OrderState = Literal["reserved", "short", "ready", "collected", "cancelled", "expired"]
+# The body's shape as parse_request checks it; what depends on the store (due ahead of its clock and within
+# orders.max_ahead_s, at most orders.max_lines lines and orders.max_quantity units, SKUs in the catalog) is
+# checked there, with the same codes as over MQTT.
+_LINE = {"type": "object", "additionalProperties": False, "required": ["qty"],
+         "properties": {"sku": {"type": "string", "minLength": 1, "maxLength": 64},
+                        "gtin": {"type": "string", "pattern": "^[0-9]{14}$", "description": "GTIN-14"},
+                        "qty": {"type": "integer", "minimum": 1}},
+         "oneOf": [{"required": ["sku"], "not": {"required": ["gtin"]}},
+                   {"required": ["gtin"], "not": {"required": ["sku"]}}]}
+ORDER_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["order_id", "lines", "mode", "due"],
+                "properties": {"order_id": {"type": "string", "pattern": IDENT_PATTERN},
+                               "lines": {"type": "array", "minItems": 1, "items": _LINE},
+                               "mode": {"type": "string", "enum": ["pickup", "ship"]},
+                               "due": {"type": "string", "format": "date-time", "maxLength": 64}},
+                "examples": [ORDER_EXAMPLE]}
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -39,7 +58,7 @@ def add_order_routes(app: FastAPI, gw: GatewayView, store: TokenStore) -> None:
     Hq = Annotated[Principal, Depends(require(store, "hq", "admin"))]
     Staff = Annotated[Principal, Depends(require(store, "staff", "admin"))]
     Reader = Annotated[Principal, Depends(require(store, "staff", "hq", "admin"))]
-    OrderId = Annotated[str, PathParam(max_length=64)]
+    OrderId = Annotated[str, PathParam(pattern=IDENT_PATTERN)]
 
     def svc() -> OrderService:
         orders = getattr(gw, "orders", None)
@@ -47,8 +66,10 @@ def add_order_routes(app: FastAPI, gw: GatewayView, store: TokenStore) -> None:
             raise HTTPException(503, detail="the order book is not running in this gateway")
         return orders
 
-    @app.post("/api/v1/orders", tags=["orders"], responses=_errors(400, 404, 409, 503))
-    async def reserve(body: Annotated[dict[str, Any], Body(examples=[ORDER_EXAMPLE])], _: Hq) -> dict[str, Any]:
+    @app.post("/api/v1/orders", tags=["orders"], responses=_errors(400, 404, 409, 503),
+              openapi_extra={"requestBody": {"required": True,
+                                             "content": {"application/json": {"schema": ORDER_SCHEMA}}}})
+    async def reserve(body: Annotated[dict[str, Any], Body()], _: Hq) -> dict[str, Any]:
         """Reserve an online order: {order_id, lines: [{sku or gtin (GTIN-14), qty}], mode: pickup | ship, due
         (RFC 3339 with zone)}. The answer says per line what was reserved and what is short, and lists the pick
         tasks; it is committed (with its events) before this returns. The same order again (same id and body)
@@ -58,8 +79,7 @@ def add_order_routes(app: FastAPI, gw: GatewayView, store: TokenStore) -> None:
     @app.get("/api/v1/orders", tags=["orders"], responses=_errors(400, 503))
     async def orders(
         _: Reader,
-        state: Annotated[str | None, Query(max_length=16, description="reserved, short, ready, collected, "
-                                                                      "cancelled or expired")] = None,
+        state: Annotated[OrderState | None, Query(description="only orders in this state")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> dict[str, Any]:
         """Orders the store remembers (open ones, closed ones for orders.keep_closed_s), the latest due first."""

@@ -50,6 +50,7 @@ SEMANTIC = {"POST /api/v1/alerts/{alert_id}/ack", "POST /api/v1/sightings", "POS
             "POST /api/v1/shelves/{shelf}/restocking",  # duration_s up to the rules' mute_max_s (runtime config)
             "POST /api/v1/pairings/redeem",  # a code the admin opened
             "POST /api/v1/manifest",  # a manifest that validates for this store, a version above the running one
+            "POST /api/v1/orders",  # due ahead of the store's clock, SKUs and GTINs of its catalog, orders.max_*
             # an alert kind the rules engine knows, a cursor this gateway handed out
             "GET /api/v1/alerts", "GET /api/v1/export/alerts.csv"}
 # A refusal is a refusal: 413 (body over api.max_body_bytes) rejects negative data as well as 400/422 do.
