@@ -47,6 +47,7 @@ def test_demo_messages_validate(tmp_path: Path, mosquitto: Mosquitto) -> None:
     problems: list[str] = []
     status = _validator(doc, "#/components/messages/status/payload")
     shelf = _validator(doc, "#/components/messages/shelf_stock/payload")
+    reply = _validator(doc, "#/components/messages/reply/payload")
     for m in msgs:
         body = orjson.loads(m.payload)
         if m.topic.endswith("/status"):
@@ -66,6 +67,10 @@ def test_demo_messages_validate(tmp_path: Path, mosquitto: Mosquitto) -> None:
             continue
         if "/cmd/" in m.topic:
             continue
+        if "/reply/" in m.topic:  # the gateway's answers to the demo hub's commands (its online orders)
+            problems += [f"{m.topic}: {e.message}" for e in reply.iter_errors(body)]
+            seen_types.add("reply")
+            continue
         for ev in body if isinstance(body, list) else [body]:
             name = by_type.get(ev.get("type"))
             if name is None:
@@ -80,5 +85,5 @@ def test_demo_messages_validate(tmp_path: Path, mosquitto: Mosquitto) -> None:
     assert not problems, "\n".join(sorted(set(problems))[:40])
     # the demo exercises every device family's path to the hub
     for t in ("retail.stock.changed.v1", "retail.device.status.v1", "retail.rfid.tag.arrived.v1", "state_atp",
-              "state_info", "state_catalog"):
+              "state_info", "state_catalog", "reply"):
         assert t in seen_types, sorted(seen_types)

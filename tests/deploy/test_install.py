@@ -75,9 +75,9 @@ def source_tree(dst: Path, version: str, *, broken: bool = False) -> Path:
     if broken:  # starts, then dies before serving: it never answers /healthz
         cli = dst / "edge" / "cli.py"
         text = cli.read_text()
-        marker = '    log = logging.getLogger("edge")\n    manifest = check_manifest(config)'
-        assert marker in text
-        cli.write_text(text.replace(marker, marker + '\n    raise SystemExit("broken release")', 1))
+        marker = re.compile(r"^    manifest = check_manifest\(config\).*$", re.M)  # `run` only: the daemon's start
+        assert len(marker.findall(text)) == 1, "edge/cli.py: the daemon's start line to break is not found once"
+        cli.write_text(marker.sub(lambda m: m.group(0) + '\n    raise SystemExit("broken release")', text))
     return dst
 
 

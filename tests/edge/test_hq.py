@@ -44,14 +44,22 @@ async def view_of(url: str, topics: str = "stores") -> ChainView:
 
 
 async def eventually(get: Callable[[], Awaitable[ChainView]], pred: Callable[[ChainView], bool], what: str,
-                     tries: int = 150) -> None:
-    """Read the view again until `pred` holds (at most `tries` reads, 0.2 s apart)."""
-    for _ in range(tries):
+                     within: float = 45.0, daemon: tuple[subprocess.Popen[bytes], Path] | None = None) -> None:
+    """Read the view again until `pred` holds, for at most `within` seconds (a read waits up to 10 s for its
+    snapshot); a store daemon that died meanwhile fails at once with its log."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    view = ChainView(ROOT)
+    while loop.time() < end:
+        if daemon is not None and daemon[0].poll() is not None:
+            raise AssertionError(f"the store daemon exited {daemon[0].returncode} while waiting for {what}: "
+                                 + daemon[1].read_text(errors="replace")[-3000:])
         view = await get()
         if pred(view):
             return
         await asyncio.sleep(0.2)
-    raise AssertionError(f"never: {what}; last view {view.stores}")
+    log = daemon[1].read_text(errors="replace")[-3000:] if daemon is not None else ""
+    raise AssertionError(f"never within {within:g} s: {what}; last view {view.stores}\n{log}")
 
 
 async def hq_json(capsys: pytest.CaptureFixture[str], what: str, **kw: Any) -> dict[str, Any]:
@@ -83,7 +91,8 @@ async def test_hq_view_lookup_fan_out_and_offline_store(mosquitto: Mosquitto, tm
                         and all("shelf-a1" in v[s].shelves for s in ("store-a", "store-b"))
                         and v["store-b"].shelves["shelf-a1"]["cola-330"].count == 0)
 
-            await eventually(lambda: view_of(url), ready, "the three stores online with their counts")
+            await eventually(lambda: view_of(url), ready, "the three stores online with their counts",
+                             daemon=(daemon, tmp_path / "c.log"))
 
             # which stores have cola-330 and how many (retained state/stock)
             stock = await hq_json(capsys, "stock", hub=url, sku="cola-330")
