@@ -133,7 +133,7 @@ async def test_nearby_answers_with_the_neighbour_running_offline_and_without_hub
             assert [_row(tea, "north")[k] for k in ("state", "atp", "reason")] == ["unknown", None, "no_figure"]
             # bad input: a clear error, the same over REST and MQTT
             r = await run.client.get("/api/v1/nearby/bad%20sku", headers=h)
-            assert (r.status_code, r.json()["error"]["code"]) == (400, "bad_request")
+            assert (r.status_code, r.json()["error"]["code"]) == (422, "bad_request")  # the OpenAPI id pattern
             reply = await command(hub, "nearby.get", {"sku": 7})
             assert (reply["ok"], reply["error"]["code"]) == (False, "bad_request")
             assert (await run.client.get("/api/v1/nearby/cola-330")).status_code == 401

@@ -55,6 +55,9 @@ class Store:
                            tick_interval=0.1) as gw:  # fmt: skip
             assert gw.api is not None
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.api.port}", timeout=20) as client:
+                # the clerk scans once the scanner works (its port reopened after a restart)
+                await wait_for(lambda: any(d.device == "scanner-pick" and d.state == "online" for d in gw.devices()),
+                               20, "the pick scanner online")
                 yield Run(self, gw, client)
             await gw.rules.stop()
 
