@@ -195,3 +195,22 @@ def test_store_reads_only_its_own_commands_and_hub_forges_nothing(hub: HubMosqui
     finally:
         for c in (store, other, hq, observer):
             c.close()
+
+
+def test_store_reads_its_neighbours_status_info_and_atp_only(hub: HubMosquitto) -> None:
+    store = Client(hub.port, "s0421", USERS["s0421"])
+    other = Client(hub.port, "s0422", USERS["s0422"])
+    try:
+        store.subscribe("retail/v1/s0422/#")
+        published = [("retail/v1/s0422/status", True), ("retail/v1/s0422/state/info", True),
+                     ("retail/v1/s0422/state/atp/cola-330", True), ("retail/v1/s0422/state/catalog", False),
+                     ("retail/v1/s0422/state/stock/shelf-a1", False), ("retail/v1/s0422/events/stock", False),
+                     ("retail/v1/s0422/alerts", False), ("retail/v1/s0422/reply/hq-tools/1", False)]
+        for topic, _ in published:
+            other.publish(topic)
+        end = "retail/v1/s0422/state/atp/end"
+        other.publish(end)
+        assert store.received(end) == [t for t, ok in published if ok]
+    finally:
+        store.close()
+        other.close()
