@@ -181,8 +181,11 @@ def compose(t: Transition, m: Manifest, lang: str, dashboard_url: str | None) ->
     fields.append((_("Urgency"), _(_SEVERITY_TEXT[severity])))
     fields.append((_("Status"), status))
     fields.append((_("Time"), local_time(ev.time, m.store.timezone)))
-    title = _("{urgency} · {kind}: {subject}").format(urgency=_(_SEVERITY_TEXT[severity]), kind=kind,
-                                                          subject=subject or "-")
+    # a chat's list shows the title only: a live alert leads with its urgency, a taken or closed one with its
+    # status ("【已解决】缺货:…"), so a resolution never reads as a new alert
+    live = ev.TRANSITION in ("opened", "escalated", "updated", "unsnoozed")
+    title = _("{urgency} · {kind}: {subject}").format(urgency=_(_SEVERITY_TEXT[severity]) if live else status,
+                                                      kind=kind, subject=subject or "-")
     return Message(title, severity, tuple(fields), dashboard_url, _("Open dashboard"))
 
 

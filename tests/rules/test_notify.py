@@ -103,6 +103,21 @@ def test_transition_status_lines(which: str, zh: str, en: str) -> None:
         assert msg.link is None
 
 
+@pytest.mark.parametrize(
+    ("which", "zh", "en"),
+    [
+        ("opened", "【紧急】缺货:可乐 330毫升", "Urgent · Out of stock: Cola 330 ml"),
+        ("escalated", "【紧急】缺货:可乐 330毫升", "Urgent · Out of stock: Cola 330 ml"),
+        # a chat list shows the title only: a resolved or taken alert must not read as a new one
+        ("resolved", "【已解决】缺货:可乐 330毫升", "Resolved · Out of stock: Cola 330 ml"),
+        ("acknowledged", "【已由 王芳 接手】缺货:可乐 330毫升", "Acknowledged by 王芳 · Out of stock: Cola 330 ml"),
+    ],
+)
+def test_title_says_a_closed_or_taken_alert_is_not_new(which: str, zh: str, en: str) -> None:
+    m = manifest({})
+    assert [compose(transition(which=which), m, lang, None).title for lang in ("zh-CN", "en")] == [zh, en]
+
+
 def test_each_tools_format_is_accepted_by_its_documented_receiver() -> None:
     """Every rendered body passes the fake endpoint's documented shape checks (signatures added per attempt)."""
     rx = ImReceivers(robots={"wecom": Robot("k"), "dingtalk": Robot("t", "SECx"), "feishu": Robot("f", "fs"),
