@@ -415,6 +415,7 @@ async def _store_life(world: World, clock: SystemClock) -> None:
 _COUNTED = {
     "orders": ("retail.order.reserved.v1", "retail.order.short.v1"),
     "ready": ("retail.order.ready.v1",),
+    "collected": ("retail.order.collected.v1",),
     "alerts": ("retail.alert.opened.v1",),
     "offers": ("retail.offer.triggered.v1",),
     "scans": ("retail.restock.finished.v1", "retail.scan.received.v1", "retail.scan.count.finished.v1"),
@@ -444,7 +445,8 @@ def _status(gw: Gateway, rx: ImReceivers, rate: float) -> str:
     c = _counts(gw, rx)
     nearby = gw.nearby.overview()["stores"]
     return (f"{rate:7.1f} events/s | alerts {c['alerts']} (open {int(alerts)}) | staff chat {c['chat']} | "
-            f"offers {c['offers']} | orders {c['orders']} (ready {c['ready']}) | scans {c['scans']} | "
+            f"offers {c['offers']} | orders {c['orders']} (ready {c['ready']}, collected {c['collected']}) | "
+            f"scans {c['scans']} | "
             f"beacon events {c['beacon']} | visitors {c['visitors']} | "
             f"nearby {sum(1 for s in nearby if s['state'] == 'fresh')}/{len(nearby)} | "
             f"outbox {gw.outbox.depth} | devices online {online}/{len(gw.devices())} | hub {hub}")

@@ -85,5 +85,5 @@ def test_first_minute_shows_every_part(tmp_path: Path, mosquitto: Mosquitto) -> 
     assert "nearby 1/1" in final[1], final[1]
     # the hub's online order: reserved, picked off the shelf by the simulated staff, ready, counted
     assert by_type.get("retail.order.reserved.v1") and by_type.get("retail.order.ready.v1"), (seen, text[-3000:])
-    assert re.search(r"orders [1-9]\d* \(ready [1-9]", final[1]), final[1]
+    assert re.search(r"orders [1-9]\d* \(ready [1-9]\d*, collected [1-9]", final[1]), final[1]
     assert "Traceback" not in text, text[-4000:]
