@@ -286,8 +286,9 @@ class Pipeline:
         touched = self.stock.take_touched()
         for cell in touched:
             writes.append(Upsert("stock", self.stock.row(cell)))
-            if cell.trust_version:
-                writes.append(Upsert("kv", self.stock.trust_row(cell)))
+            trust = self.stock.trust_row(cell)  # flags and a staff correction's hold (None: neither)
+            if trust is not None:
+                writes.append(Upsert("kv", trust))
             shelves.add(cell.shelf)
         retained = {
             self.outbox.topic(f"state/stock/{shelf}"): (

@@ -139,6 +139,21 @@ class Correction:
     sensor_changed: datetime | None = None  # when `sensor` last changed
 
 
+def _correction(raw: object) -> Correction | None:
+    """A persisted correction ([count, at, reason, holding, sensor, sensor_origin, sensor_changed]); ValueError
+    or TypeError when unreadable."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != 7:
+        raise TypeError("not a persisted correction")
+    count, at, reason, holding, sensor, origin, changed = raw
+    if isinstance(count, bool) or not isinstance(count, int) or not isinstance(holding, bool):
+        raise TypeError("not a persisted correction")
+    return Correction(count, datetime.fromisoformat(str(at)), str(reason), holding,
+                      None if sensor is None else int(sensor), str(origin),
+                      None if changed is None else datetime.fromisoformat(str(changed)))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StockCorrected(Event):
     """Staff counted a cell and entered the number (audited): who, when (`time`), the count before (`old`,
@@ -268,8 +283,11 @@ class StockState:
                 flags = {(str(f), str(o)): (datetime.fromisoformat(str(t)), str(why))
                          for f, o, t, why in doc.get("flags", [])}  # fmt: skip
                 version = int(doc.get("v", 0))
+                corr = _correction(doc.get("correction"))
             except (ValueError, TypeError, KeyError, AttributeError):
                 continue
+            if corr is not None:
+                self._corrections[key] = corr
             self._flags[key] = flags
             self._cells[key] = self._with_flags(replace(self._cells[key], trust_version=version), flags)
 
@@ -567,9 +585,18 @@ class StockState:
             "updated": cell.updated.isoformat() if cell.updated else None,
         }
 
-    def trust_row(self, cell: StockCell) -> dict[str, Any]:
-        """The `kv` row persisting a cell's flags and trust version."""
-        flags = self._flags.get((cell.shelf, cell.sku), {})
-        doc = {"v": cell.trust_version,
-               "flags": [[f, o, t.isoformat(), why] for (f, o), (t, why) in sorted(flags.items())]}  # fmt: skip
+    def trust_row(self, cell: StockCell) -> dict[str, Any] | None:
+        """The `kv` row persisting a cell's flags, trust version and staff correction (with its hold), or None
+        when the cell has none of them."""
+        key = (cell.shelf, cell.sku)
+        corr = self._corrections.get(key)
+        if not cell.trust_version and corr is None:
+            return None
+        flags = self._flags.get(key, {})
+        doc: dict[str, Any] = {
+            "v": cell.trust_version,
+            "flags": [[f, o, t.isoformat(), why] for (f, o), (t, why) in sorted(flags.items())]}  # fmt: skip
+        if corr is not None:
+            doc["correction"] = [corr.count, corr.at.isoformat(), corr.reason, corr.holding, corr.sensor,
+                                 corr.sensor_origin, corr.sensor_changed.isoformat() if corr.sensor_changed else None]
         return {"key": f"{TRUST_KEY}{cell.shelf}.{cell.sku}", "value": json.dumps(doc, separators=(",", ":"))}

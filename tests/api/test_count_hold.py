@@ -6,6 +6,7 @@ sensor's count), and once the scale's count stayed the same for the settle time 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from edge.brokers import Mosquitto
@@ -49,3 +50,24 @@ async def test_correction_held_until_the_sensors_settle(running: Running, mosqui
         assert (c["count"], c["origin"], c["correction"]["holding"]) == (9, "weight", False)
     finally:
         hub.close()
+
+
+async def test_the_hold_is_committed_with_the_cell(running: Running) -> None:
+    """The correction and its hold are in the database (kv, with the cell's trust row) once committed, so a
+    restart keeps serving the counted number until the sensors settle (edge/state.py load_trust)."""
+    staff = running.headers("staff")
+    running.set_stock("shelf-a1", "cola-330", 9)
+    r = await running.client.post("/api/v1/stock/shelf-a1/cola-330/count", headers=staff,
+                                  json={"by": "Sam", "count": 12, "reason": "counted the lane"})
+    assert r.status_code == 200, r.text
+    running.set_stock("shelf-a1", "cola-330", 9)
+
+    async def row() -> list[Any] | None:
+        got = await running.gw.db.query("SELECT value FROM kv WHERE key = ?", ("stock.trust.shelf-a1.cola-330",))
+        if not got:
+            return None
+        corr = json.loads(str(got[0]["value"])).get("correction")
+        return corr if isinstance(corr, list) and corr[4] == 9 else None
+
+    corr = await wait_for(row, 10, "the held correction in kv")
+    assert corr[0] == 12 and corr[3] is True  # count, holding

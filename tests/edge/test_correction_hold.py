@@ -98,3 +98,28 @@ def test_fused_cells_record_each_source_while_the_correction_holds() -> None:
     assert st.tick(at(50)) == [] and served(st) == 12  # no conflict flag while the correction holds
     (ev,) = st.tick(at(73))
     assert ev.count == 10  # settled: the latest sensor claim (sources disagree: the conflict rule judges next)
+
+
+def test_a_holding_correction_survives_a_restart(demo_manifest: Manifest) -> None:
+    """The hold is persisted with the cell's trust row (kv): after a restart the sensors' claim still does not
+    replace the correction until they settle (before, the hold lived in memory only)."""
+    st = StockState(demo_manifest, correction_settle_s=60)
+    claim(st, "weight", 9, 0)
+    claim(st, "manual", 12, 10)
+    claim(st, "weight", 9, 11)
+    rows = [st.row(c) for c in st.take_touched()]
+    kv = [r for c in [st.get("shelf-a1", "cola-330")] if c is not None and (r := st.trust_row(c)) is not None]
+    assert kv, "a corrected cell's trust row is due even without stale/conflict flags"
+    again = StockState(demo_manifest, correction_settle_s=60)  # the next process
+    again.load(rows)
+    again.load_trust(kv)
+    claim(again, "weight", 9, 20)
+    assert served(again) == 12
+    assert again.describe(again.get("shelf-a1", "cola-330"))["correction"] == {  # type: ignore[arg-type]
+        "count": 12, "at": "2026-01-05T10:00:10Z", "reason": "counted by Sam", "holding": True, "sensor": 9}
+    assert again.tick(at(70)) == []  # the sensor's count has been 9 since 11 s: settled at 71 s, as before
+    (ev,) = again.tick(at(71))
+    assert (ev.count, ev.origin) == (9, "weight")
+    # a cell with neither flags nor a correction has no trust row
+    plain = again.get("shelf-b1", "choc-100")
+    assert plain is not None and again.trust_row(plain) is None
