@@ -798,7 +798,7 @@ def parse_manifest(
     `checks` run on a manifest that passed everything else (the composition root passes the rules engine's:
     `edge` itself does not import the rules); their problems are reported like the others.
     """
-    from drivers.registry import FAMILIES  # the registry imports family modules; keep it out of import time
+    from drivers.registry import FAMILIES  # a family's config model is imported when a manifest names its type
 
     env = os.environ if env is None else env
     lines = _line_map(text)
