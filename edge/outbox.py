@@ -609,14 +609,12 @@ class Outbox:
         first_seq = 0
         if b.rows:
             first_seq = _insert_rows(c, b.rows)
-        for w in b.writes:
-            _apply_write(c, w)
+        if b.writes:
+            _apply_writes(c, b.writes)
         if b.retained:
-            c.executemany(
-                "INSERT INTO retained(topic, payload, version) VALUES (?,?,?) ON CONFLICT(topic) DO UPDATE"
-                " SET payload=excluded.payload, version=excluded.version",
-                [(t, p, v) for t, (p, v) in b.retained.items()],
-            )
+            _many(c, "INSERT INTO retained(topic, payload, version) VALUES ",
+                  " ON CONFLICT(topic) DO UPDATE SET payload=excluded.payload, version=excluded.version",
+                  [(t, p, v) for t, (p, v) in b.retained.items()])
         old_mark, mark = acked
         acked_tele = 0
         if mark > old_mark:
@@ -626,9 +624,13 @@ class Outbox:
             c.execute("INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                       (_WATERMARK, str(mark)))
         if racked:
-            c.executemany(
-                "UPDATE retained SET published=max(published, ?) WHERE topic=?", [(v, t) for t, v in racked]
-            )
+            newest: dict[str, int] = {}
+            for t, v in racked:
+                newest[t] = max(v, newest.get(t, v))
+            # one statement for every acknowledged snapshot (UPDATE ... FROM: SQLite 3.33; Debian 12 has 3.40)
+            values = ",".join(["(?,?)"] * len(newest))
+            c.execute(f"UPDATE retained SET published=max(published, a.column2) FROM (VALUES {values}) AS a"  # noqa: S608
+                      " WHERE retained.topic=a.column1", list(chain.from_iterable(newest.items())))
         if b.shed[0]:
             c.execute(
                 "INSERT INTO drops(class, count, bytes) VALUES (?,?,?) ON CONFLICT(class) DO UPDATE"
@@ -646,11 +648,8 @@ class Outbox:
             tele -= sum(size for _, size in dropped)
         self._tele_db = tele
         if b.sources:
-            c.executemany(
-                "INSERT INTO sequences(source, last) VALUES (?,?) ON CONFLICT(source) DO UPDATE"
-                " SET last=max(last, excluded.last)",
-                list(b.sources.items()),
-            )
+            _many(c, "INSERT INTO sequences(source, last) VALUES ",
+                  " ON CONFLICT(source) DO UPDATE SET last=max(last, excluded.last)", list(b.sources.items()))
         if sweep and self.journal_retention_s >= 0:
             # the journal is the acknowledged prefix, oldest first: find the first row young enough to keep
             cutoff = time.time() - self.journal_retention_s
@@ -721,11 +720,12 @@ _CHUNK = 512  # rows per statement: 4,608 parameters, below SQLite's 32,766
 _SQL: dict[int, str] = {}
 
 
-def _chunks(n: int) -> list[int]:
-    """Statement sizes covering `n` rows: full chunks, then powers of two (few distinct statements to cache)."""
-    sizes = [_CHUNK] * (n // _CHUNK)
-    rest = n % _CHUNK
-    size = _CHUNK // 2
+def _chunks(n: int, chunk: int = _CHUNK) -> list[int]:
+    """Statement sizes covering `n` rows: full chunks (a power of two), then powers of two (few distinct
+    statements to cache)."""
+    sizes = [chunk] * (n // chunk)
+    rest = n % chunk
+    size = chunk // 2
     while rest:
         if rest >= size:
             sizes.append(size)
@@ -750,6 +750,57 @@ def _insert_rows(c: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
         last = int(cur.lastrowid or 0)
         off += size
     return last - len(rows) + 1
+
+
+def _many(c: sqlite3.Connection, head: str, tail: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run `head` VALUES (...),(...) `tail` over `rows` (all of one width) in a few multi-row statements.
+
+    The same reason as `_insert_rows`: `executemany` is one step, and one or two GIL handoffs between the
+    writer thread and the event loop, per row; each handoff may wait a switch interval (5 ms) while the loop
+    runs Python. Statement sizes are powers of two, so few distinct statements are prepared and cached.
+    """
+    width = len(rows[0])
+    chunk = _CHUNK
+    while chunk > 1 and chunk * width > 8_192:  # SQLite allows 32,766 parameters; stay well below
+        chunk //= 2
+    one = "(" + ",".join("?" * width) + ")"
+    off = 0
+    for size in _chunks(len(rows), chunk):
+        key = (head, tail, size)
+        sql = _MANY.get(key) or _MANY.setdefault(key, head + ",".join([one] * size) + tail)
+        c.execute(sql, list(chain.from_iterable(rows[off:off + size])))
+        off += size
+
+
+_MANY: dict[tuple[str, str, int], str] = {}
+
+
+def _apply_writes(c: sqlite3.Connection, writes: Sequence[StateWrite]) -> None:
+    """Apply state writes with few statements: each table's writes in their order, a run of upserts of the
+    same columns as multi-row `INSERT OR REPLACE` (SQLite applies the rows in order, so a later row of a key
+    replaces an earlier one, as row by row). The tables are independent of each other (no foreign keys or
+    triggers: tests/edge/test_commit_statements.py checks edge/schema.py), so one table's writes may go
+    before another's that were queued earlier: the result is the same."""
+    tables: dict[str, list[StateWrite]] = {}
+    for w in writes:
+        if not set(w.table) <= _SAFE_TABLE:
+            raise ValueError(f"bad table name {w.table!r}")
+        tables.setdefault(w.table, []).append(w)
+    for table, ws in tables.items():
+        run: list[Upsert] = []  # consecutive upserts of this table with the same columns
+        last: list[StateWrite | None] = [*ws, None]  # None: the end, which ends the last run
+        for x in last:
+            if run and not (isinstance(x, Upsert) and x.row.keys() == run[0].row.keys()):
+                cols = list(run[0].row)
+                if not all(set(col) <= _SAFE_TABLE for col in cols):
+                    raise ValueError(f"bad column in {cols!r}")
+                _many(c, f"INSERT OR REPLACE INTO {table}({', '.join(cols)}) VALUES ", "",  # noqa: S608
+                      [[u.row[k] for k in cols] for u in run])
+                run = []
+            if isinstance(x, Upsert):
+                run.append(x)
+            elif x is not None:
+                _apply_write(c, x)
 
 
 def _apply_write(c: sqlite3.Connection, w: StateWrite) -> None:
