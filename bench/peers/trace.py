@@ -4,7 +4,10 @@
 before anything starts, each appending one line per observation to `$EDGE_TRACE_FILE`:
 `SUBMIT` (lane count event handed to the outbox, ms after the reading that decided it was stamped),
 `COMMIT` (the same event committed and announced to the uplink), `PUB` (the same event handed to paho), and
-`WRITE` (one `Database.write`, ms from call to result: queueing on the writer thread plus the transaction).
+`WRITE` (one `Database.write`, ms from call to result: queueing on the writer thread plus the transaction),
+split into `WQUEUE` (call -> the transaction's body starts: other writes ahead of it, BEGIN), `WTXN` (the body),
+`WCOMMIT` (body done -> the writer thread has the result: COMMIT with its fsync, the GIL taken back) and
+`WBACK` (-> the caller runs again on the event loop); `WAHEAD` is the number of writes already in flight.
 `STALL` lines: a task beats every millisecond on the daemon's event loop and a watchdog thread samples the
 main thread's stack whenever the beat is more than `STALL_MS` late; when the loop runs again it writes the
 stall's length and the stack seen most often during it (the callback that held the loop).
@@ -70,13 +73,57 @@ def _patch(out: TextIO) -> None:
         publish(self, topic, payload, done)
 
     write = db.Database.write
+    inflight = [0]
+    pending: list[dict[str, float]] = []
+    steps: list[int] = []  # statements run by the transaction's body (each one a GIL handoff or two)
 
     async def traced_write(self: db.Database, fn: Callable[[Any], Any]) -> Any:
+        # the parts of one write: queued behind other writes (and BEGIN), the transaction's body, COMMIT (the
+        # fsync, and the writer thread getting the GIL back), the event loop resuming the writer's caller
         t = time.perf_counter()
+        marks: dict[str, float] = {}
+        ahead = inflight[0]
+
+        def body(conn: Any) -> Any:
+            marks["start"] = time.perf_counter()
+            if not steps:
+                conn.set_trace_callback(lambda _sql: steps.__setitem__(0, steps[0] + 1))
+                steps.append(0)
+            steps[0] = 0
+            try:
+                return fn(conn)
+            finally:
+                marks["end"] = time.perf_counter()
+                marks["steps"] = float(steps[0])
+
+        pool = self._wpool
+        if not hasattr(pool, "_traced"):
+            submit = pool.submit
+
+            def stamped_submit(f: Callable[..., Any], /, *a: Any, **k: Any) -> Any:
+                fut = submit(f, *a, **k)
+                if (m := pending.pop() if pending else None) is not None:  # the write() calling now
+                    fut.add_done_callback(lambda _f: m.setdefault("done", time.perf_counter()))  # writer thread
+                return fut
+
+            pool.submit = stamped_submit  # type: ignore[method-assign]
+            pool._traced = True  # type: ignore[attr-defined]
+        pending.append(marks)  # write() submits before it first awaits: no other write can take it
+        inflight[0] += 1
         try:
-            return await write(self, fn)
+            return await write(self, body)
         finally:
-            line("WRITE", (time.perf_counter() - t) * 1000)
+            pending.clear()
+            inflight[0] -= 1
+            back = time.perf_counter()
+            line("WRITE", (back - t) * 1000)
+            if {"start", "end", "done"} <= marks.keys():
+                line("WQUEUE", (marks["start"] - t) * 1000)
+                line("WTXN", (marks["end"] - marks["start"]) * 1000)
+                line("WCOMMIT", (marks["done"] - marks["end"]) * 1000)
+                line("WBACK", (back - marks["done"]) * 1000)
+                line("WAHEAD", float(ahead))
+                line("WSTEPS", marks["steps"])
 
     ob.Outbox.submit = traced_submit  # type: ignore[method-assign]
     up.Uplink._on_committed = traced_committed  # type: ignore[method-assign]

@@ -54,7 +54,11 @@ def where(phases: int = 3) -> dict[str, float]:
         finally:
             sysm.stop()
     labels = {"SUBMIT": "reading -> submitted to the outbox", "COMMIT": "reading -> committed",
-              "PUB": "reading -> handed to paho", "WRITE": "one database write (queue + transaction)"}
+              "PUB": "reading -> handed to paho", "WRITE": "one database write (queue + transaction)",
+              "WQUEUE": "  of it: queued (writes ahead, BEGIN)", "WTXN": "  of it: the transaction's body",
+              "WCOMMIT": "  of it: COMMIT (fsync, GIL back)", "WBACK": "  of it: back on the event loop",
+              "WAHEAD": "  writes already in flight at the call",
+              "WSTEPS": "  statements run by the transaction's body"}
     for kind, label in labels.items():
         xs = kinds.get(kind, [])
         out[f"where_{kind.lower()}_p50_ms"], out[f"where_{kind.lower()}_p99_ms"] = _pct(xs, 0.5), _pct(xs, 0.99)
