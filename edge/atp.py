@@ -1,10 +1,13 @@
 """Available-to-promise (ATP) per SKU: what the store can promise an online order right now.
 
 ATP = what is certainly on hand in the store - units reserved for orders - the category's safety stock
-(manifest `atp: safety_stock:`), never below 0. "Certainly on hand" is every shelf cell of the SKU counted
-at what is sure: a cell no source ever reported counts 0, a stale cell (a source cannot see it) counts 0,
-a conflicting fused cell counts the lower of its sources; each such cell adds a line to `reasons`.
-Back-room locations are not counted yet (the manifest has none).
+(manifest `atp: safety_stock:`), never below 0. "On hand" is store-wide: the shelves plus the back-room
+locations of the manifest's `backroom:` (edge/backroom.py), split in the documents as `on_hand_split` and
+`certain_split` ({shelves, backroom}). "Certainly on hand" is every shelf cell of the SKU counted at what is
+sure: a cell no source ever reported counts 0, a stale cell (a source cannot see it) counts 0, a conflicting
+fused cell counts the lower of its sources; each such cell adds a line to `reasons`. A back-room location
+counts what edge/backroom.py says is sure (a stale or not yet vouched RFID count 0, RFID and receiving
+ledger the lower), with a reason when that is less than its count.
 
 `compute_atp` is pure. `AtpTracker` keeps the last published figure per SKU: it is registered as a stock
 deriver (`StockState.add_deriver`), so every batch of changed cells yields the new retained
@@ -20,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
@@ -28,6 +31,9 @@ from edge.config import Manifest
 from edge.errors import CommandError
 from edge.events import Event, EventClass
 from edge.state import Snapshots, StockCell, StockState
+
+if TYPE_CHECKING:
+    from edge.backroom import BackroomFigure
 
 TOPIC_PREFIX = "state/atp/"  # + sku (SKUs are manifest ids: no / + # in them)
 SOURCE = "atp"  # the CloudEvents source of ATP events
@@ -51,7 +57,8 @@ class AtpChanged(Event):
     previous: int
     threshold: int  # the level crossed (the outermost one when ATP jumped over several)
     direction: str  # "up" | "down"
-    on_hand: int  # certainly on hand (what ATP is computed from)
+    on_hand: int  # certainly on hand (what ATP is computed from), shelves and back room
+    backroom: int = 0  # of on_hand, in the back room
     reserved: int
     safety_stock: int
     reasons: tuple[str, ...]
@@ -70,6 +77,9 @@ class Atp:
     safety_stock: int
     reasons: tuple[str, ...]
     locations: tuple[dict[str, Any], ...]
+    backroom: tuple[dict[str, Any], ...] = ()  # the back-room locations holding the SKU (BackroomFigure.as_dict)
+    backroom_on_hand: int = 0  # of on_hand, in the back room
+    backroom_certain: int = 0  # of certain, in the back room
 
 
 def cell_certain(cell: StockCell) -> tuple[int, str | None]:
@@ -87,8 +97,10 @@ def cell_certain(cell: StockCell) -> tuple[int, str | None]:
     return cell.count, None
 
 
-def compute_atp(sku: str, cells: Iterable[StockCell], *, reserved: int | None, safety_stock: int) -> Atp:
-    """ATP of `sku` from its cells (pure); `reserved` None: the reservations are not known (ATP 0)."""
+def compute_atp(sku: str, cells: Iterable[StockCell], *, reserved: int | None, safety_stock: int,
+                backroom: Iterable[BackroomFigure] = ()) -> Atp:
+    """ATP of `sku` from its shelf cells and back-room figures (pure); `reserved` None: the reservations are not
+    known (ATP 0)."""
     on_hand = certain = 0
     reasons: list[str] = []
     locations: list[dict[str, Any]] = []
@@ -100,14 +112,23 @@ def compute_atp(sku: str, cells: Iterable[StockCell], *, reserved: int | None, s
             reasons.append(why)
         locations.append({"shelf": cell.shelf, "zone": cell.zone, "count": cell.count if cell.known else None,
                           "counted": sure, "version": cell.version + cell.trust_version})
-    if not locations:
+    back = tuple(backroom)
+    back_on_hand = sum(f.count or 0 for f in back)
+    back_certain = sum(f.counted for f in back)
+    reasons += [f.reason for f in back if f.reason]
+    if not locations and not back:
         reasons.append("on no shelf of the planogram")
+    on_hand += back_on_hand
+    certain += back_certain
+    rooms = tuple(f.as_dict() for f in back)
     if reserved is None:
         reasons.append("reservations unknown (the order book failed): nothing promised")
-        return Atp(sku, 0, on_hand, certain, 0, safety_stock, tuple(reasons), tuple(locations))
+        return Atp(sku, 0, on_hand, certain, 0, safety_stock, tuple(reasons), tuple(locations), rooms, back_on_hand,
+                   back_certain)  # fmt: skip
     reserved = max(0, reserved)
     atp = max(0, certain - reserved - safety_stock)
-    return Atp(sku, atp, on_hand, certain, reserved, safety_stock, tuple(reasons), tuple(locations))
+    return Atp(sku, atp, on_hand, certain, reserved, safety_stock, tuple(reasons), tuple(locations), rooms,
+               back_on_hand, back_certain)  # fmt: skip
 
 
 def band(atp: int, thresholds: Sequence[int]) -> int:
@@ -134,6 +155,10 @@ class AtpTracker:
         self.catalog = {c.sku: c for c in manifest.catalog}
         self.reserved: Callable[[str], int] = lambda _sku: 0  # the reservation hook (orders set it)
         self.reserved_at: Callable[[str, str], int] = lambda _shelf, _sku: 0  # per cell (shelf, sku): the same
+        # the back-room hooks (edge/backroom.py sets them): figures per location, and the certain total for the
+        # restock rule (None: not counted, the rules' static map stands)
+        self.backroom: Callable[[str], Sequence[BackroomFigure]] = lambda _sku: ()
+        self.backroom_counted: Callable[[str], int | None] = lambda _sku: None
         self._docs: dict[str, dict[str, Any]] = {}  # sku -> last published snapshot
         self._versions: dict[str, int] = {}
 
@@ -153,7 +178,7 @@ class AtpTracker:
     def compute(self, sku: str) -> Atp:
         """The ATP of `sku` right now."""
         return compute_atp(sku, self.stock.cells(sku=sku), reserved=self._reserved(sku),
-                           safety_stock=self.safety_stock(sku))  # fmt: skip
+                           safety_stock=self.safety_stock(sku), backroom=self.backroom(sku))  # fmt: skip
 
     def document(self, sku: str, now: datetime) -> dict[str, Any]:
         """The JSON form (retained `state/atp/{sku}`, REST, `cmd/atp.get`) of the current ATP of `sku`."""
@@ -164,7 +189,9 @@ class AtpTracker:
             "unit": item.unit if item else "EA", "category": (item.category or None) if item else None,
             "atp": a.atp, "on_hand": a.on_hand, "certain": a.certain, "reserved": a.reserved,
             "safety_stock": a.safety_stock, "certain_only": a.certain < a.on_hand or bool(a.reasons),
-            "reasons": list(a.reasons), "locations": list(a.locations),
+            "on_hand_split": {"shelves": a.on_hand - a.backroom_on_hand, "backroom": a.backroom_on_hand},
+            "certain_split": {"shelves": a.certain - a.backroom_certain, "backroom": a.backroom_certain},
+            "reasons": list(a.reasons), "locations": list(a.locations), "backroom": list(a.backroom),
             "thresholds": list(self.thresholds), "level": band(a.atp, self.thresholds),
         }  # fmt: skip
         last = self._docs.get(sku)
@@ -242,6 +269,7 @@ class AtpTracker:
                 events.append(AtpChanged(
                     source=SOURCE, time=now, subject=sku, sku=sku, gtin=doc["gtin"], atp=doc["atp"], previous=prev,
                     threshold=level, direction="up" if doc["atp"] > prev else "down", on_hand=doc["certain"],
+                    backroom=doc["certain_split"]["backroom"],
                     reserved=doc["reserved"], safety_stock=doc["safety_stock"], reasons=tuple(doc["reasons"]),
                     version=doc["version"]))  # fmt: skip
         return events, snaps

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from drivers.ble.config import BeaconConfig
 from drivers.door.config import TrafficConfig
+from edge.backroomconfig import BackroomConfig
 from edge.configbase import (
     COUNT_MAX,
     AnyDeviceConfig,
@@ -438,6 +439,7 @@ class Manifest(StrictModel):
     atp: AtpConfig = AtpConfig()  # available-to-promise: safety stock per category, event thresholds (edge/atp.py)
     orders: OrdersConfig = OrdersConfig()  # reservations for online orders, pick tasks (edge/orders.py)
     nearby: NearbyConfig = NearbyConfig()  # neighbouring stores a clerk can look up (edge/nearby.py)
+    backroom: BackroomConfig = BackroomConfig()  # back-room locations counted toward ATP (edge/backroom.py)
     rollout: RolloutConfig = RolloutConfig()  # remote manifest rollout: health gate, versions kept (edge/rollout.py)
 
     # references between sections (zone, sku, shelf, lane ids) are checked by `parse_manifest`, which
@@ -656,7 +658,8 @@ def parse_yaml(text: str, file: str, lines: Mapping[Loc, int] | None = None) -> 
         ) from None
 
 
-_WHERE = {"zone": "zones:", "sku": "catalog:", "shelf": "shelves:", "category": "any catalog item's category:"}
+_WHERE = {"zone": "zones:", "read_point": "zones:", "sku": "catalog:", "shelf": "shelves:",
+          "category": "any catalog item's category:"}
 
 
 def _reference_problems(m: Manifest, devices: list[tuple[int, DeviceConfigBase]]) -> list[tuple[Loc, str]]:
@@ -708,6 +711,8 @@ def _reference_problems(m: Manifest, devices: list[tuple[int, DeviceConfigBase]]
     refs += [(("notifications",), r) for r in m.notifications.references()]
     refs += [(("atp",), r) for r in m.atp.references()]
     out += m.nearby.problems(m.store.id)
+    refs += [(("backroom",), r) for r in m.backroom.references()]
+    out += m.backroom.problems([z.id for z in m.zones], devices)
     return out + resolve_references(m, refs)
 
 
@@ -718,6 +723,7 @@ def resolve_references(m: Manifest, refs: list[tuple[Loc, Ref]]) -> list[tuple[L
         "sku": [c.sku for c in m.catalog],
         "shelf": [s.id for s in m.shelves],
         "category": sorted({c.category for c in m.catalog if c.category}),
+        "read_point": list(dict.fromkeys([*(z.id for z in m.zones), *(x.id for x in m.backroom.locations)])),
     }
     lanes = {s.id: [ln.id for ln in s.lanes] for s in m.shelves}
     cells = {s.id: sorted({ln.sku for ln in s.lanes}) for s in m.shelves}
@@ -765,18 +771,20 @@ def _unresolved(
     if ref.id in pool:
         return None
     where = _WHERE.get(ref.kind, f"{ref.kind}s:")
+    kind = "zone" if ref.kind == "read_point" else ref.kind  # an antenna's: a zone or a back-room location id
+    also = " (an antenna may also read a backroom: location)" if ref.kind == "read_point" else ""
     close = difflib.get_close_matches(ref.id, pool, n=1, cutoff=0.6)
     if close:
-        return f"{ref.kind} {ref.id!r} is not defined under {where} did you mean {close[0]!r}? (or add it there)"
+        return f"{kind} {ref.id!r} is not defined under {where} did you mean {close[0]!r}? (or add it there){also}"
     listed = f"; defined: {pool[:10]}" if pool else ""
-    return f"{ref.kind} {ref.id!r} is not defined under {where} add it there or fix the id{listed}"
+    return f"{kind} {ref.id!r} is not defined under {where} add it there or fix the id{listed}{also}"
 
 
 def _partial(raw: dict[str, Any], found: list[ConfigIssue]) -> Manifest | None:
     """The manifest without its failed sections, to check references in the same run; None when a section
     that defines ids (zones, catalog, shelves) failed (every reference to it would be reported wrongly)."""
     failed = {i.path.split(".")[0].split("[")[0] for i in found}
-    if failed & {"zones", "catalog", "shelves", ""}:
+    if failed & {"zones", "catalog", "shelves", "backroom", ""}:
         return None
     part = {k: v for k, v in raw.items() if k not in failed and k != "devices"}
     part["store"] = part.get("store", {"id": "partial"})

@@ -21,6 +21,7 @@ import orjson
 from drivers.base import Driver, DriverContext
 from drivers.registry import FAMILIES, PROCESSORS, load
 from edge.atp import AtpTracker
+from edge.backroom import BackroomService
 from edge.clock import Clock, SystemClock
 from edge.commands import CommandRouter
 from edge.config import Manifest, machine_problems
@@ -125,6 +126,7 @@ class Gateway:
         self.commands.register("stock.get", self._cmd_stock_get, read_only=True)
         self.commands.register("atp.get", self._cmd_atp_get, read_only=True)
         self.orders = OrderService(self)  # reservations and pick tasks (edge/orders.py): its reactor before the rules'
+        self.backroom = BackroomService(self)  # back-room counts and ledgers toward ATP (edge/backroom.py)
         from edge.cli import rules_fit  # what check-config checks (the rules are the composition root's)
 
         self.rollout = Rollout(self, checks=[rules_fit, machine_problems])  # manifest.apply / manifest.get
@@ -166,6 +168,7 @@ class Gateway:
         self.stock.load_trust(await self.db.query("SELECT key, value FROM kv WHERE key >= ? AND key < ?",
                                                   (TRUST_KEY, TRUST_KEY[:-1] + "/")))  # fmt: skip
         await self.orders.load()  # reservations count in the first ATP published
+        await self.backroom.load()  # and so do the back room's counts and ledgers
         await self._publish_store_state()
         await self.restore_processors(self.pipeline.processors)
         self._started = True

@@ -241,8 +241,8 @@ def _depends_on(dev: Any, m: Manifest) -> set[tuple[str, str]]:
     for r in dev.references():
         if r.kind in ("lane", "cell") and r.shelf is not None:
             out.add(("shelf", r.shelf))
-        elif r.kind in ("zone", "shelf", "sku"):
-            out.add((r.kind, r.id))
+        elif r.kind in ("zone", "shelf", "sku", "read_point"):  # an antenna's read point: a zone (or a back room)
+            out.add(("zone" if r.kind == "read_point" else r.kind, r.id))
     for kind, ident in list(out):
         shelf = m.shelf(ident) if kind == "shelf" else None
         if shelf is not None:

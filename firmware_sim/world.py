@@ -89,6 +89,15 @@ class World:
                 for _ in range(int(lane.capacity * fill)):
                     truth.epcs.append(self._new_epc(lane.sku))
                 self.lanes[(shelf.id, lane.id)] = truth
+        # the back room's tagged items (SKUs an RFID-counted back-room location keeps), read by the antennas
+        # mapped to `backroom_point`; restocking moves them onto the lane, EPC and all
+        rooms = [x for x in manifest.backroom.locations if "rfid" in x.counted_by]
+        self.backroom_point: str | None = rooms[0].id if rooms else None
+        self.backroom_epcs: dict[str, list[str]] = {}
+        if rooms:
+            for c in manifest.catalog:
+                if c.gtin and rooms[0].keeps(c.sku) and (rooms[0].skus or self._rfid_shelved(c.sku)):
+                    self.backroom_epcs[c.sku] = [self._new_epc(c.sku) for _ in range(self.backroom.get(c.sku, 0))]
 
     # ---- truth queries ----
     def count(self, shelf: str, sku: str) -> int:
@@ -106,6 +115,7 @@ class World:
         """EPC -> SKU for every item that exists in the store."""
         out = {e: t.sku for t in self.lanes.values() for e in t.epcs}
         out.update(dict(self.carried))
+        out.update({e: sku for sku, epcs in self.backroom_epcs.items() for e in epcs})
         return out
 
     # ---- actions ----
@@ -139,13 +149,18 @@ class World:
         want = t.capacity - t.count if n is None else min(n, t.capacity - t.count)
         moved = max(0, min(want, self.backroom.get(t.sku, 0)))
         self.backroom[t.sku] = self.backroom.get(t.sku, 0) - moved
-        t.epcs.extend(self._new_epc(t.sku) for _ in range(moved))
+        tagged = self.backroom_epcs.get(t.sku, [])
+        from_room = [tagged.pop() for _ in range(min(moved, len(tagged)))]  # the back room's items, tags and all
+        t.epcs.extend(from_room)
+        t.epcs.extend(self._new_epc(t.sku) for _ in range(moved - len(from_room)))
         self._changed("restock", shelf, lane, moved)
         return moved
 
     def receive(self, sku: str, n: int) -> None:
         """Goods arrive in the backroom."""
         self.backroom[sku] = self.backroom.get(sku, 0) + n
+        if sku in self.backroom_epcs:
+            self.backroom_epcs[sku] += [self._new_epc(sku) for _ in range(n)]
 
     def hand(self, shelf: str, lane: str, grams: float) -> None:
         """A hand (or bag) rests on the lane with `grams`; 0 lifts it."""
@@ -195,6 +210,10 @@ class World:
                 self.restock(t.shelf, t.lane)
 
     # ---- internals ----
+    def _rfid_shelved(self, sku: str) -> bool:
+        """Whether `sku` lies on a shelf whose stock RFID counts (the store tags it)."""
+        return any(s.stock_source == "rfid" and any(ln.sku == sku for ln in s.lanes) for s in self.manifest.shelves)
+
     def _new_epc(self, sku: str) -> str:
         item = self.manifest.sku(sku)
         gtin = (item.gtin if item and item.gtin else None) or "00000000000000"

@@ -220,6 +220,7 @@ class RulesEngine:
         self._deadlines: dict[tuple[str, str], datetime] = {}  # cell -> when its debounce expires
         self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self.reserved: Callable[[str, str], int] = lambda _shelf, _sku: 0  # units of a cell held for orders
+        self.backroom: Callable[[str], int | None] = lambda _sku: None  # units counted in the back room (None: not)
 
     def retarget(self, manifest: Manifest, offers: OffersConfig) -> None:
         """Take a new planogram, catalog and offers (a manifest rollout); `load_body` then compiles the rules
@@ -301,7 +302,8 @@ class RulesEngine:
         for cell in stock.cells():
             if cell.version > 0:
                 out += self._restock(StockSeen(cell.shelf, cell.sku, cell.count, 0, cell.origin,
-                                               reserved=self.reserved(cell.shelf, cell.sku)), now)
+                                               reserved=self.reserved(cell.shelf, cell.sku),
+                                               backroom=self.backroom(cell.sku)), now)
         self.ready = True
         queued, self._queued = self._queued, []
         for ev, t in queued:
@@ -319,7 +321,8 @@ class RulesEngine:
             return []
         if isinstance(event, StockChanged):
             seen = StockSeen(event.shelf, event.sku, event.count, event.delta, event.origin, at=event.time,
-                             reserved=self.reserved(event.shelf, event.sku))  # fmt: skip
+                             reserved=self.reserved(event.shelf, event.sku),
+                             backroom=self.backroom(event.sku))  # fmt: skip
             return self._restock(seen, now)
         if isinstance(event, OrderEvent):
             return self._orders(event, now)

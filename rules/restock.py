@@ -264,11 +264,14 @@ def compile_rules(manifest: Manifest, body: RulesBody) -> RuleSet:
 # ---- pure arithmetic ----------------------------------------------------------------------------
 
 
-def restock_quantity(rule: CellRule, count: int) -> int:
-    """min(par - on shelf, backroom if known), rounded down to whole cases when at least one case fits."""
+def restock_quantity(rule: CellRule, count: int, counted: int | None = None) -> int:
+    """min(par - on shelf, backroom if known), rounded down to whole cases when at least one case fits. The back
+    room is `counted` (the units the back room is counted to hold, edge/backroom.py) where it is counted, else the
+    static `rules.backroom` figure."""
     qty = max(0, rule.max - count)
-    if rule.backroom is not None:
-        qty = min(qty, rule.backroom)
+    backroom = counted if counted is not None else rule.backroom
+    if backroom is not None:
+        qty = min(qty, backroom)
     if qty >= rule.case_pack:
         qty -= qty % rule.case_pack
     return qty
@@ -352,6 +355,7 @@ class CellState:
     out: Watch = Watch()
     sales: Sales = Sales()
     reserved: int = 0  # units of the cell reserved for online orders (edge/orders.py)
+    backroom: int | None = None  # units of the SKU the back room is counted to hold (None: not counted)
     credit: int = 0  # units picked for orders that the shelf may still see leave (not sales) ...
     credit_until: datetime | None = None  # ... until then
 
@@ -387,6 +391,8 @@ class StockSeen:
     origin: str = "count"
     at: datetime | None = None  # when the count became true (the event's time); debounce counts from it
     reserved: int | None = None  # units of the cell reserved for orders now (None: unchanged)
+    backroom: int | None = None  # units of the SKU the back room is counted to hold now (None: not counted,
+    #                              the static `rules.backroom` map caps the restock quantity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,7 +466,8 @@ def step(rules: RuleSet, state: RestockState, inp: Input, now: datetime) -> tupl
             if sold:
                 sales = record_sale(sales, sold, now, rules.velocity_window_s)
         reserved = cell.reserved if inp.reserved is None else max(0, inp.reserved)
-        cells[key] = replace(cell, count=inp.count, sales=sales, reserved=reserved, credit=credit)
+        cells[key] = replace(cell, count=inp.count, sales=sales, reserved=reserved, credit=credit,
+                             backroom=inp.backroom)
         touched = [key]
         cm = muted_cells.get(key)
         if cm is not None and cm.baseline is not None and inp.count > cm.baseline:
@@ -552,7 +559,7 @@ def _evaluate(
         raise_kind = LOW_STOCK  # partial refill: the alert is downgraded, not closed
     if raise_kind is not None:
         threshold = 0 if raise_kind == OUT_OF_STOCK else low_at
-        qty = restock_quantity(rule, count)
+        qty = restock_quantity(rule, count, cell.backroom)
         actions.append(
             AlertRaise(
                 kind=raise_kind,

@@ -89,6 +89,7 @@ class RulesService:
         self.gw.add_reactor(self.engine)
         self.gw.stock.set_levels(self._levels)  # each stock cell's min/par and low flag (issue 16)
         self.engine.reserved = self.gw.atp.reserved_at  # units of a cell held for online orders (edge/orders.py)
+        self.engine.backroom = self.gw.atp.backroom_counted  # units counted in the back room (edge/backroom.py)
         self.gw.register_command("alert.ack", self._cmd_ack)
         self.gw.register_command("alert.resolve", self._cmd_resolve)
         self.gw.register_command("alert.snooze", self._cmd_snooze)

@@ -44,7 +44,8 @@ class RfidConfigBase(DeviceConfigBase):
     """Fields common to every RFID reader type."""
 
     antennas: dict[int, Ident] = Field(
-        default={}, description="antenna port -> read point (a zone id); unmapped ports use `zone`"
+        default={}, description="antenna port -> read point (a zone id, or a back-room location id: "
+        "backroom.locations); unmapped ports use `zone`"
     )
     smoothing: SmoothingConfig = SmoothingConfig()
     epcis: bool = Field(default=False, description="also publish EPCIS 2.0 ObjectEvents on events/epcis")
@@ -68,8 +69,8 @@ class RfidConfigBase(DeviceConfigBase):
         return self.antennas.get(antenna, self.zone)
 
     def references(self) -> list[Ref]:
-        """The reader's zone and the zone of every mapped antenna (checked against the manifest's zones)."""
-        return [*super().references(), *(Ref(("antennas", p), "zone", z) for p, z in self.antennas.items())]
+        """The reader's zone and the read point of every mapped antenna (a zone or a back-room location)."""
+        return [*super().references(), *(Ref(("antennas", p), "read_point", z) for p, z in self.antennas.items())]
 
 
 class LlrpConfig(RfidConfigBase):

@@ -28,6 +28,14 @@ Replays: a read whose own (offset-corrected) timestamp `seen_us` is older than t
 (a Zebra reader's retained events after an outage) neither makes a tag present nor extends its presence;
 counted in `replayed`. A timestamp more than a day away is the reader's clock, not a replay, and is ignored.
 
+Back room (manifest `backroom:`, edge/backroom.py): an antenna mapped to a back-room location counted by rfid is a
+read point like a zone; `tick` reports every changed location x GTIN cell as `BackroomCounted(origin="rfid",
+count=n)` for the catalog SKU of that GTIN (kept there). The same blindness makes the location stale:
+`BackroomStale(on=True)` while a reader covering it is blind or reconciling (also for one lost-timeout after the
+gateway started: the count kept from before is vouched for only once the tags had time to be read again),
+`on=False` once it is seen again, followed by the count of every SKU kept there that differs from the last one
+reported (after a restart: all of them).
+
 Antennas: every change of an antenna's state is an `AntennaChanged` device-health event (events/device).
 """
 
@@ -42,6 +50,7 @@ from drivers.rfid.epcis import object_event
 from drivers.rfid.events import AntennaChanged, EpcisObjectEvent, TagArrived, TagDeparted, TagMoved
 from drivers.rfid.reads import AntennaStatus, ReaderStatus, TagRead
 from drivers.rfid.smoothing import Change, Params, SmoothingEngine
+from edge.backroom import BackroomCounted, BackroomStale
 from edge.clock import Clock, utc
 from edge.config import Manifest
 from edge.events import Event
@@ -119,6 +128,13 @@ class RfidProcessor:
         self.zone_targets: dict[str, list[tuple[str, str]]] = {}
         for (zone, _gtin), target in self.cells.items():
             self.zone_targets.setdefault(zone, []).append(target)
+        # back-room locations counted by rfid: (location, gtin) -> sku; what was last said of each location
+        rooms = [x for x in manifest.backroom.locations if "rfid" in x.counted_by]
+        self.room_cells: dict[tuple[str, str], str] = {
+            (x.id, gtin): sku for x in rooms for gtin, skus in gtin_skus.items() for sku in skus[:1] if x.keeps(sku)}
+        self.room_stale: dict[str, tuple[float, str] | None] = {}  # location -> (since, reason) said, None: fresh
+        covered = set().union(*self.covers.values()) if self.covers else set()
+        self.rooms = {x.id for x in rooms} & covered  # a location no antenna reads is never vouched for
         # blind readers / read points: key -> (since, reason); reconciling after a resume: key -> until
         self.blind: dict[BlindKey, tuple[float, str]] = {}
         self.reconciling: dict[BlindKey, tuple[float, float, str]] = {}  # key -> (until, since, reason)
@@ -246,7 +262,42 @@ class RfidProcessor:
             out.append(StockFlag(shelf=target[0], sku=target[1], time=now, origin="rfid", source="rfid",
                                  flag="stale", on=False, reason="readers see the cell again"))  # fmt: skip
         self.stale = want
+        return out + self._rooms_stale(now) if self.rooms else out
+
+    def _rooms_stale(self, now: datetime) -> list[Output]:
+        """BackroomStale on/off for every rfid-counted back-room location whose coverage changed (or was never
+        said); a vouched location's counts follow its flag."""
+        want: dict[str, tuple[float, str]] = {}
+        for key, (since, reason) in [*self.blind.items(), *((k, v[1:]) for k, v in self.reconciling.items())]:
+            for point in self._zones(key) & self.rooms:
+                if point not in want or since < want[point][0]:
+                    want[point] = (since, reason)
+        out: list[Output] = []
+        for loc in sorted(self.rooms):
+            new = want.get(loc)
+            if loc in self.room_stale:
+                old = self.room_stale[loc]
+                if (old is None) == (new is None) and (old is None or new is None or old[1] == new[1]):
+                    continue  # the same word again (a new reason of blindness is said, the same one is not)
+            self.room_stale[loc] = new
+            if new is not None:
+                out.append(BackroomStale(source=self._source(new[1]), time=now, subject=loc, location=loc, on=True,
+                                         since=utc(new[0]), reason=new[1]))  # fmt: skip
+                continue
+            out.append(BackroomStale(source="rfid", time=now, subject=loc, location=loc, on=False,
+                                     reason="readers see the location"))  # fmt: skip
+            for cell in sorted(c for c in self.room_cells if c[0] == loc):
+                n = self.engine.count(*cell)
+                if self.emitted.get(cell) != n:
+                    self.emitted[cell] = n
+                    out.append(self._room_count(cell, n, now, "vouched for again"))
         return out
+
+    def _room_count(self, cell: tuple[str, str], n: int, when: datetime, why: str) -> BackroomCounted:
+        loc, gtin = cell
+        return BackroomCounted(source=self.cell_source.get(cell, "rfid"), time=when, subject=loc, location=loc,
+                               sku=self.room_cells[cell], gtin=gtin, origin="rfid", count=n,
+                               reason=f"{n} tag(s) of GTIN {gtin} present at {loc} ({why})")  # fmt: skip
 
     @staticmethod
     def _source(reason: str) -> str:
@@ -262,6 +313,14 @@ class RfidProcessor:
             for dev in self.params.keys() - self.engine.heard.keys():
                 self._blind(dev, t, f"reader {dev} not heard from since the gateway started")
                 changed = True
+            # a back-room count kept from before is vouched for only after a lost-timeout of fresh reads (its
+            # tags present again, gone ones departed); readers not heard are blind above
+            for dev in self.params.keys() & self.engine.heard.keys():
+                lost = self.params[dev].lost_timeout_s
+                for room in self.covers.get(dev, set()) & self.rooms:
+                    self.reconciling[(dev, room)] = (t + lost, t, f"reader {dev} counting {room} since the gateway "
+                                                                  "started")  # fmt: skip
+                    changed = True
         for dev, heard in self.engine.heard.items():
             if dev not in self.blind and t - heard > self.silence_s.get(dev, self.default_params.lost_timeout_s):
                 self._blind(dev, heard, f"reader {dev} silent: nothing heard since its last message")
@@ -283,6 +342,10 @@ class RfidProcessor:
         for cell in sorted(self.engine.take_dirty()):
             target = self.cells.get(cell)
             if target is None:
+                if cell in self.room_cells and self.emitted.get(cell) != (n := self.engine.count(*cell)):
+                    self.emitted[cell] = n
+                    at = self.changed_at.pop(cell, None)
+                    out.append(self._room_count(cell, n, min(now, utc(at)) if at is not None else now, "counted"))
                 continue
             n = self.engine.count(*cell)
             if self.emitted.get(cell) == n:

@@ -10,6 +10,10 @@
 - pick (online orders, edge/orders.py): `ORDER:<id>` names the order being picked (optional); each item is
   `retail.scan.picked.v1` (the order book counts it toward the open pick task of that SKU).
 - any role: `COLLECT:<id>` hands a ready order over (`retail.scan.collected.v1`).
+Back room (manifest `backroom:`, edge/backroom.py): where a location is counted by receiving for this scanner, a
+receive scan also books its units into that location (`retail.backroom.counted.v1`, delta +qty) and every item of a
+restock session moves its units out of it onto the session's shelf (delta -qty, `shelf` set): staff restock a shelf
+from the back room, so the restock scan is the move.
 Unknown GTINs, unreadable and ambiguous codes are reported as events, never dropped.
 """
 
@@ -37,6 +41,7 @@ from drivers.scanner.events import (
 )
 from drivers.scanner.gs1 import Decoded, parse_code
 from drivers.scanner.reads import Scan
+from edge.backroom import BackroomCounted
 from edge.clock import Clock
 from edge.config import Manifest
 from edge.processing import Output, StockUpdate
@@ -160,7 +165,13 @@ class ScannerProcessor:
         if sku is None:
             out.append(ScanUnknownGtin(source=src, time=t, gtin=code.gtin, role=s.role))
             return out
+        room = self._manifest.backroom.receiving_for(src)
+        room = room if room is not None and room.keeps(sku) else None
         if s.role == "receive":
+            if room is not None:
+                out.append(BackroomCounted(source=src, time=t, subject=room.id, location=room.id, sku=sku,
+                                           gtin=code.gtin, origin="receiving", delta=code.quantity,
+                                           reason="receive scan"))  # fmt: skip
             out.append(
                 ScanReceived(
                     source=src,
@@ -197,6 +208,10 @@ class ScannerProcessor:
             )
         elif s.role == "restock":
             s.items += code.quantity
+            if room is not None:
+                out.append(BackroomCounted(source=src, time=t, subject=room.id, location=room.id, sku=sku,
+                                           gtin=code.gtin, origin="receiving", delta=-code.quantity, shelf=s.shelf,
+                                           reason=f"restock scan onto {s.shelf}"))  # fmt: skip
             out.append(
                 StockUpdate(
                     shelf=s.shelf,

@@ -113,6 +113,26 @@ class AtpLocation(BaseModel):
     version: int
 
 
+class AtpSplit(BaseModel):
+    """Units by where they are: the shelves and the back room."""
+
+    shelves: int
+    backroom: int
+
+
+class AtpBackroom(BaseModel):
+    """One back-room location holding the SKU, as ATP counted it (manifest `backroom:`, edge/backroom.py)."""
+
+    location: str
+    name: str
+    names: dict[str, str] = Field(description="the name per language, e.g. {zh-CN: 仓库}")
+    count: int | None = Field(description="what its sources say (the RFID count where counted by RFID, else the "
+                                          "receiving ledger); null: never counted")
+    counted: int = Field(description="what ATP counted (0 while the RFID count is stale or not vouched for; with "
+                                     "RFID and receiving, the lower)")
+    counted_by: list[Literal["rfid", "receiving"]]
+
+
 class AtpDoc(BaseModel):
     """Available-to-promise of one SKU (the retained `state/atp/{sku}` document)."""
 
@@ -122,13 +142,16 @@ class AtpDoc(BaseModel):
     unit: str
     category: str | None
     atp: int = Field(description="certain - reserved - safety_stock, never below 0")
-    on_hand: int = Field(description="sum of the reported counts")
+    on_hand: int = Field(description="sum of the reported counts, shelves and back room")
     certain: int = Field(description="on hand counted at what is sure")
+    on_hand_split: AtpSplit = Field(description="on_hand by where: shelves, back room")
+    certain_split: AtpSplit = Field(description="certain by where: shelves, back room")
     reserved: int
     safety_stock: int
     certain_only: bool = Field(description="some stock was not counted (unknown, stale or conflicting): see reasons")
     reasons: list[str]
     locations: list[AtpLocation]
+    backroom: list[AtpBackroom] = Field(description="the back-room locations holding the SKU")
     thresholds: list[int]
     level: int = Field(description="how many thresholds ATP lies above")
     version: int

@@ -3,7 +3,9 @@
 Each antenna covers one zone. Items on lanes of a covered zone are read with `reliability` per cycle
 (real readers manage 60-70 %), at a per-tag base RSSI plus Gaussian noise; with `bleed_p` they are also
 read faintly (`bleed_db` weaker) by the reader's other antennas; items in shoppers' hands (World.carried)
-are now and then seen very faintly by any antenna.
+are now and then seen very faintly by any antenna. An antenna mapped to the World's back room
+(`World.backroom_point`) reads the back room's tagged items (`World.backroom_epcs`) and nothing else: it is
+behind a wall, so it neither bleeds into the shop's zones nor they into it.
 
 With `last_read` given, each cycle records there when it last reported each EPC at `record_min_rssi` or
 stronger (what a gateway filtering at that RSSI saw last): a gateway can only date a departure by a tag's
@@ -69,7 +71,9 @@ class Population:
         by_zone: dict[str, list[int]] = {}
         for ant, zone in self.antennas.items():
             by_zone.setdefault(zone, []).append(ant)
-        ants = list(self.antennas)
+        room = self.world.backroom_point
+        room_ants = by_zone.get(room, []) if room is not None else []
+        ants = [a for a in self.antennas if a not in room_ants]
         for lane in self.world.lanes.values():
             home = by_zone.get(lane.zone)
             if not home:
@@ -85,6 +89,12 @@ class Population:
         for epc, _sku in self.world.carried:
             if ants and rng.random() < self.carried_p:
                 out.append(SimRead(epc, rng.choice(ants), -78 + round(rng.gauss(0, 2)), 1))
+        for epcs in self.world.backroom_epcs.values() if room_ants else ():
+            for epc in epcs:
+                for ant in room_ants:
+                    if rng.random() < self.reliability:
+                        rssi = self.base_rssi(epc) + rng.gauss(0, self.noise_db)
+                        out.append(SimRead(epc, ant, max(-127, min(0, round(rssi))), rng.randint(1, 4)))
         if self.last_read is not None:
             now, floor, seen = self.world.clock.monotonic(), self.record_min_rssi, self.last_read
             for r in out:

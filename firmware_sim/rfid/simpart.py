@@ -1,4 +1,5 @@
-"""The RFID sim part of the demo: one LLRP reader over the apparel zone (and the entrance), one Zebra
+"""The RFID sim part of the demo: one LLRP reader over the apparel zone (and the entrance, and the back room
+when the manifest has an RFID-counted one), one Zebra
 IoT Connector publisher over the two aisles when a local broker is given. Returns their device sections."""
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class RfidSimPart:
         zones = {z.id for z in world.manifest.zones}
         sections: list[dict[str, Any]] = []
         llrp_ants = {a: z for a, z in {1: "apparel", 2: "entrance"}.items() if z in zones}
+        if llrp_ants and world.backroom_point is not None:  # the back room behind the apparel zone
+            llrp_ants[3] = world.backroom_point
         if llrp_ants:
             self.llrp = LlrpReaderSim(Population(world, llrp_ants, seed=21, last_read=self.last_read,
                                                  record_min_rssi=MIN_RSSI_DBM), clock=world.clock)
