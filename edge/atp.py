@@ -243,9 +243,10 @@ class AtpTracker:
                 self._docs[sku] = doc
                 self._versions[sku] = version
 
-    def derive(self, cells: list[StockCell], now: datetime) -> tuple[list[Event], Snapshots]:
-        """The stock deriver: new snapshots and crossing events for the SKUs of the touched cells."""
-        return self.refresh(now, sorted({c.sku for c in cells}))
+    def derive(self, cells: list[StockCell], skus: set[str], now: datetime) -> tuple[list[Event], Snapshots]:
+        """The stock deriver: new snapshots and crossing events for `skus` (those of the touched cells and the
+        nudged ones)."""
+        return self.refresh(now, sorted(skus))
 
     def refresh(self, now: datetime, skus: Iterable[str] | None = None) -> tuple[list[Event], Snapshots]:
         """Recompute `skus` (all when None: at start, after a reservation change); what changed is returned."""

@@ -60,9 +60,10 @@ def _iso(t: datetime | None) -> str | None:
 
 # (shelf, sku) -> (min, par) of the cell's enabled restock rule, or None (no rule: no low flag)
 LevelsProvider = Callable[[str, str], "tuple[int, int] | None"]
-# the cells touched in one batch, now -> (events, {topic suffix: (retained payload, version)})
 Snapshots = dict[str, tuple[dict[str, Any], int]]  # retained topic suffix -> (payload, version)
-Deriver = Callable[[list["StockCell"], datetime], "tuple[list[Event], Snapshots]"]
+# the cells touched in one batch, the SKUs to recompute (theirs and the nudged ones), now
+#   -> (events, {topic suffix: (retained payload, version)})
+Deriver = Callable[[list["StockCell"], set[str], datetime], "tuple[list[Event], Snapshots]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,12 +542,13 @@ class StockState:
         """Events and retained snapshots (by topic suffix) of the derived views for these touched cells."""
         events: list[Event] = []
         retained: Snapshots = {}
-        if self._nudged:
-            nudged, self._nudged = self._nudged, set()
+        nudged, self._nudged = self._nudged, set()
+        if nudged:
             cells = cells + [c for c in self._cells.values() if c.sku in nudged]
-        if cells:
+        skus = {c.sku for c in cells} | nudged  # a nudged SKU may be on no shelf (back room, reserved only)
+        if skus:
             for deriver in self._derivers:
-                evs, snaps = deriver(cells, now)
+                evs, snaps = deriver(cells, skus, now)
                 events += evs
                 retained.update(snaps)
         return events, retained

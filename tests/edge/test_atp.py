@@ -156,3 +156,19 @@ def test_atp_config_errors_name_the_field(atp: dict[str, Any], path: str, says: 
     paths = [i.path for i in err.value.issues]
     assert path in paths, err.value
     assert says in str(err.value)
+
+
+def test_a_nudge_recomputes_a_sku_on_no_shelf() -> None:
+    """A SKU kept only in the back room (or only reserved) has no shelf cell: a nudge still recomputes it in the
+    next batch (before, only the SKUs of shelf cells were, so its ATP waited for the next full refresh)."""
+    raw = yaml.safe_load(demo_manifest_text())
+    raw["catalog"].append({"sku": "gum-10", "name": "Gum", "gtin": "04009900000000", "category": "snacks"})
+    m = parse_manifest(yaml.safe_dump(raw), "m.yaml")
+    st = StockState(m)
+    tr = AtpTracker(m, st)
+    st.add_deriver(tr.derive)
+    tr.refresh(T0)
+    tr.reserved = lambda sku: 2 if sku == "gum-10" else 0
+    st.nudge(["gum-10"])
+    _, snaps = st.derive(st.take_touched(), T0)
+    assert list(snaps) == ["state/atp/gum-10"] and snaps["state/atp/gum-10"][0]["reserved"] == 2
