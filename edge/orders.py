@@ -694,13 +694,17 @@ class OrderService:
 
     def picks(self, *, shelf: str | None = None) -> list[dict[str, Any]]:
         """Open pick tasks (the staff's to-do list), the earliest due first; `not_found` for an unknown shelf."""
-        if shelf is not None and shelf not in self.gw.stock.shelves:
-            raise CommandError("not_found", f"no shelf {str(shelf)[:64]!r} in this store's manifest")
+        places = self.gw.stock.shelves | {loc.id for loc in self.gw.manifest.backroom.locations}
+        if shelf is not None and shelf not in places:
+            raise CommandError("not_found", f"no shelf or back-room location {str(shelf)[:64]!r} in this store's "
+                                            "manifest")
         return [t.doc(self.book.names) for t in self.book.open_tasks(shelf=shelf)]
 
     # ---- internals ----
     def _free(self, sku: str) -> list[tuple[str, str, int]]:
-        """(shelf, lane, units not held) of every cell of `sku`, counted at what is certain."""
+        """(shelf, lane, units not held) of every cell of `sku`, counted at what is certain, and (location, "",
+        units not held) of every back-room location that ATP counts it at (edge/backroom.py): an order takes what
+        ATP promises, picked from the back room when the shelves lack it (confirmed by scan: no shelf sensor)."""
         from edge.atp import cell_certain  # edge.atp imports nothing of this module; late to keep import order
 
         out = []
@@ -708,6 +712,9 @@ class OrderService:
             sure, _ = cell_certain(cell)
             lane = self.book._lane.get((cell.shelf, sku), "")
             out.append((cell.shelf, lane, sure - self._held.get((cell.shelf, sku), 0)))
+        figures = getattr(self.gw.atp, "backroom", None)  # BackroomBook.figures when the manifest has a back room
+        for fig in figures(sku) if callable(figures) else ():
+            out.append((fig.location, "", fig.counted - self._held.get((fig.location, sku), 0)))
         return out
 
     def _outputs(self, changes: Iterable[tuple[Order, list[Event]]], now: datetime) -> list[object]:

@@ -197,10 +197,15 @@ def compose_picks(ev: OrderReserved, m: Manifest, lang: str, dashboard_url: str 
     items: list[str] = []
     for t in ev.tasks:
         product = _named(m.sku(str(t["sku"])), lang, str(t["sku"]))
-        shelf = _clean(str(t["shelf"]))  # the id: what the shelf's SHELF: label and the dashboard show
-        items.append(_("{qty} × {product} from {shelf}").format(qty=t["qty"], product=product, shelf=shelf))  # noqa: RUF001
-        fields.append((_("Pick"), _("{qty} × {product} from {shelf} (lane {lane})").format(  # noqa: RUF001
-            qty=t["qty"], product=product, shelf=shelf, lane=_clean(str(t["lane"])))))
+        # a back-room task (no lane) by the place's name; a shelf by its id: what its SHELF: label shows
+        place = None if t["lane"] else m.backroom.location(str(t["shelf"]))
+        shelf = _named(place, lang, place.id) if place is not None else _clean(str(t["shelf"]))
+        item = _("{qty} × {product} from {shelf}").format(qty=t["qty"], product=product, shelf=shelf)  # noqa: RUF001
+        items.append(item)
+        if place is None:
+            item = _("{qty} × {product} from {shelf} (lane {lane})").format(  # noqa: RUF001
+                qty=t["qty"], product=product, shelf=shelf, lane=_clean(str(t["lane"])))
+        fields.append((_("Pick"), item))
     fields.append((_("Mode"), _("Pickup in store") if ev.mode == "pickup" else _("Ship from store")))
     fields.append((_("Due"), local_time(ev.due, m.store.timezone)))
     title = _("Pick: {items} for order {order}").format(items="; ".join(items), order=_clean(ev.order_id))

@@ -463,14 +463,15 @@ async def _traffic_hours(gw: GatewayView, day: date) -> list[dict[str, Any]]:
 
 
 def _names(gw: GatewayView) -> dict[str, Any]:
-    """Display names of the store, zones, shelves and catalog items: `name` (the default) and `names` per
-    language, for the dashboard (edge/config.py `Names`)."""
+    """Display names of the store, zones, shelves, catalog items and back-room locations: `name` (the default)
+    and `names` per language, for the dashboard (edge/config.py `Names`)."""
     m = gw.manifest
     return {
         "store": {"id": m.store.id, "name": m.store.name or m.store.id},
         "zones": {z.id: {"name": z.name or z.id, "names": dict(z.names)} for z in m.zones},
         "shelves": {s.id: {"name": s.name or s.id, "names": dict(s.names), "zone": s.zone} for s in m.shelves},
         "catalog": {c.sku: {"name": c.name or c.sku, "names": dict(c.names)} for c in m.catalog},
+        "backroom": {b.id: {"name": b.label(), "names": dict(b.names)} for b in m.backroom.locations},
     }
 
 

@@ -75,6 +75,7 @@ async def test_the_demo_manifest_names_things_in_zh_cn(running: Running) -> None
         put(running, shelf, sku, n)
     names = (await running.client.get("/api/v1/names", headers=running.headers("staff"))).json()
     assert names["shelves"]["shelf-a1"]["names"] == {"zh-CN": "饮料货架（上层）"}  # noqa: RUF001
+    assert names["backroom"]["backroom"]["names"]["zh-CN"] == "仓库"  # a back-room pick task names the place
     console: list[str] = []
     async with chromium() as browser:
         for locale, shelf_name, product in (("zh-CN", "饮料货架（上层）", "可乐 330毫升"),  # noqa: RUF001

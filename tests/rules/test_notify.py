@@ -337,3 +337,16 @@ def test_receivers_answer_any_request(path: str, raw: bytes) -> None:
                              "slack": Robot("T/B/X")})
     answer = rx.handle(path, raw)
     assert 200 <= answer.status < 500
+
+
+def test_a_back_room_pick_names_the_place_without_a_lane() -> None:
+    from edge.orders import OrderReserved  # the event the orders module emits (rules import no edge.orders)
+    from rules.notify import compose_picks
+
+    ev = OrderReserved(source="orders", time=T, subject="8812", order_id="8812", mode="pickup", due=T, lines=(),
+                       tasks=({"shelf": "shelf-a1", "lane": "l1", "sku": "cola-330", "qty": 2},
+                              {"shelf": "backroom", "lane": "", "sku": "tee-m", "qty": 1}))
+    zh, en = (compose_picks(ev, manifest({}), lang, None) for lang in ("zh-CN", "en"))
+    assert zh.title == "拣货: 2 × 可乐 330毫升（shelf-a1）; 1 × T恤 M码（仓库），订单 8812"  # noqa: RUF001
+    assert [v for k, v in en.fields if k == "Pick"][1].endswith(" from Back room")
+    assert "lane" not in [v for k, v in en.fields if k == "Pick"][1]

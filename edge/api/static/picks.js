@@ -8,9 +8,14 @@
 const PICKS_EVERY_MS = 3000;
 
 function pickRow(p) {
-  const text = t("picks.task", {
-    qty: fmt.num(p.qty), name: nameOf("catalog", p.sku), shelf: nameOf("shelves", p.shelf), lane: p.lane, order: p.order_id,
-  });
+  // a back-room task has no lane: the place by its name (manifest backroom:)
+  const text = p.lane
+    ? t("picks.task", {
+      qty: fmt.num(p.qty), name: nameOf("catalog", p.sku), shelf: nameOf("shelves", p.shelf), lane: p.lane, order: p.order_id,
+    })
+    : t("picks.task_backroom", {
+      qty: fmt.num(p.qty), name: nameOf("catalog", p.sku), place: nameOf("backroom", p.shelf), order: p.order_id,
+    });
   const done = Math.max(p.scanned || 0, p.sensed || 0);
   return `<li class="pick" data-task="${esc(p.id)}" data-order="${esc(p.order_id)}"><strong>${esc(text)}</strong>`
     + ` <span class="muted">${esc(t("picks.due", { time: when(p.closes) }))}`
