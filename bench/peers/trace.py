@@ -75,6 +75,7 @@ def _patch(out: TextIO) -> None:
     write = db.Database.write
     inflight = [0]
     pending: list[dict[str, float]] = []
+    last_back: list[float] = []
     steps: list[int] = []  # statements run by the transaction's body (each one a GIL handoff or two)
 
     async def traced_write(self: db.Database, fn: Callable[[Any], Any]) -> Any:
@@ -83,6 +84,8 @@ def _patch(out: TextIO) -> None:
         t = time.perf_counter()
         marks: dict[str, float] = {}
         ahead = inflight[0]
+        if not ahead and last_back:
+            line("WIDLE", (t - last_back[0]) * 1000)  # the writer idle since the previous write came back
 
         def body(conn: Any) -> Any:
             marks["start"] = time.perf_counter()
@@ -116,6 +119,7 @@ def _patch(out: TextIO) -> None:
             pending.clear()
             inflight[0] -= 1
             back = time.perf_counter()
+            last_back[:] = [back]
             line("WRITE", (back - t) * 1000)
             if {"start", "end", "done"} <= marks.keys():
                 line("WQUEUE", (marks["start"] - t) * 1000)
@@ -189,7 +193,16 @@ def main(argv: list[str]) -> int:
     """Wrap, then run the daemon's command line."""
     from edge.cli import main as edge_main
 
-    out = open(os.environ["EDGE_TRACE_FILE"], "a", buffering=1)  # noqa: SIM115 - open for the process's life
+    # buffered, written out by a thread of its own every 0.2 s: a write per line from the event loop's thread
+    # released and took back the GIL each time, and the stall watchdog caught the tracer itself (`line`)
+    out = open(os.environ["EDGE_TRACE_FILE"], "a", buffering=1 << 20)  # noqa: SIM115 - open for the process's life
+
+    def flush() -> None:
+        while True:
+            time.sleep(0.2)
+            out.flush()
+
+    threading.Thread(target=flush, name="trace-flush", daemon=True).start()
     _patch(out)
     _watch_stalls(out)
     return edge_main(argv)

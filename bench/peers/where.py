@@ -21,14 +21,17 @@ from bench.peers.score import pct as _pct
 from bench.peers.trace import STALL_MS
 
 
-def where(phases: int = 3) -> dict[str, float]:
-    """Run it; return the figures (also printed)."""
+def where(phases: int = 3, *, plain: bool = False) -> dict[str, float]:
+    """Run it; return the figures (also printed). `plain`: the daemon as the job runs it (`python -m edge`
+    from the runtime venv, no trace): only the per-phase latency to B, a quick probe of
+    `peers_change_ours_p99_ms_at_1000` (`python -m bench.peers.where 3 --plain`)."""
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-where-") as tmp:
         trace = Path(tmp) / "trace.txt"
         trace.touch()
-        sysm = System(Ours(SETTLE_S, module="bench.peers.trace", env={"EDGE_TRACE_FILE": str(trace)}),
-                      Path(tmp), "change")
+        peer = (Ours(SETTLE_S) if plain
+                else Ours(SETTLE_S, module="bench.peers.trace", env={"EDGE_TRACE_FILE": str(trace)}))
+        sysm = System(peer, Path(tmp), "change")
         try:
             sysm.start()
             sysm.phase(1000, 2.0, "warmup", 2.0)
@@ -41,6 +44,7 @@ def where(phases: int = 3) -> dict[str, float]:
                       f"({len(lat)} samples, lost {res['lost']})", flush=True)
             with trace.open() as f:
                 f.seek(start)
+                f.readline()  # the trace is written out in blocks: the offset may be inside a line
                 kinds: dict[str, list[float]] = {}
                 stalls: dict[str, list[float]] = {}
                 for line in f:
@@ -58,7 +62,8 @@ def where(phases: int = 3) -> dict[str, float]:
               "WQUEUE": "  of it: queued (writes ahead, BEGIN)", "WTXN": "  of it: the transaction's body",
               "WCOMMIT": "  of it: COMMIT (fsync, GIL back)", "WBACK": "  of it: back on the event loop",
               "WAHEAD": "  writes already in flight at the call",
-              "WSTEPS": "  statements run by the transaction's body"}
+              "WSTEPS": "  statements run by the transaction's body",
+              "WIDLE": "writer idle between writes (nothing in flight)"}
     for kind, label in labels.items():
         xs = kinds.get(kind, [])
         out[f"where_{kind.lower()}_p50_ms"], out[f"where_{kind.lower()}_p99_ms"] = _pct(xs, 0.5), _pct(xs, 0.99)
@@ -76,4 +81,4 @@ def where(phases: int = 3) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    where(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    where(int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 3, plain="--plain" in sys.argv)
