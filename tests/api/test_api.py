@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from edge.brokers import Mosquitto
 from edge.gateway import Gateway
@@ -277,6 +278,10 @@ async def test_metrics_and_openapi(running: Running) -> None:
     running.set_stock("shelf-a1", "cola-330", 10)
     text = (await running.client.get("/metrics")).text
     assert 'edge_api_requests_total{method="GET",route="/api/v1/stock",status="200"} 1' in text
+    # the whole page as Prometheus reads it (its reference parser raises on anything malformed)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["edge_api_requests"].type == "counter"
+    assert {"edge_outbox_depth", "edge_device_up", "edge_core_task_up"} <= families.keys()
     assert "edge_rules_evaluations_total" in text, text
     assert 'edge_rules_alerts{state="open"}' in text
     spec = (await running.client.get("/openapi.json")).json()
