@@ -123,6 +123,7 @@ class Message:
     fields: tuple[tuple[str, str], ...]
     link: str | None
     link_text: str
+    closed: bool = False  # resolved or expired: drawn in the tools' "done" colour, not the alert's urgency
 
 
 def _clean(s: str) -> str:
@@ -186,7 +187,8 @@ def compose(t: Transition, m: Manifest, lang: str, dashboard_url: str | None) ->
     live = ev.TRANSITION in ("opened", "escalated", "updated", "unsnoozed")
     title = _("{urgency} · {kind}: {subject}").format(urgency=_(_SEVERITY_TEXT[severity]) if live else status,
                                                       kind=kind, subject=subject or "-")
-    return Message(title, severity, tuple(fields), dashboard_url, _("Open dashboard"))
+    return Message(title, severity, tuple(fields), dashboard_url, _("Open dashboard"),
+                   closed=ev.TRANSITION in ("resolved", "expired"))
 
 
 def compose_picks(ev: OrderReserved, m: Manifest, lang: str, dashboard_url: str | None) -> Message:
@@ -217,6 +219,9 @@ def compose_picks(ev: OrderReserved, m: Manifest, lang: str, dashboard_url: str 
 _WECOM_COLOR = {"urgent": "warning", "warning": "warning", "info": "info"}  # the three colours WeCom has
 _FEISHU_TEMPLATE = {"urgent": "red", "warning": "orange", "info": "blue"}
 _SLACK_EMOJI = {"urgent": ":red_circle:", "warning": ":large_orange_circle:", "info": ":large_blue_circle:"}
+# a closed alert: WeCom's green (info), Feishu's green header, Slack's check mark; the Urgency field still
+# gives the alert's own severity
+_CLOSED = {"wecom": "info", "feishu": "green", "slack": ":white_check_mark:"}
 
 
 def _markdown_lines(msg: Message) -> list[str]:
@@ -236,7 +241,7 @@ def _slack_escape(s: str) -> str:
 def render(kind: str, msg: Message) -> dict[str, Any]:
     """The JSON body a tool documents for a markdown / card message (signatures are added per attempt)."""
     if kind == "wecom":  # 群机器人配置说明, markdown类型: content <= 4096 bytes; <font color="info|comment|warning">
-        head = f'### <font color="{_WECOM_COLOR[msg.severity]}">{msg.title}</font>'
+        head = f'### <font color="{_CLOSED[kind] if msg.closed else _WECOM_COLOR[msg.severity]}">{msg.title}</font>'
         link = [f"[{msg.link_text}]({msg.link})"] if msg.link else []
         content = "\n".join([head, *(f"> {line}" for line in _markdown_lines(msg)), *link])
         return {"msgtype": "markdown", "markdown": {"content": _clip_utf8(content, WECOM_CONTENT_MAX_BYTES)}}
@@ -255,7 +260,7 @@ def render(kind: str, msg: Message) -> dict[str, Any]:
             }]})
         return {"msg_type": "interactive", "card": {
             "config": {"wide_screen_mode": True},
-            "header": {"template": _FEISHU_TEMPLATE[msg.severity],
+            "header": {"template": _CLOSED[kind] if msg.closed else _FEISHU_TEMPLATE[msg.severity],
                        "title": {"tag": "plain_text", "content": msg.title}},
             "elements": elements,
         }}
@@ -271,7 +276,8 @@ def render(kind: str, msg: Message) -> dict[str, Any]:
             blocks.append({"type": "actions", "elements": [{
                 "type": "button", "url": msg.link, "text": {"type": "plain_text", "text": msg.link_text[:75]},
             }]})
-        return {"text": f"{_SLACK_EMOJI[msg.severity]} {_slack_escape(msg.title)}", "blocks": blocks}
+        emoji = _CLOSED[kind] if msg.closed else _SLACK_EMOJI[msg.severity]
+        return {"text": f"{emoji} {_slack_escape(msg.title)}", "blocks": blocks}
     raise ValueError(f"unknown channel kind {kind!r}")
 
 

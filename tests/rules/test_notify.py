@@ -118,6 +118,19 @@ def test_title_says_a_closed_or_taken_alert_is_not_new(which: str, zh: str, en: 
     assert [compose(transition(which=which), m, lang, None).title for lang in ("zh-CN", "en")] == [zh, en]
 
 
+@pytest.mark.parametrize(("which", "wecom", "feishu", "slack"), [
+    ("opened", "warning", "red", ":red_circle:"),
+    ("acknowledged", "warning", "red", ":red_circle:"),  # taken, still open: still urgent
+    ("resolved", "info", "green", ":white_check_mark:"),  # closed: before, red like a new out-of-stock
+])
+def test_a_closed_alert_is_not_coloured_as_urgent(which: str, wecom: str, feishu: str, slack: str) -> None:
+    msg = compose(transition(which=which), manifest({}), "zh-CN", None)
+    assert render("wecom", msg)["markdown"]["content"].startswith(f'### <font color="{wecom}">')
+    assert render("feishu", msg)["card"]["header"]["template"] == feishu
+    assert render("slack", msg)["text"].startswith(slack + " ")
+    assert dict(msg.fields)["紧急程度"] == "紧急"  # the alert's own urgency is still said
+
+
 def test_each_tools_format_is_accepted_by_its_documented_receiver() -> None:
     """Every rendered body passes the fake endpoint's documented shape checks (signatures added per attempt)."""
     rx = ImReceivers(robots={"wecom": Robot("k"), "dingtalk": Robot("t", "SECx"), "feishu": Robot("f", "fs"),
