@@ -18,10 +18,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from edge.clock import Clock, SystemClock
 from edge.config import Manifest
 from edge.configbase import DeviceConfigBase
+from edge.driver import DeviceOnline, DriverContext, Malformed, Reading
 from edge.events import Event, EventClass
 from edge.processing import Output
 

@@ -15,8 +15,8 @@ import time
 from collections.abc import AsyncIterator
 
 from bench.load import Count
-from drivers.base import DeviceOnline, Reading
 from edge.clock import Clock, SystemClock
+from edge.driver import DeviceOnline, Reading
 
 
 class PacedLoadDriver:

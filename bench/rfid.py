@@ -19,7 +19,6 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-from drivers.base import DriverContext, Reading
 from drivers.rfid import llrp_codec as c
 from drivers.rfid.config import LlrpConfig
 from drivers.rfid.llrp import LlrpDriver
@@ -27,6 +26,7 @@ from drivers.rfid.reads import TagRead
 from drivers.rfid.smoothing import Params, SmoothingEngine
 from edge.clock import SystemClock
 from edge.config import parse_manifest
+from edge.driver import DriverContext, Reading
 from edge.metrics import Metrics
 from edge.supervisor import Supervisor
 from firmware_sim.rfid.llrp_reader import LlrpReaderSim

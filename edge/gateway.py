@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 import orjson
 
-from drivers.base import Driver, DriverContext
 from drivers.registry import FAMILIES, PROCESSORS, load
 from edge.atp import AtpTracker
 from edge.backroom import BackroomService
@@ -26,6 +25,7 @@ from edge.clock import Clock, SystemClock
 from edge.commands import CommandRouter
 from edge.config import Manifest, machine_problems
 from edge.db import Database, SpaceReserve, describe, is_disk_full, is_transient
+from edge.driver import Driver, DriverContext
 from edge.envelope import dumps
 from edge.events import DeviceStatusChanged, Event
 from edge.health import CoreTasks, Health, Thresholds
@@ -36,7 +36,7 @@ from edge.outbox import Outbox, OutRow
 from edge.pipeline import Pipeline
 from edge.processing import Processor, Reactor
 from edge.rollout import Rollout
-from edge.runtime import CommandHandler, DeviceStatus, StateWrite, Upsert
+from edge.runtime import CommandHandler, DeviceStatus, StateWrite, TrafficSource, Upsert
 from edge.state import TRUST_KEY, StockState
 from edge.storeinfo import CATALOG, INFO, RetainedDocs, catalog_doc, info_doc
 from edge.supervisor import Backoff, Supervisor
@@ -263,6 +263,10 @@ class Gateway:
     def processor(self, kind: type[P]) -> P | None:
         """The running processor of class `kind`, if the manifest uses its family."""
         return next((p for p in self.pipeline.processors if isinstance(p, kind)), None)
+
+    def traffic(self) -> TrafficSource | None:
+        """The running processor that keeps foot traffic (by its shape: edge.runtime.TrafficSource)."""
+        return next((p for p in self.pipeline.processors if isinstance(p, TrafficSource)), None)
 
     def register_command(self, name: str, handler: CommandHandler, *, read_only: bool = False) -> None:
         """Serve `cmd/{name}`; unless `read_only` it changes state and needs the hub's signature."""

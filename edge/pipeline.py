@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from drivers.base import Reading, ReadingBatch
 from edge.clock import Clock
+from edge.driver import Reading, ReadingBatch
 from edge.envelope import dumps
 from edge.events import Event
 from edge.metrics import Metrics

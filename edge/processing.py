@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from drivers.base import Reading
+from edge.driver import Reading
 from edge.events import Event
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from edge.atp import AtpTracker
 from edge.clock import Clock
@@ -66,6 +66,30 @@ class DeviceStatus:
         }
 
 
+TRAFFIC_HOUR_KEY = "traffic.hour/"
+"""kv rows `traffic.hour/<store-local day>T<HH>`: the closed hours a traffic source keeps (GET /traffic?day)."""
+
+
+class SupportsAsDict(Protocol):
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        ...
+
+
+@runtime_checkable
+class TrafficSource(Protocol):
+    """A processor that keeps the store's foot traffic and beacon health (drivers/traffic implements it);
+    the API finds it among the running processors by this shape, without knowing the family."""
+
+    def view(self, now: datetime | None = None) -> SupportsAsDict:
+        """Today's totals, occupancy and zone presence."""
+        ...
+
+    def beacon_status(self) -> dict[str, dict[str, object]]:
+        """Beacon id -> last_seen_t, battery_mv, silent, battery_low."""
+        ...
+
+
 CommandHandler = Callable[[Mapping[str, Any]], Awaitable[Any]]
 P = TypeVar("P")
 
@@ -96,7 +120,11 @@ class GatewayView(Protocol):
         ...
 
     def processor(self, kind: type[P]) -> P | None:
-        """The running processor of class `kind` (e.g. the traffic processor for its live view), if any."""
+        """The running processor of class `kind`, if any."""
+        ...
+
+    def traffic(self) -> TrafficSource | None:
+        """The running processor that keeps foot traffic, if the manifest has a door counter or BLE presence."""
         ...
 
     def register_command(self, name: str, handler: CommandHandler, *, read_only: bool = False) -> None:

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from drivers.base import DeviceOffline, DeviceOnline, Driver, Malformed, Reading, ReadingBatch
 from edge.clock import Clock
+from edge.driver import DeviceOffline, DeviceOnline, Driver, Malformed, Reading, ReadingBatch
 from edge.metrics import Metrics
 from edge.ratelimit import LogLimiter
 from edge.runtime import DeviceStatus

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -189,6 +189,19 @@ class OfferRule(StrictModel):
     per_shopper_cooldown_s: Seconds = 600.0
     global_max_per_hour: PositiveCount = 100
     global_cooldown_s: Seconds = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        """The offer as the shopper app and GET /api/v1/offers see it (not its limits)."""
+        return {
+            "id": self.id,
+            "zone": self.zone,
+            "sku": self.sku,
+            "title": self.title,
+            "text": self.text,
+            "min_dwell_s": self.min_dwell_s,
+            "schedule": self.schedule.model_dump(),
+            "audience": list(self.audience),
+        }
 
 
 class OffersConfig(StrictModel):

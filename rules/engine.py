@@ -77,7 +77,6 @@ from rules.offers import (
     check_time,
     compile_offers,
     decide,
-    offer_json,
     parse_sighting,
     purge,
 )
@@ -453,7 +452,7 @@ class RulesEngine:
         for o in chosen:
             self.count("edge_rules_offers_triggered_total", offer=o.id)
             events.append(OfferTriggered(source="offers", time=now, subject=o.id, offer_id=o.id, zone=zone, sku=o.sku))
-        reply = {"zone": zone, "consent": s.consent, "offers": [offer_json(o) for o in chosen]}
+        reply = {"zone": zone, "consent": s.consent, "offers": [o.as_json() for o in chosen]}
         return reply, events
 
     # ---- internals ----

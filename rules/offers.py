@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import ClassVar
 from zoneinfo import ZoneInfo
 
 from edge.config import Manifest
@@ -283,17 +283,3 @@ def decide(  # noqa: PLR0917 - the decision's inputs, in the order they are used
     shoppers = dict(state.shoppers)
     shoppers[sighting.shopper] = me
     return OfferState(shoppers, triggered), chosen
-
-
-def offer_json(rule: OfferRule) -> dict[str, Any]:
-    """The offer as the shopper app and GET /offers see it."""
-    return {
-        "id": rule.id,
-        "zone": rule.zone,
-        "sku": rule.sku,
-        "title": rule.title,
-        "text": rule.text,
-        "min_dwell_s": rule.min_dwell_s,
-        "schedule": rule.schedule.model_dump(),
-        "audience": list(rule.audience),
-    }

@@ -27,9 +27,9 @@ from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
-from drivers.base import DeviceOnline, DriverContext, Reading
 from drivers.ble.config import BleConfig
 from drivers.ble.reads import Advert, AdvertsDropped
+from edge.driver import DeviceOnline, DriverContext, Reading
 from edge.errors import DeviceError
 
 WATCHDOG_S = 3.0

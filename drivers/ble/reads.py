@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from drivers.base import Reading
+from edge.driver import Reading
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

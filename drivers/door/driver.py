@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator
 import serial
 import serial_asyncio_fast
 
-from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.door.config import DoorCounterConfig
 from drivers.door.protocol import Counts, Hello, parse_json, parse_line
 from drivers.door.reads import DoorCounts, DoorRebooted
+from edge.driver import DeviceOnline, DriverContext, Malformed, Reading
 from edge.errors import DeviceError, FrameError
 from edge.mqtt_sub import MqttSubError, SubOptions, Subscriber
 

@@ -42,10 +42,10 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.rfid.config import ImpinjIotConfig
 from drivers.rfid.readerclock import ReaderClock
 from drivers.rfid.reads import AntennaStatus, ReaderStatus, TagRead, parse_timestamp, to_us
+from edge.driver import DeviceOnline, DriverContext, Malformed, Reading
 from edge.errors import DeviceError, FrameError
 
 STATUS_PATH = "/api/v1/status"

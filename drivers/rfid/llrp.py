@@ -36,10 +36,10 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 
-from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.rfid import llrp_codec as c
 from drivers.rfid.config import LlrpConfig
 from drivers.rfid.reads import AntennaStatus, ReaderStatus, TagRead
+from edge.driver import DeviceOnline, DriverContext, Malformed, Reading
 from edge.errors import DeviceError, FrameError
 from edge.ratelimit import LogLimiter
 

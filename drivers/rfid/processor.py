@@ -44,7 +44,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from drivers.base import DeviceOffline, Reading
 from drivers.rfid.config import RfidConfigBase
 from drivers.rfid.epcis import object_event
 from drivers.rfid.events import AntennaChanged, EpcisObjectEvent, TagArrived, TagDeparted, TagMoved
@@ -53,6 +52,7 @@ from drivers.rfid.smoothing import Change, Params, SmoothingEngine
 from edge.backroom import BackroomCounted, BackroomStale
 from edge.clock import Clock, utc
 from edge.config import Manifest
+from edge.driver import DeviceOffline, Reading
 from edge.events import Event
 from edge.processing import Output, StockFlag, StockUpdate
 

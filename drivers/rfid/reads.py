@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
-from drivers.base import Reading
+from edge.driver import Reading
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

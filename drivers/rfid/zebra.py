@@ -41,10 +41,10 @@ from typing import Any
 
 import orjson
 
-from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.rfid.config import ZebraIotcConfig
 from drivers.rfid.readerclock import ReaderClock
 from drivers.rfid.reads import AntennaStatus, ReaderStatus, TagRead, parse_timestamp, to_us
+from edge.driver import DeviceOnline, DriverContext, Malformed, Reading
 from edge.errors import DeviceError, FrameError
 from edge.mqtt_sub import MqttSubError, SubOptions, Subscriber
 

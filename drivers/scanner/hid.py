@@ -12,9 +12,9 @@ import importlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from drivers.base import DeviceOnline, DriverContext, Reading
 from drivers.scanner.config import ScannerHidConfig
 from drivers.scanner.reads import Scan
+from edge.driver import DeviceOnline, DriverContext, Reading
 from edge.errors import DeviceError
 
 _PLAIN = dict(

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from drivers.base import Reading
 from drivers.scanner.config import ScannerConfigBase
 from drivers.scanner.events import (
     CycleCountFinished,
@@ -44,6 +43,7 @@ from drivers.scanner.reads import Scan
 from edge.backroom import BackroomCounted
 from edge.clock import Clock
 from edge.config import Manifest
+from edge.driver import Reading
 from edge.processing import Output, StockUpdate
 
 ROLES = ("receive", "restock", "count", "lookup", "pick")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.base import Reading
+from edge.driver import Reading
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

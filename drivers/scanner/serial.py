@@ -11,9 +11,9 @@ from collections.abc import AsyncGenerator
 
 import serial_asyncio_fast
 
-from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.scanner.config import ScannerSerialConfig
 from drivers.scanner.reads import Scan
+from edge.driver import DeviceOnline, DriverContext, Malformed, Reading
 from edge.errors import DeviceError
 
 MAX_SCAN = 1024

@@ -14,9 +14,9 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from drivers.base import DeviceOnline, DriverContext, Reading
 from drivers.shelf.config import ShelfModbusConfig
 from drivers.shelf.reads import WeightFault, WeightSample
+from edge.driver import DeviceOnline, DriverContext, Reading
 from edge.errors import DeviceError, FrameError
 
 

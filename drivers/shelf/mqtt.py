@@ -23,9 +23,9 @@ from datetime import datetime
 
 import orjson
 
-from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.shelf.config import LaneMap, ShelfMqttConfig
 from drivers.shelf.reads import Sample, WeightSamples
+from edge.driver import DeviceOnline, DriverContext, Malformed, Reading
 from edge.errors import DeviceError, FrameError
 from edge.mqtt_sub import MAX_PACKET, MqttSubError, SubOptions, Subscriber
 

@@ -22,7 +22,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
-from drivers.base import DeviceOffline, Reading
 from drivers.shelf.config import CountingConfig, LaneMap, ShelfConfigBase
 from drivers.shelf.engine import (
     CAPACITY,
@@ -50,6 +49,7 @@ from drivers.shelf.events import (
 from drivers.shelf.reads import WeightFault, WeightSample, WeightSamples
 from edge.clock import Clock
 from edge.config import Manifest
+from edge.driver import DeviceOffline, Reading
 from edge.events import Event
 from edge.processing import BatchFailed, Output, StockFlag, StockUpdate
 from edge.runtime import Upsert

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.base import Reading, ReadingBatch
+from edge.driver import Reading, ReadingBatch
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import serial_asyncio_fast
 
-from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.shelf.config import ShelfSerialConfig
 from drivers.shelf.reads import WeightFault, WeightSample
+from edge.driver import DeviceOnline, DriverContext, Malformed, Reading
 from edge.errors import DeviceError, FrameError
 
 MAX_LINE = 256  # protocol lines are < 64 bytes; anything longer is garbage

@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from drivers.base import Malformed, Reading
 from drivers.ble.processor import BleProcessor
 from drivers.ble.reads import Advert, AdvertsDropped
 from drivers.door.protocol import CounterDelta
@@ -23,16 +22,17 @@ from drivers.door.reads import DoorCounts, DoorRebooted
 from drivers.traffic.aggregate import Summary, TrafficAggregator, TrafficView
 from drivers.traffic.events import TrafficHourly, TrafficInterval
 from edge.clock import Clock
+from edge.driver import Malformed, Reading
 from edge.events import Event, MalformedInput
 from edge.processing import Output
-from edge.runtime import Delete, StateWrite, Upsert
+from edge.runtime import TRAFFIC_HOUR_KEY, Delete, StateWrite, Upsert
 
 if TYPE_CHECKING:
     from edge.config import Manifest
 
 SOURCE = "traffic"
 MALFORMED_REPORT_S = 60.0
-HOUR_KEY = "traffic.hour/"
+HOUR_KEY = TRAFFIC_HOUR_KEY  # the closed hours the API serves (GET /api/v1/traffic?day)
 """Each closed hour is kept as a `kv` row `traffic.hour/<store-local YYYY-MM-DDTHH>` (JSON: start, end, entries,
 exits, staff_entries, visitors, occupancy), committed with its `retail.traffic.hourly.v1` event, for the
 dashboard's "same weekday last week" (the events themselves are telemetry: gone once the hub has them)."""

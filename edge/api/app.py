@@ -38,7 +38,7 @@ from edge.api.sse import event_stream
 from edge.config import TokenConfig
 from edge.configbase import IDENT_PATTERN
 from edge.errors import CommandError
-from edge.runtime import GatewayView
+from edge.runtime import TRAFFIC_HOUR_KEY, GatewayView
 from edge.state import MAX_CORRECTED_COUNT, StockCorrected
 
 STATIC = Path(__file__).parent / "static"
@@ -431,11 +431,7 @@ def _route_of(app: FastAPI, scope: Scope) -> str:
 
 def _traffic(gw: GatewayView) -> dict[str, Any]:
     """Today's foot traffic from the traffic processor (drivers/traffic), if the gateway runs one."""
-    try:
-        from drivers.traffic.processor import TrafficProcessor
-    except ImportError:
-        return {"available": False, "reason": "this build has no traffic family"}
-    proc = gw.processor(TrafficProcessor)
+    proc = gw.traffic()
     if proc is not None:
         return dict(proc.view(gw.clock.now()).as_dict(), available=True)
     return {"available": False, "reason": "no door counter or BLE presence device is configured"}
@@ -444,11 +440,7 @@ def _traffic(gw: GatewayView) -> dict[str, Any]:
 async def _traffic_hours(gw: GatewayView, day: date) -> list[dict[str, Any]]:
     """The closed hours of a store-local day the traffic processor kept (kv `traffic.hour/<day>T<HH>`, the
     last 15 days), oldest first; [] when none were kept (before the gateway ran, or past the retention)."""
-    try:
-        from drivers.traffic.processor import HOUR_KEY
-    except ImportError:
-        return []
-    lo = f"{HOUR_KEY}{day.isoformat()}T"
+    lo = f"{TRAFFIC_HOUR_KEY}{day.isoformat()}T"
     rows = await gw.query("SELECT value FROM kv WHERE key >= ? AND key < ? ORDER BY key LIMIT 26",
                           (lo, lo[:-1] + "U"))  # fmt: skip
     out = []
@@ -477,11 +469,7 @@ def _names(gw: GatewayView) -> dict[str, Any]:
 
 def _beacons(gw: GatewayView) -> list[dict[str, Any]]:
     """Every store beacon's health from the traffic processor (battery_low / silent and since when)."""
-    try:
-        from drivers.traffic.processor import TrafficProcessor
-    except ImportError:
-        return []
-    proc = gw.processor(TrafficProcessor)
+    proc = gw.traffic()
     status = proc.beacon_status() if proc is not None else {}
     out = []
     for b in getattr(gw.manifest, "beacons", []):
@@ -797,10 +785,8 @@ def create_app(
     @app.get("/api/v1/offers", tags=["offers"])
     async def offers(_: Annotated[Principal, Depends(offers_reader)]) -> dict[str, Any]:
         """The configured offers."""
-        from rules.offers import offer_json
-
         cfg = getattr(gw.manifest, "offers", None)
-        return {"items": [offer_json(o) for o in (cfg.offers if cfg else [])]}
+        return {"items": [o.as_json() for o in (cfg.offers if cfg else [])]}
 
     @app.post("/api/v1/sightings", tags=["offers"], responses=_errors(400, 404, 503))
     async def sightings(

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import yaml
 
-from drivers.base import DeviceOffline
 from drivers.rfid.processor import RfidProcessor
 from drivers.rfid.reads import ReaderStatus, TagRead
 from drivers.scanner.processor import ScannerProcessor
@@ -19,6 +18,7 @@ from edge.atp import AtpTracker, compute_atp
 from edge.backroom import NOT_VOUCHED, BackroomBook, BackroomCounted, BackroomStale
 from edge.clock import ManualClock
 from edge.config import Manifest, parse_manifest
+from edge.driver import DeviceOffline
 from edge.processing import StockUpdate
 from edge.state import StockState
 from firmware_sim.world import demo_manifest_text, sgtin96_hex

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from drivers.base import DeviceOffline, DeviceOnline, Reading
 from edge.clock import SystemClock
+from edge.driver import DeviceOffline, DeviceOnline, Reading
 from edge.metrics import Metrics
 from edge.runtime import DeviceStatus
 from edge.supervisor import Backoff, Supervisor

@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 import pytest
 
-from drivers.base import Reading
 from edge.brokers import BrokerProcess, Mosquitto, NatsMqtt, RabbitMqtt
 from edge.config import Manifest
 from edge.db import integrity_check
+from edge.driver import Reading
 from edge.gateway import Gateway
 from firmware_sim.hub import HubProcess, HubRecorder
 from tests.edge.fakes import CountingDriver, CountingProcessor, stock_update

@@ -20,10 +20,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from drivers.base import DeviceOnline, DriverContext, Reading
 from edge.clock import Clock
 from edge.config import Manifest
 from edge.configbase import DeviceConfigBase
+from edge.driver import DeviceOnline, DriverContext, Reading
 from edge.events import Event, EventClass
 from edge.processing import Output
 from edge.runtime import Upsert

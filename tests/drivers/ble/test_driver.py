@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import DeviceOnline, DriverContext, Reading
 from drivers.ble.adverts import EDDYSTONE_UUID, encode_eddystone_tlm, encode_ibeacon
 from drivers.ble.config import BleConfig
 from drivers.ble.driver import BleDriver
 from drivers.ble.reads import Advert
 from edge.clock import SystemClock
 from edge.config import Manifest
+from edge.driver import DeviceOnline, DriverContext, Reading
 from edge.errors import DeviceError
 from firmware_sim.ble import PrivateBluez
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from drivers.base import DriverContext, Reading
 from drivers.ble.driver import BleDriver
 from drivers.ble.events import BeaconBatteryLow, BeaconRecovered, BeaconSilent
 from drivers.ble.reads import Advert
@@ -25,6 +24,7 @@ from drivers.traffic.events import TrafficInterval
 from drivers.traffic.processor import TrafficProcessor
 from edge.clock import ManualClock, SystemClock
 from edge.config import Manifest, parse_manifest
+from edge.driver import DriverContext, Reading
 from edge.events import Event
 from firmware_sim.ble import BleStore, PrivateBluez, SimBeacon
 from firmware_sim.world import demo_manifest_text

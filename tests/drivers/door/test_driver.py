@@ -12,7 +12,6 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.door.config import DoorCounterConfig
 from drivers.door.driver import DoorCounterDriver
 from drivers.door.reads import DoorCounts, DoorRebooted
@@ -20,6 +19,7 @@ from drivers.traffic.processor import TrafficProcessor
 from edge.brokers import Mosquitto
 from edge.clock import ManualClock, SystemClock
 from edge.config import Manifest, parse_manifest
+from edge.driver import DeviceOnline, DriverContext, Malformed, Reading
 from edge.errors import DeviceError
 from firmware_sim.door import DoorSim
 from firmware_sim.world import demo_manifest_text

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from functools import cache
 from pathlib import Path
 
-from drivers.base import Reading
+from edge.driver import Reading
 
 DATA = Path(__file__).parent / "data"
 

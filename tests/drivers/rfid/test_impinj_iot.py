@@ -24,12 +24,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.rfid.config import ImpinjIotConfig
 from drivers.rfid.impinj import ImpinjIotDriver, decode_epc, parse_event, preset_body
 from drivers.rfid.reads import AntennaStatus, ReaderStatus, TagRead, to_us
 from edge.clock import SystemClock
 from edge.config import Manifest
+from edge.driver import DeviceOnline, DriverContext, Malformed, Reading
 from edge.errors import DeviceError, FrameError
 from firmware_sim.rfid import impinj_http
 from firmware_sim.rfid.impinj_http import ImpinjHttpSim

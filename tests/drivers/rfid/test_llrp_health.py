@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from drivers.base import DeviceOffline, DeviceOnline, DriverContext, Reading
 from drivers.rfid import llrp_codec as c
 from drivers.rfid.config import LlrpConfig
 from drivers.rfid.llrp import LlrpDriver
 from drivers.rfid.reads import AntennaStatus, ReaderStatus, TagRead
 from edge.clock import SystemClock
 from edge.config import Manifest
+from edge.driver import DeviceOffline, DeviceOnline, DriverContext, Reading
 from edge.errors import DeviceError
 from edge.metrics import Metrics
 from edge.supervisor import Backoff, Supervisor

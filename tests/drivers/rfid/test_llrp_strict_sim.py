@@ -8,11 +8,11 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from drivers.base import DeviceOnline, DriverContext, Reading
 from drivers.rfid.config import LlrpConfig
 from drivers.rfid.llrp import LlrpDriver
 from edge.clock import SystemClock
 from edge.config import Manifest
+from edge.driver import DeviceOnline, DriverContext, Reading
 from firmware_sim.rfid.llrp_reader import LlrpReaderSim
 from firmware_sim.rfid.population import Population
 from firmware_sim.world import World

@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from drivers.base import DeviceOffline, Reading
 from drivers.rfid.config import LlrpConfig, SmoothingConfig
 from drivers.rfid.events import AntennaChanged, TagDeparted
 from drivers.rfid.processor import RfidProcessor
 from drivers.rfid.reads import AntennaStatus, ReaderStatus, TagRead
 from edge.clock import ManualClock
 from edge.config import Manifest
+from edge.driver import DeviceOffline, Reading
 from edge.processing import StockFlag, StockUpdate
 from firmware_sim.world import sgtin96_hex
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.rfid import llrp_codec as c
 from drivers.rfid.config import LlrpConfig, SmoothingConfig
 from drivers.rfid.llrp import LlrpDriver
@@ -15,6 +14,7 @@ from drivers.rfid.processor import RfidProcessor
 from drivers.rfid.reads import TagRead
 from edge.clock import SystemClock
 from edge.config import Manifest
+from edge.driver import DeviceOnline, DriverContext, Malformed, Reading
 from edge.errors import DeviceError
 from edge.processing import Output, StockUpdate
 from firmware_sim.rfid.llrp_reader import LlrpReaderSim

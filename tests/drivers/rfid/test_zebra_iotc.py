@@ -23,13 +23,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.rfid.config import ZebraIotcConfig
 from drivers.rfid.reads import AntennaStatus, ReaderStatus, TagRead, to_us
 from drivers.rfid.zebra import TAG_TYPES, ZebraIotcDriver, parse_heartbeat, parse_payload, parse_tag
 from edge.brokers import Mosquitto
 from edge.clock import SystemClock
 from edge.config import Manifest
+from edge.driver import DeviceOnline, DriverContext, Malformed, Reading
 from edge.errors import DeviceError, FrameError
 from firmware_sim.rfid import zebra_mqtt
 from firmware_sim.rfid.population import Population

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
-from drivers.base import Reading
 from drivers.rfid.reads import TagRead
+from edge.driver import Reading
 
 
 def ntags(rs: list[Reading]) -> int:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.scanner.config import ScannerHidConfig, ScannerSerialConfig
 from drivers.scanner.hid import KeyDecoder, ScannerHidDriver
 from drivers.scanner.processor import ScannerProcessor
@@ -15,6 +14,7 @@ from drivers.scanner.reads import Scan
 from drivers.scanner.serial import ScannerSerialDriver, split_scan
 from edge.clock import SystemClock
 from edge.config import Manifest
+from edge.driver import DeviceOnline, DriverContext, Malformed, Reading
 from edge.errors import DeviceError
 from edge.events import Event
 from edge.processing import StockUpdate

@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.shelf.config import ShelfMqttConfig
 from drivers.shelf.events import ShelfCountChanged
 from drivers.shelf.mqtt import ShelfMqttDriver, decode_payload
@@ -25,6 +24,7 @@ from drivers.shelf.processor import ShelfProcessor
 from drivers.shelf.reads import WeightSample, WeightSamples
 from edge.clock import ManualClock, SystemClock
 from edge.config import Manifest
+from edge.driver import DeviceOnline, DriverContext, Malformed, Reading
 from edge.errors import FrameError
 from edge.metrics import Metrics
 from edge.pipeline import BatchQueue, Pipeline, reading_weight

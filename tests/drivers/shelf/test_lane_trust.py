@@ -15,7 +15,6 @@ import orjson
 import pytest
 import yaml
 
-from drivers.base import DeviceOnline, DriverContext, Reading
 from drivers.registry import FAMILIES, load
 from drivers.shelf.engine import LaneEngine
 from drivers.shelf.events import ShelfFault, ShelfFaultCleared, ShelfUnknownObject, ShelfUnknownObjectCleared
@@ -23,6 +22,7 @@ from drivers.shelf.processor import ShelfProcessor
 from edge.brokers import Mosquitto
 from edge.clock import SystemClock
 from edge.config import Manifest, parse_manifest
+from edge.driver import DeviceOnline, DriverContext, Reading
 from edge.gateway import Gateway
 from edge.processing import StockFlag, StockUpdate
 from firmware_sim.shelf import ModbusShelfSim, MqttShelfSim, SerialShelfSim, lane_sections, lanes_for

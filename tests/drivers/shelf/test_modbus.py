@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.base import DeviceOnline, DriverContext, Reading
 from drivers.shelf.config import ShelfModbusConfig
 from drivers.shelf.modbus import ShelfModbusDriver, decode_weight, encode_weight
 from drivers.shelf.processor import ShelfProcessor
 from drivers.shelf.reads import WeightFault, WeightSample
 from edge.clock import SystemClock
 from edge.config import Manifest
+from edge.driver import DeviceOnline, DriverContext, Reading
 from edge.errors import DeviceError, FrameError
 from edge.processing import StockUpdate
 from firmware_sim.shelf import ModbusShelfSim, lane_sections, lanes_for

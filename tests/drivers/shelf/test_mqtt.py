@@ -13,13 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.shelf.config import ShelfMqttConfig
 from drivers.shelf.mqtt import ShelfMessage, ShelfMqttDriver, decode_payload
 from drivers.shelf.reads import WeightSample, WeightSamples
 from edge.brokers import Mosquitto
 from edge.clock import SystemClock
 from edge.config import Manifest
+from edge.driver import DeviceOnline, DriverContext, Malformed, Reading
 from edge.errors import DeviceError, FrameError
 from firmware_sim.shelf import MqttShelfSim, lanes_for
 from firmware_sim.world import World

@@ -8,12 +8,12 @@ from datetime import timedelta
 
 import pytest
 
-from drivers.base import DeviceOffline
 from drivers.shelf.events import ShelfCountChanged, ShelfFault, ShelfFaultCleared, ShelfUnknownObject
 from drivers.shelf.processor import ShelfProcessor
 from drivers.shelf.reads import WeightFault, WeightSample
 from edge.clock import ManualClock
 from edge.config import Manifest
+from edge.driver import DeviceOffline
 from edge.processing import Output, StockFlag, StockUpdate
 from edge.runtime import Upsert
 

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.base import DeviceOnline, DriverContext, Malformed, Reading
 from drivers.shelf.config import ShelfSerialConfig
 from drivers.shelf.processor import ShelfProcessor
 from drivers.shelf.reads import WeightFault, WeightSample
@@ -28,6 +27,7 @@ from drivers.shelf.serial_line import (
 )
 from edge.clock import SystemClock
 from edge.config import Manifest
+from edge.driver import DeviceOnline, DriverContext, Malformed, Reading
 from edge.errors import DeviceError, FrameError
 from edge.processing import StockUpdate
 from firmware_sim.shelf import SerialShelfSim, lane_sections, lanes_for

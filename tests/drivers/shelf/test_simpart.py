@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
-from drivers.base import DriverContext, Reading
 from drivers.registry import FAMILIES, load
 from drivers.shelf.reads import WeightSample, WeightSamples
 from edge.brokers import Mosquitto
 from edge.clock import SystemClock
 from edge.config import Manifest, parse_manifest
+from edge.driver import DriverContext, Reading
 from firmware_sim.shelf import ShelfSimPart
 from firmware_sim.world import World, demo_manifest_text
 

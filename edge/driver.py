@@ -1,5 +1,8 @@
 """The driver protocol every device family implements, and the readings common to all of them.
 
+It lives in the spine (`edge/`), which knows no device family: the families (`drivers/`) implement it and
+the supervisor, pipeline and processors consume it; tests/test_layers.py keeps the imports one-way.
+
 A driver is an async source of readings. Constructing one does no I/O; iterating `stream()` opens the
 device, yields readings, and closes the device in a `finally` when the iteration ends or is cancelled.
 A driver signals a broken device by raising (`DeviceError` or any OSError); the supervisor logs it once,
