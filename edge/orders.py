@@ -17,7 +17,10 @@ rules' unreserved stock) read the book.
 Confirmation. By scan: a scanner in role `pick` (MODE:PICK, optionally ORDER:<id> first) reports every item
 as `retail.scan.picked.v1`; its units go to the named order's (else the oldest due) open task of that SKU.
 By the shelf: a stock change of the task's cell by its sensors (origin weight or rfid) with units leaving
-inside the task window is attributed to the oldest open task there. A task is picked when its scans or its
+inside the task window is attributed to the oldest open task there; for a back-room pick task (the location
+as its shelf, no lane) a drop of the location's RFID count (`retail.backroom.counted.v1`, origin rfid) does
+the same (the drop between two counts the service saw: one right after a restart has no count before it and
+confirms nothing). A task is picked when its scans or its
 sensed units reach its quantity (`retail.order.picked.v1`, which carries what the shelf saw, so the restock
 rules do not count a pick as a sale); all tasks picked: `retail.order.ready.v1`. Collection by a COLLECT:<id>
 scan, `cmd/order.collect` or `POST /api/v1/orders/{id}/collect` (`retail.order.collected.v1`). An order
@@ -39,6 +42,7 @@ from typing import Any, ClassVar, Literal
 
 import orjson
 
+from edge.backroom import BackroomCounted
 from edge.commands import canonical_json
 from edge.config import Manifest, OrdersConfig
 from edge.configbase import IDENT_PATTERN
@@ -517,20 +521,24 @@ class OrderBook:
         or units of a task confirmed by scan that the shelf now sees leave (no event for those)."""
         if ev.delta >= 0 or ev.origin not in SENSED_ORIGINS:
             return []
-        units = -ev.delta
+        return self.sensed_at(ev.shelf, ev.sku, -ev.delta, ev.time)
+
+    def sensed_at(self, place: str, sku: str, units: int, time: datetime) -> list[tuple[Order, list[Event]]]:
+        """`units` of `sku` seen leaving `place` (a shelf by its weight or RFID, a back-room location by its RFID
+        count) at `time`: as `sensed`."""
         out: list[tuple[Order, list[Event]]] = []
         grace = self.cfg.sensor_grace_s
         late = sorted((t for o in self.orders.values() if o.state in OPEN_STATES for t in o.tasks
-                       if t.state == "picked" and t.by != "shelf" and t.shelf == ev.shelf and t.sku == ev.sku
-                       and t.sensed < t.qty and t.held(ev.time, grace)), key=lambda t: t.picked_at or t.opens)
-        for t in [*late, *self.open_tasks(shelf=ev.shelf, sku=ev.sku)]:
+                       if t.state == "picked" and t.by != "shelf" and t.shelf == place and t.sku == sku
+                       and t.sensed < t.qty and t.held(time, grace)), key=lambda t: t.picked_at or t.opens)
+        for t in [*late, *self.open_tasks(shelf=place, sku=sku)]:
             if units <= 0:
                 break
-            if t.state == "open" and not t.opens <= ev.time <= t.closes:
+            if t.state == "open" and not t.opens <= time <= t.closes:
                 continue
             n = min(units, t.qty - t.sensed)
             units -= n
-            out.append(self.confirm(t.id, "shelf", ev.time, sensed=n))
+            out.append(self.confirm(t.id, "shelf", time, sensed=n))
         return out
 
     def scanned(self, sku: str, qty: int, order_id: str | None, now: datetime) -> list[tuple[Order, list[Event]]]:
@@ -626,6 +634,7 @@ class OrderService:
         self.book = OrderBook(gw.manifest, gw.manifest.orders)
         self._committing: dict[str, asyncio.Future[None]] = {}
         self._held: dict[tuple[str, str], int] = {}
+        self._rfid_seen: dict[tuple[str, str], int] = {}  # (back-room location, sku) -> its last RFID count
         gw.atp.reserved = self.reserved
         gw.atp.reserved_at = self.reserved_at
         gw.add_reactor(self)
@@ -704,7 +713,8 @@ class OrderService:
     def _free(self, sku: str) -> list[tuple[str, str, int]]:
         """(shelf, lane, units not held) of every cell of `sku`, counted at what is certain, and (location, "",
         units not held) of every back-room location that ATP counts it at (edge/backroom.py): an order takes what
-        ATP promises, picked from the back room when the shelves lack it (confirmed by scan: no shelf sensor)."""
+        ATP promises, picked from the back room when the shelves lack it (confirmed by scan, or by the location's
+        RFID count dropping)."""
         from edge.atp import cell_certain  # edge.atp imports nothing of this module; late to keep import order
 
         out = []
@@ -755,11 +765,20 @@ class OrderService:
 
     # ---- Reactor ----
     def react(self, event: Event, now: datetime) -> Sequence[object]:
-        """Stock leaving a reserved cell, pick scans and collect scans."""
+        """Stock leaving a reserved cell or back-room location, pick scans and collect scans."""
         if isinstance(event, StockChanged):
             if event.delta >= 0 or event.origin not in SENSED_ORIGINS:
                 return []
             return self._outputs(self.book.sensed(event), now)
+        if isinstance(event, BackroomCounted):
+            if event.origin != "rfid" or event.count is None:
+                return []  # a receiving scan is a move onto a shelf or into the back room, not a pick
+            key = (event.location, event.sku)
+            before, self._rfid_seen[key] = self._rfid_seen.get(key), event.count
+            if before is None or event.count >= before:
+                return []
+            return self._outputs(self.book.sensed_at(event.location, event.sku, before - event.count, event.time),
+                                 now)
         if event.TYPE == SCAN_PICKED:
             sku, qty, oid = getattr(event, "sku", None), getattr(event, "qty", 1), getattr(event, "order_id", None)
             if not isinstance(sku, str) or not isinstance(qty, int):

@@ -8,6 +8,7 @@ count is served as uncertain until the reader vouches for it again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -151,3 +152,41 @@ async def test_back_room_tags_and_receive_scans_move_atp_and_survive_a_restart(s
     events = [e["data"] for e in store.hub.events("/events/backroom")]
     assert {(e["location"], e.get("on")) for e in events if "on" in e} >= {("backroom", True), ("backroom", False)}
     assert [e["delta"] for e in events if e["location"] == "cage"] == [1, 1, 1]
+
+
+async def test_a_back_room_pick_is_confirmed_by_the_rooms_rfid_count(store: Store) -> None:
+    """A pick task from the back room (the location as its shelf, no lane) is confirmed when the room's RFID count
+    drops inside the task window, as a shelf's sensors confirm a shelf pick (before: only a pick scan or the
+    staff could, and the order stayed reserved after the tees had left)."""
+    tees = len(store.world.backroom_epcs["tee-m"])
+    async with store.gateway() as gw, httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.api.port}",
+                                                        timeout=10) as client:  # fmt: skip
+        await until(client, "tee-m", lambda d: d["certain_split"]["backroom"] == tees, "the back room counted")
+        due = (gw.clock.now() + timedelta(hours=2)).isoformat()
+        r = await client.post("/api/v1/orders", headers=HQ, json={
+            "order_id": "br-2", "mode": "pickup", "due": due, "lines": [{"sku": "tee-m", "qty": 2}]})
+        assert r.status_code == 200, r.text
+        tasks = r.json()["tasks"]
+        assert [(t["shelf"], t["lane"], t["qty"]) for t in tasks] == [("backroom", "", 2)], tasks  # most free
+        # the picker walks to the back room (the room's reads date a tag's departure by when it was last read:
+        # taken at once, the tags' last reads would come before the task existed) and carries two tees out
+        await asyncio.sleep(1.5)
+        del store.world.backroom_epcs["tee-m"][:2]
+
+        async def ready() -> dict[str, Any] | None:
+            doc = dict((await client.get("/api/v1/orders/br-2", headers=HQ)).json())
+            return doc if doc["state"] == "ready" else None
+
+        try:
+            order = await wait_for(ready, 20, "the order ready once the back room's count dropped by 2")
+        except TimeoutError:
+            raise AssertionError((await client.get("/api/v1/orders/br-2", headers=HQ)).json()) from None
+        assert [(t["state"], t["by"], t["sensed"]) for t in order["tasks"]] == [("picked", "shelf", 2)]
+        await until(client, "tee-m", lambda d: d["reserved"] == 0 and d["certain_split"]["backroom"] == tees - 2,
+                          "nothing held any more, the room counts 2 fewer")  # fmt: skip
+
+        def picked() -> list[tuple[str, str, int]]:
+            return [(e["data"]["shelf"], e["data"]["by"], e["data"]["qty"]) for e in store.hub.events("/events/orders")
+                    if e["type"] == "retail.order.picked.v1"]  # fmt: skip
+
+        await wait_for(lambda: picked() == [("backroom", "shelf", 2)], 10, "the pick event at the hub")
