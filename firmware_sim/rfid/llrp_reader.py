@@ -24,6 +24,8 @@ behaviour the spec does not promise fails against it as it would against a real 
   ROSpecEvent (start/end; a run's tag data is sent between the two), AntennaEvent and ReaderExceptionEvent
   only when enabled by SET_READER_CONFIG's ReaderEventNotificationSpec (all off after a restart).
   KEEPALIVE per KeepaliveSpec.
+- Frames are built and requests parsed by `llrp_wire` (this package, written from the spec's binary
+  encoding, §16), never by the driver's codec: a codec bug then shows up as a disagreement, not twice.
 - Options: `omit_unchanged` (the reader leaves out an enabled optional TagReportData field whose value is
   the same as the last one of that type it sent on this connection, LLRP 1.0.1 §13.2.3 (ii)), and
   `split_frames` (every frame written in two TCP segments).
@@ -39,29 +41,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
-from drivers.rfid import llrp_codec as c
-from drivers.rfid.reads import to_us
 from edge.clock import Clock, SystemClock
-from edge.errors import FrameError
+from firmware_sim.rfid import llrp_wire as w
+from firmware_sim.rfid.llrp_wire import MsgType as M
+from firmware_sim.rfid.llrp_wire import Selector as S
 from firmware_sim.rfid.population import Population
 
-# LLRPStatus error codes (LLRP 1.0.1 §14.1.3)
-M_PARAMETER_ERROR = 100
-M_UNSUPPORTED_MESSAGE = 108
-A_INVALID = 300
-# EventNotificationState event types (§13.2.5.1)
-EV_ROSPEC, EV_READER_EXCEPTION, EV_ANTENNA = 2, 4, 8
-# Reader event parameter types inside ReaderEventNotificationData (§13.2.6)
-ROSPEC_EVENT, READER_EXCEPTION_EVENT, ANTENNA_EVENT = 249, 252, 255
-PERIODIC_TRIGGER_VALUE, TAG_OBSERVATION_TRIGGER = 180, 185
-DISABLE_ROSPEC, DISABLE_ROSPEC_RESPONSE = 25, 35
-GET_REPORT = 60
+M_PARAMETER_ERROR, M_UNSUPPORTED_MESSAGE, A_INVALID = w.M_PARAMETER_ERROR, w.M_UNSUPPORTED_MESSAGE, w.A_INVALID
+EV_ROSPEC, EV_READER_EXCEPTION, EV_ANTENNA = w.EVENT_ROSPEC, w.EVENT_READER_EXCEPTION, w.EVENT_ANTENNA
+DISABLE_ROSPEC = M.DISABLE_ROSPEC
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+AiSpec = w.AiSpecDef
 
 
 class RoState(IntEnum):
@@ -70,20 +66,6 @@ class RoState(IntEnum):
     DISABLED = 0
     INACTIVE = 1
     ACTIVE = 2
-
-
-@dataclass(slots=True)
-class AiSpec:
-    """One AISpec: antennas (0 = all) and its stop trigger."""
-
-    antennas: tuple[int, ...]
-    stop: int  # 0 Null, 1 Duration, 2 GPI (unsupported), 3 Tag observation
-    duration_ms: int = 0
-    obs_type: int = 0
-    obs_tags: int = 0
-    obs_attempts: int = 0
-    obs_t_ms: int = 0
-    obs_timeout_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -103,10 +85,6 @@ class RoSpec:
     state: RoState = RoState.DISABLED
     runner: asyncio.Task[None] | None = None  # the Active run
     timer: asyncio.Task[None] | None = None  # the armed periodic start trigger
-
-
-class RoSpecError(ValueError):
-    """A ROSpec the reader refuses (answered with an LLRPStatus error)."""
 
 
 @dataclass(slots=True)
@@ -129,6 +107,8 @@ class _Acc:
 
     epc: str
     antenna: int
+    spec_index: int  # 1-based index of the AISpec in its ROSpec (SpecIndex, §13.2.3.4)
+    inventory_parameter_spec_id: int
     rssi: int
     first_us: int
     last_us: int
@@ -170,7 +150,7 @@ class LlrpReaderSim:
         self._tasks: set[asyncio.Task[None]] = set()
         self._handlers: set[asyncio.Task[None]] = set()  # connection handler tasks (in _tasks too)
         self._keepalive: asyncio.Task[None] | None = None
-        self._acc: dict[int, dict[tuple[str, int], _Acc]] = {}  # ROSpec id -> accumulated reports
+        self._acc: dict[int, dict[tuple[str, int, int], _Acc]] = {}  # ROSpec id -> accumulated reports
         self._ids = 1000
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -247,8 +227,8 @@ class LlrpReaderSim:
         come back with a factory configuration (no ROSpec, no events, no keepalives). Returns when back."""
         conn = self._conn
         if conn is not None:
-            conn.send(c.Msg.READER_EVENT_NOTIFICATION, self._next_id(), c.reader_event(close=True,
-                                                                                        utc_us=self.now_us()))
+            conn.send(M.READER_EVENT_NOTIFICATION, self._next_id(),
+                      w.reader_event_notification(self.now_us(), w.connection_close_event()))
             await conn.flush()
         await self.stop()
         await self.clock.sleep(down_s)
@@ -257,12 +237,12 @@ class LlrpReaderSim:
     def disconnect_antenna(self, n: int) -> None:
         """Antenna port `n` unplugged: it reads nothing; AntennaEvent Disconnected when enabled."""
         self.disconnected_antennas.add(n)
-        self._event(EV_ANTENNA, c.tlv(ANTENNA_EVENT, struct.pack("!BH", 0, n)))
+        self._event(EV_ANTENNA, w.antenna_event(w.ANTENNA_DISCONNECTED, n))
 
     def connect_antenna(self, n: int) -> None:
         """Antenna port `n` plugged back in; AntennaEvent Connected when enabled."""
         self.disconnected_antennas.discard(n)
-        self._event(EV_ANTENNA, c.tlv(ANTENNA_EVENT, struct.pack("!BH", 1, n)))
+        self._event(EV_ANTENNA, w.antenna_event(w.ANTENNA_CONNECTED, n))
 
     def disable_rospecs(self) -> None:
         """Every ROSpec Disabled behind the client's back (another client, the reader's web UI)."""
@@ -276,12 +256,11 @@ class LlrpReaderSim:
             if rs.state == RoState.ACTIVE:
                 self._halt(rs)
                 rs.state = RoState.INACTIVE
-                self._event(EV_ROSPEC, c.tlv(ROSPEC_EVENT, struct.pack("!BII", 2, rs.rospec_id, by_rospec_id)))
+                self._event(EV_ROSPEC, w.rospec_event(w.ROSPEC_PREEMPTED, rs.rospec_id, by_rospec_id))
 
     def reader_exception(self, message: str, *, stop_inventory: bool = False) -> None:
         """A ReaderExceptionEvent (when enabled); with `stop_inventory` every Active ROSpec also ends."""
-        text = message.encode()
-        self._event(EV_READER_EXCEPTION, c.tlv(READER_EXCEPTION_EVENT, struct.pack("!H", len(text)) + text))
+        self._event(EV_READER_EXCEPTION, w.reader_exception_event(message))
         if stop_inventory:
             for rs in self.rospecs.values():
                 if rs.state == RoState.ACTIVE:
@@ -291,7 +270,7 @@ class LlrpReaderSim:
     # ---- helpers ---------------------------------------------------------------------------------
     def now_us(self) -> int:
         """The reader's own clock (possibly wrong by `clock_offset_us`)."""
-        return to_us(self.clock.now()) + self.clock_offset_us
+        return (self.clock.now() - _EPOCH) // timedelta(microseconds=1) + self.clock_offset_us
 
     def _next_id(self) -> int:
         self._ids += 1
@@ -307,9 +286,7 @@ class LlrpReaderSim:
         """Send one reader event if the client enabled its type (and the RF section is alive)."""
         if self._conn is None or not self.events.get(event_type) or self.silent:
             return
-        body = c.tlv(c.P.READER_EVENT_NOTIFICATION_DATA, c.tlv(c.P.UTC_TIMESTAMP, struct.pack("!Q", self.now_us()))
-                     + param)  # fmt: skip
-        self._conn.send(c.Msg.READER_EVENT_NOTIFICATION, self._next_id(), body)
+        self._conn.send(M.READER_EVENT_NOTIFICATION, self._next_id(), w.reader_event_notification(self.now_us(), param))
 
     # ---- connections -----------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -321,9 +298,11 @@ class LlrpReaderSim:
         try:
             if self._conn is not None:
                 self.stats.refused += 1
-                conn.send(c.Msg.READER_EVENT_NOTIFICATION, self._next_id(), c.reader_event(2, utc_us=self.now_us()))
-                self._conn.send(c.Msg.READER_EVENT_NOTIFICATION, self._next_id(),
-                                c.reader_event(4, utc_us=self.now_us()))  # fmt: skip
+                # §13.2.6.11: the newcomer is told a client connection exists, the client in session is told
+                conn.send(M.READER_EVENT_NOTIFICATION, self._next_id(), w.reader_event_notification(
+                    self.now_us(), w.connection_attempt_event(w.CONN_CLIENT_INITIATED_EXISTS)))
+                self._conn.send(M.READER_EVENT_NOTIFICATION, self._next_id(), w.reader_event_notification(
+                    self.now_us(), w.connection_attempt_event(w.CONN_ANOTHER_ATTEMPTED)))
                 with contextlib.suppress(Exception):
                     await conn.flush()
                 return
@@ -338,99 +317,111 @@ class LlrpReaderSim:
                 self._tasks.discard(task)
                 self._handlers.discard(task)
 
-    def handle(self, conn: _Connection, msg: c.Message) -> bool:
+    def handle(self, conn: _Connection, msg: w.Frame) -> bool:
         """Answer one client message; False ends the session."""
         t = msg.type
-        ok = c.llrp_status()
         with contextlib.suppress(ValueError):
-            self.stats.requests.append(c.Msg(t).name)
-        if t == DISABLE_ROSPEC:
-            self.stats.requests.append("DISABLE_ROSPEC")
-        if t == c.Msg.KEEPALIVE_ACK:
+            self.stats.requests.append(M(t).name)
+        if msg.version != w.VERSION:  # §14.2.1 M_UnsupportedVersion, in an ERROR_MESSAGE (§14.1.1)
+            conn.send(M.ERROR_MESSAGE, msg.msg_id, w.llrp_status(w.M_UNSUPPORTED_VERSION,
+                                                                 f"LLRP version {msg.version} not supported"))
+            return True
+        if t == M.KEEPALIVE_ACK:
             self.stats.keepalive_acks += 1
-        elif t == c.Msg.GET_READER_CAPABILITIES:
-            fw = b"7.5.0-sim"
-            caps = c.tlv(c.P.GENERAL_DEVICE_CAPABILITIES, struct.pack("!HHIIH", 4, 0xC000, 25882, 2001, len(fw)) + fw)
-            conn.send(c.Msg.GET_READER_CAPABILITIES_RESPONSE, msg.msg_id, ok + caps)
-        elif t == c.Msg.SET_READER_CONFIG:
-            conn.send(c.Msg.SET_READER_CONFIG_RESPONSE, msg.msg_id, self._configure(msg.body))
-        elif t == c.Msg.ADD_ROSPEC:
-            conn.send(c.Msg.ADD_ROSPEC_RESPONSE, msg.msg_id, self._add(msg.body))
-        elif t in (c.Msg.DELETE_ROSPEC, c.Msg.ENABLE_ROSPEC, c.Msg.START_ROSPEC, c.Msg.STOP_ROSPEC, DISABLE_ROSPEC):
-            rid = struct.unpack_from("!I", msg.body)[0] if len(msg.body) >= 4 else -1
-            resp = DISABLE_ROSPEC_RESPONSE if t == DISABLE_ROSPEC else c.RESPONSE_OF[c.Msg(t)]
-            conn.send(resp, msg.msg_id, self._rospec_op(t, rid))
-        elif t == GET_REPORT:
+        elif t == M.GET_READER_CAPABILITIES:
+            conn.send(M.GET_READER_CAPABILITIES_RESPONSE, msg.msg_id, self._capabilities(msg.value))
+        elif t == M.SET_READER_CONFIG:
+            conn.send(M.SET_READER_CONFIG_RESPONSE, msg.msg_id, self._configure(msg.value))
+        elif t == M.ADD_ROSPEC:
+            conn.send(M.ADD_ROSPEC_RESPONSE, msg.msg_id, self._add(msg.value))
+        elif t in (M.DELETE_ROSPEC, M.ENABLE_ROSPEC, M.START_ROSPEC, M.STOP_ROSPEC, M.DISABLE_ROSPEC):
+            try:
+                status = self._rospec_op(t, w.rospec_id_of(msg.value))
+            except w.LlrpRequestError as exc:
+                status = w.llrp_status(exc.code, exc.reason)
+            conn.send(w.RESPONSE_TO[M(t)], msg.msg_id, status)
+        elif t == M.GET_REPORT:
             for rid in list(self._acc):
                 self._report(rid)
-        elif t == c.Msg.CLOSE_CONNECTION:
-            conn.send(c.Msg.CLOSE_CONNECTION_RESPONSE, msg.msg_id, ok)
+        elif t == M.ENABLE_EVENTS_AND_REPORTS:
+            pass  # no response (§13.1.6); nothing is held back here (HoldEventsAndReportsUponReconnect off)
+        elif t == M.CLOSE_CONNECTION:
+            conn.send(M.CLOSE_CONNECTION_RESPONSE, msg.msg_id, w.llrp_status())
             return False
         else:
-            conn.send(c.Msg.ERROR_MESSAGE, msg.msg_id, c.llrp_status(M_UNSUPPORTED_MESSAGE,
-                                                                     f"message type {t} not supported"))
+            conn.send(M.ERROR_MESSAGE, msg.msg_id, w.llrp_status(M_UNSUPPORTED_MESSAGE,
+                                                                 f"message type {t} not supported"))
         return True
+
+    def _capabilities(self, value: bytes) -> bytes:
+        """GET_READER_CAPABILITIES_RESPONSE (§16.1.2): LLRPStatus, then GeneralDeviceCapabilities when
+        RequestedData (§9.1.1) is 0 All or 1 General (the others are not modelled: status only)."""
+        status = w.llrp_status()
+        if value[:1] in (b"\x00", b"\x01", b""):
+            return status + w.general_device_capabilities(antennas=4, manufacturer=25882, model=2001,
+                                                          firmware="7.5.0-sim")  # 25882: Impinj's PEN
+        return status
 
     # ---- configuration ---------------------------------------------------------------------------
     def _configure(self, body: bytes) -> bytes:
         """SET_READER_CONFIG: ResetToFactoryDefault, ReaderEventNotificationSpec, KeepaliveSpec."""
         try:
-            reset, events, keepalive_ms = parse_reader_config(body)
-        except (FrameError, RoSpecError, struct.error) as exc:
-            return c.llrp_status(M_PARAMETER_ERROR, str(exc))
-        if reset:
+            cfg = w.decode_set_reader_config(body)
+        except w.LlrpRequestError as exc:
+            return w.llrp_status(exc.code, exc.reason)
+        if cfg.reset:
             for rs in list(self.rospecs.values()):
                 self._disarm(rs)
                 self._halt(rs)
             self.rospecs.clear()
             self.events.clear()
             self.keepalive_ms = 0
-        self.events.update(events)
-        if keepalive_ms is not None:
-            self.keepalive_ms = keepalive_ms
+        self.events.update(cfg.events)
+        if cfg.keepalive_ms is not None:
+            self.keepalive_ms = cfg.keepalive_ms
         if self._keepalive is not None:
             self._keepalive.cancel()
             self._keepalive = None
         period = self.keepalive_override if self.keepalive_override is not None else self.keepalive_ms / 1000
         if period > 0:
             self._keepalive = self._spawn(self._keepalives(period))
-        return c.llrp_status()
+        return w.llrp_status()
 
     async def _keepalives(self, period: float) -> None:
         while True:
             await self.clock.sleep(period)
             if self._conn is not None:
-                self._conn.send(c.Msg.KEEPALIVE, self._next_id())
+                self._conn.send(M.KEEPALIVE, self._next_id())
 
     def _add(self, body: bytes) -> bytes:
         try:
             rs = parse_rospec(body)
-        except (RoSpecError, FrameError, struct.error, IndexError) as exc:
-            return c.llrp_status(M_PARAMETER_ERROR, f"ROSpec refused: {exc}")
+        except w.LlrpRequestError as exc:
+            return w.llrp_status(exc.code, f"ROSpec refused: {exc.reason}")
         if rs.rospec_id in self.rospecs:
-            return c.llrp_status(A_INVALID, f"ROSpec {rs.rospec_id} exists")
+            return w.llrp_status(A_INVALID, f"ROSpec {rs.rospec_id} exists")
         self.rospecs[rs.rospec_id] = rs
         if rs.start == 2:  # first start = receipt of this message + Offset (§6.1.1.2), whatever the state
             rs.timer = self._spawn(self._periodic(rs))
-        return c.llrp_status()
+        return w.llrp_status()
 
     def _rospec_op(self, op: int, rid: int) -> bytes:
-        if op == c.Msg.DELETE_ROSPEC:
+        if op == M.DELETE_ROSPEC:
             for r in list(self.rospecs) if rid == 0 else [rid]:
                 rs = self.rospecs.get(r)
                 if rs is None:
-                    return c.llrp_status(A_INVALID, f"no ROSpec {r}")
+                    return w.llrp_status(A_INVALID, f"no ROSpec {r}")
                 self._disarm(rs)
                 if rs.state == RoState.ACTIVE:
                     self._halt(rs)
                     self._ended(rs)
                 del self.rospecs[r]
                 self._acc.pop(r, None)
-            return c.llrp_status()
+            return w.llrp_status()
         rs = self.rospecs.get(rid)
         if rs is None:
-            return c.llrp_status(A_INVALID, f"no ROSpec {rid}")
-        if op == c.Msg.ENABLE_ROSPEC:
+            return w.llrp_status(A_INVALID, f"no ROSpec {rid}")
+        if op == M.ENABLE_ROSPEC:
             if rs.state == RoState.DISABLED:
                 rs.state = RoState.INACTIVE
                 if rs.start == 1:
@@ -440,16 +431,16 @@ class LlrpReaderSim:
                 self._halt(rs)
                 self._ended(rs)
             rs.state = RoState.DISABLED
-        elif op == c.Msg.START_ROSPEC:
+        elif op == M.START_ROSPEC:
             if rs.state != RoState.INACTIVE:
-                return c.llrp_status(A_INVALID, f"ROSpec {rid} is {rs.state.name}, not INACTIVE")
+                return w.llrp_status(A_INVALID, f"ROSpec {rid} is {rs.state.name}, not INACTIVE")
             self._activate(rs)
-        elif op == c.Msg.STOP_ROSPEC:
+        elif op == M.STOP_ROSPEC:
             if rs.state != RoState.ACTIVE:
-                return c.llrp_status(A_INVALID, f"ROSpec {rid} is {rs.state.name}, not ACTIVE")
+                return w.llrp_status(A_INVALID, f"ROSpec {rid} is {rs.state.name}, not ACTIVE")
             self._halt(rs)
             self._ended(rs)
-        return c.llrp_status()
+        return w.llrp_status()
 
     # ---- ROSpec execution ------------------------------------------------------------------------
     def _disarm(self, rs: RoSpec) -> None:
@@ -465,7 +456,7 @@ class LlrpReaderSim:
     def _activate(self, rs: RoSpec) -> None:
         rs.state = RoState.ACTIVE
         self.stats.rospec_starts += 1
-        self._event(EV_ROSPEC, c.tlv(ROSPEC_EVENT, struct.pack("!BII", 0, rs.rospec_id, 0)))
+        self._event(EV_ROSPEC, w.rospec_event(w.ROSPEC_START, rs.rospec_id))
         rs.runner = self._spawn(self._run(rs))
 
     def _ended(self, rs: RoSpec) -> None:
@@ -474,7 +465,7 @@ class LlrpReaderSim:
         self.stats.rospec_ends += 1
         if rs.report_trigger in (1, 2):
             self._report(rs.rospec_id)
-        self._event(EV_ROSPEC, c.tlv(ROSPEC_EVENT, struct.pack("!BII", 1, rs.rospec_id, 0)))
+        self._event(EV_ROSPEC, w.rospec_event(w.ROSPEC_END, rs.rospec_id))
 
     async def _periodic(self, rs: RoSpec) -> None:
         clock = self.clock
@@ -493,8 +484,8 @@ class LlrpReaderSim:
         clock = self.clock
         try:
             deadline = clock.monotonic() + rs.stop_ms / 1000 if rs.stop == 1 else None
-            for ai in rs.aispecs:
-                await self._aispec(rs, ai, deadline)
+            for index, ai in enumerate(rs.aispecs, 1):
+                await self._aispec(rs, ai, index, deadline)
                 if rs.report_trigger == 1:
                     self._report(rs.rospec_id)
                 if deadline is not None and clock.monotonic() >= deadline:
@@ -505,7 +496,7 @@ class LlrpReaderSim:
             rs.runner = None
             self._ended(rs)
 
-    async def _aispec(self, rs: RoSpec, ai: AiSpec, deadline: float | None) -> None:
+    async def _aispec(self, rs: RoSpec, ai: AiSpec, index: int, deadline: float | None) -> None:
         clock = self.clock
         start = clock.monotonic()
         ends = [deadline] if deadline is not None else []
@@ -524,7 +515,7 @@ class LlrpReaderSim:
             step = self.round_ms / 1000 if end is None else min(self.round_ms / 1000, end - now)
             t0 = self.now_us()
             await clock.sleep(step)
-            new = self._inventory_round(rs, ai, t0, self.now_us())
+            new = self._inventory_round(rs, ai, index, t0, self.now_us())
             attempts += 1
             if new - seen:
                 last_new = clock.monotonic()
@@ -537,7 +528,7 @@ class LlrpReaderSim:
                 if ai.obs_type == 2 and attempts >= ai.obs_attempts:
                     return
 
-    def _inventory_round(self, rs: RoSpec, ai: AiSpec, t0: int, t1: int) -> set[str]:
+    def _inventory_round(self, rs: RoSpec, ai: AiSpec, index: int, t0: int, t1: int) -> set[str]:
         """One round of reads from the World into the ROSpec's accumulated TagReportData."""
         if self.silent:
             return set()
@@ -548,10 +539,10 @@ class LlrpReaderSim:
             if (0 not in want and r.antenna not in want) or r.antenna in self.disconnected_antennas:
                 continue
             seen.add(r.epc)
-            key = (r.epc, r.antenna)
+            key = (r.epc, r.antenna, index)  # not accumulated across antennas or AISpecs (§13.2.3.1)
             a = acc.get(key)
             if a is None:
-                acc[key] = _Acc(r.epc, r.antenna, r.rssi, t0, t1, r.count)
+                acc[key] = _Acc(r.epc, r.antenna, index, ai.inventory_parameter_spec_id, r.rssi, t0, t1, r.count)
             else:
                 a.rssi = max(a.rssi, r.rssi)
                 a.last_us = t1
@@ -567,7 +558,7 @@ class LlrpReaderSim:
         rs = self.rospecs.get(rid)
         if not acc or rs is None or self._conn is None or self.silent:
             return
-        self._conn.send_report(list(acc.values()), rs.selector)
+        self._conn.send_report(rid, list(acc.values()), rs.selector)
 
 
 class _Connection:
@@ -582,7 +573,7 @@ class _Connection:
         self.pump: asyncio.Task[None] | None = sim._spawn(self._pump()) if sim.split_frames else None
 
     def send(self, msg_type: int, msg_id: int, body: bytes = b"") -> None:
-        frame = c.encode_message(msg_type, msg_id, body)
+        frame = w.message(msg_type, msg_id, body)
         if self.out is not None:
             self.out.put_nowait(frame)
         else:
@@ -615,34 +606,42 @@ class _Connection:
             self.pump.cancel()
         self.writer.transport.abort()
 
-    def send_report(self, tags: list[_Acc], sel: int) -> None:
-        """Encode the TagReportData with exactly the enabled fields (minus unchanged ones when omitting)."""
+    def send_report(self, rospec_id: int, tags: list[_Acc], sel: int) -> None:
+        """Encode the TagReportData with exactly the enabled fields (§13.2.1.1), minus, when omitting, those
+        whose value is the last one of their type sent on this connection (§13.2.3 (ii))."""
         omit = self.sim.omit_unchanged
         last = self.last
         parts = []
         for a in tags:
-            fields: dict[str, int | None] = {
-                "antenna": a.antenna if sel & c.SEL_ANTENNA_ID else None,
-                "rssi": a.rssi if sel & c.SEL_PEAK_RSSI else None,
-                "first_us": a.first_us if sel & c.SEL_FIRST_SEEN else None,
-                "last_us": a.last_us if sel & c.SEL_LAST_SEEN else None,
-                "count": a.count if sel & c.SEL_TAG_SEEN_COUNT else None,
-            }
+            f = w.TagFields(
+                rospec_id=rospec_id if sel & S.ROSPEC_ID else None,
+                spec_index=a.spec_index if sel & S.SPEC_INDEX else None,
+                inventory_parameter_spec_id=a.inventory_parameter_spec_id if sel & S.INVENTORY_PARAMETER_SPEC_ID
+                else None,
+                antenna_id=a.antenna if sel & S.ANTENNA_ID else None,
+                peak_rssi=a.rssi if sel & S.PEAK_RSSI else None,
+                channel_index=1 if sel & S.CHANNEL_INDEX else None,  # one channel: index 1 (one-based, §13.2.3.8)
+                first_seen_utc=a.first_us if sel & S.FIRST_SEEN else None,
+                last_seen_utc=a.last_us if sel & S.LAST_SEEN else None,
+                tag_seen_count=a.count if sel & S.TAG_SEEN_COUNT else None,
+            )  # AccessSpecID: no AccessSpec is modelled, so there is none to report
             if omit:
-                for k, v in fields.items():
+                for name in w.TAG_FIELD_NAMES:
+                    v = getattr(f, name)
                     if v is not None:
-                        if last.get(k) == v:
-                            fields[k] = None
+                        if last.get(name) == v:
+                            setattr(f, name, None)
                         else:
-                            last[k] = v
-            parts.append(c.tag_report_data(bytes.fromhex(a.epc), **fields))
-        self.send(c.Msg.RO_ACCESS_REPORT, self.sim._next_id(), b"".join(parts))
+                            last[name] = v
+            parts.append(w.tag_report_data(bytes.fromhex(a.epc), f))
+        self.send(M.RO_ACCESS_REPORT, self.sim._next_id(), b"".join(parts))
         self.sim.stats.reports += 1
         self.sim.stats.tags_sent += len(tags)
 
     async def run(self) -> None:
-        self.send(c.Msg.READER_EVENT_NOTIFICATION, self.sim._next_id(), c.reader_event(0, utc_us=self.sim.now_us()))
-        dec = c.FrameDecoder()
+        self.send(M.READER_EVENT_NOTIFICATION, self.sim._next_id(),
+                  w.reader_event_notification(self.sim.now_us(), w.connection_attempt_event(w.CONN_SUCCESS)))
+        dec = w.FrameReader()
         try:
             while True:
                 data = await self.reader.read(65536)
@@ -653,94 +652,13 @@ class _Connection:
                         await self.flush()
                         return
                 await self.flush()
-        except (c.LlrpStreamError, ConnectionError):
+        except (w.LlrpFramingError, ConnectionError):
             return
 
 
-def parse_reader_config(body: bytes) -> tuple[bool, dict[int, bool], int | None]:
-    """(ResetToFactoryDefault, event type -> on, keepalive period ms or None) of a SET_READER_CONFIG body."""
-    if not body:
-        raise RoSpecError("SET_READER_CONFIG without its ResetToFactoryDefault byte")
-    events: dict[int, bool] = {}
-    keepalive: int | None = None
-    for t, s, e in c.iter_params(body, 1):
-        if t == c.P.READER_EVENT_NOTIFICATION_SPEC:
-            for t2, s2, e2 in c.iter_params(body, s, e):
-                if t2 == c.P.EVENT_NOTIFICATION_STATE:
-                    if e2 - s2 < 3:
-                        raise RoSpecError("EventNotificationState too short")
-                    kind, state = struct.unpack_from("!HB", body, s2)
-                    events[kind] = bool(state & 0x80)
-        elif t == c.P.KEEPALIVE_SPEC:
-            if e - s < 5:
-                raise RoSpecError("KeepaliveSpec too short")
-            kind, interval = struct.unpack_from("!BI", body, s)
-            keepalive = interval if kind == 1 else 0
-    return bool(body[0] & 0x80), events, keepalive
-
-
 def parse_rospec(body: bytes) -> RoSpec:
-    """The ROSpec of an ADD_ROSPEC body (LLRP 1.0.1 §10.2.1, binary §16.2.4.1); `RoSpecError` for what a
-    reader refuses."""
-    where = c.find_param(body, c.P.ROSPEC)
-    if where is None:
-        raise RoSpecError("no ROSpec parameter")
-    s, e = where
-    if e - s < 6:
-        raise RoSpecError("ROSpec too short")
-    rid, _priority, state = struct.unpack_from("!IBB", body, s)
-    if rid == 0:
-        raise RoSpecError("ROSpecID 0 is reserved")
-    if state != 0:
-        raise RoSpecError("a new ROSpec's CurrentState must be Disabled")
-    start = stop = -1
-    offset = period = stop_ms = 0
-    aispecs: list[AiSpec] = []
-    trigger, n, selector = 0, 0, 0
-    for t, ps, pe in c.iter_params(body, s + 6, e):
-        if t == c.P.RO_BOUNDARY_SPEC:
-            for t2, s2, e2 in c.iter_params(body, ps, pe):
-                if t2 == c.P.ROSPEC_START_TRIGGER:
-                    start = body[s2]
-                    pv = c.find_param(body, PERIODIC_TRIGGER_VALUE, s2 + 1, e2)
-                    if start == 2:
-                        if pv is None or pv[1] - pv[0] < 8:
-                            raise RoSpecError("a Periodic start trigger needs a PeriodicTriggerValue")
-                        offset, period = struct.unpack_from("!II", body, pv[0])
-                    elif start not in (0, 1):
-                        raise RoSpecError(f"ROSpecStartTrigger type {start} not supported")
-                elif t2 == c.P.ROSPEC_STOP_TRIGGER:
-                    stop, stop_ms = struct.unpack_from("!BI", body, s2)
-                    if stop not in (0, 1) or (stop == 1 and stop_ms == 0):
-                        raise RoSpecError(f"ROSpecStopTrigger type {stop} / duration {stop_ms} not supported")
-        elif t == c.P.AISPEC:
-            count = struct.unpack_from("!H", body, ps)[0]
-            ants = struct.unpack_from(f"!{count}H", body, ps + 2)
-            ai: AiSpec | None = None
-            for t2, s2, e2 in c.iter_params(body, ps + 2 + 2 * count, pe):
-                if t2 == c.P.AISPEC_STOP_TRIGGER:
-                    kind, dur = struct.unpack_from("!BI", body, s2)
-                    ai = AiSpec(tuple(ants), kind, dur)
-                    if kind == 1 and dur == 0:
-                        raise RoSpecError("AISpec Duration stop trigger of 0 ms")
-                    if kind == 3:
-                        obs = c.find_param(body, TAG_OBSERVATION_TRIGGER, s2 + 5, e2)
-                        if obs is None or obs[1] - obs[0] < 12:
-                            raise RoSpecError("Tag observation stop trigger without TagObservationTrigger")
-                        ai.obs_type, _, ai.obs_tags, ai.obs_attempts, ai.obs_t_ms, ai.obs_timeout_ms = (
-                            struct.unpack_from("!BBHHHI", body, obs[0]))
-                    elif kind not in (0, 1):
-                        raise RoSpecError(f"AISpecStopTrigger type {kind} not supported")
-            if ai is None:
-                raise RoSpecError("AISpec without AISpecStopTrigger")
-            aispecs.append(ai)
-        elif t == c.P.RO_REPORT_SPEC:
-            trigger, n = struct.unpack_from("!BH", body, ps)
-            sel = c.find_param(body, c.P.TAG_REPORT_CONTENT_SELECTOR, ps + 3, pe)
-            if sel is not None:
-                selector = struct.unpack_from("!H", body, sel[0])[0]
-    if start < 0 or stop < 0:
-        raise RoSpecError("ROBoundarySpec needs a start and a stop trigger")
-    if not aispecs:
-        raise RoSpecError("no AISpec")
-    return RoSpec(rid, start, stop, aispecs, offset, period, stop_ms, trigger, n, selector)
+    """The ROSpec of an ADD_ROSPEC body (LLRP 1.0.1 §10.2.1, binary §16.2.4.1), Disabled and not yet armed;
+    `llrp_wire.LlrpRequestError` for what a reader refuses."""
+    d = w.decode_add_rospec(body)
+    return RoSpec(d.rospec_id, d.start, d.stop, d.aispecs, d.offset_ms, d.period_ms, d.stop_ms, d.report_trigger,
+                  d.report_n, d.selector)
