@@ -322,9 +322,12 @@ class LlrpReaderSim:
         t = msg.type
         with contextlib.suppress(ValueError):
             self.stats.requests.append(M(t).name)
-        if msg.version != w.VERSION:  # §14.2.1 M_UnsupportedVersion, in an ERROR_MESSAGE (§14.1.1)
+        if msg.version != w.VERSION:  # §7.1.2: ERROR_MESSAGE, same version and id, M_UnsupportedVersion
             conn.send(M.ERROR_MESSAGE, msg.msg_id, w.llrp_status(w.M_UNSUPPORTED_VERSION,
-                                                                 f"LLRP version {msg.version} not supported"))
+                                                                 f"LLRP version {msg.version} not supported"),
+                      version=msg.version)  # fmt: skip
+            return True
+        if t == M.ERROR_MESSAGE:  # "Readers and Clients SHALL not respond to an ERROR_MESSAGE" (§7.1.2)
             return True
         if t == M.KEEPALIVE_ACK:
             self.stats.keepalive_acks += 1
@@ -572,8 +575,8 @@ class _Connection:
         self.out: asyncio.Queue[bytes] | None = asyncio.Queue() if sim.split_frames else None
         self.pump: asyncio.Task[None] | None = sim._spawn(self._pump()) if sim.split_frames else None
 
-    def send(self, msg_type: int, msg_id: int, body: bytes = b"") -> None:
-        frame = w.message(msg_type, msg_id, body)
+    def send(self, msg_type: int, msg_id: int, body: bytes = b"", version: int = w.VERSION) -> None:
+        frame = w.message(msg_type, msg_id, body, version)
         if self.out is not None:
             self.out.put_nowait(frame)
         else:

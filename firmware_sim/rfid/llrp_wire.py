@@ -201,9 +201,10 @@ class LlrpFramingError(ValueError):
 # ---- encoding (what the reader sends) -------------------------------------------------------------
 
 
-def message(msg_type: int, msg_id: int, value: bytes = b"") -> bytes:
-    """One message (§16.1): reserved 0, version 1, type, length of the whole message, id, value."""
-    return _HEADER.pack((VERSION << 10) | (msg_type & 0x3FF), HEADER_LEN + len(value), msg_id) + value
+def message(msg_type: int, msg_id: int, value: bytes = b"", version: int = VERSION) -> bytes:
+    """One message (§16.1): reserved 0, version (1; another only to answer a message of that version with
+    M_UnsupportedVersion, §7.1.2), type, length of the whole message, id, value."""
+    return _HEADER.pack(((version & 7) << 10) | (msg_type & 0x3FF), HEADER_LEN + len(value), msg_id) + value
 
 
 def tlv(param_type: int, value: bytes = b"") -> bytes:

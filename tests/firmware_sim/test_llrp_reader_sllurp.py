@@ -20,9 +20,9 @@ from firmware_sim.rfid.population import Population
 from firmware_sim.world import World
 
 RID = 7
-ALL_ON = {f: True for f in ("EnableROSpecID", "EnableSpecIndex", "EnableInventoryParameterSpecID", "EnableAntennaID",
-                            "EnableChannelIndex", "EnablePeakRSSI", "EnableFirstSeenTimestamp",
-                            "EnableLastSeenTimestamp", "EnableTagSeenCount")}  # fmt: skip
+ALL_ON = dict.fromkeys(("EnableROSpecID", "EnableSpecIndex", "EnableInventoryParameterSpecID", "EnableAntennaID",
+                        "EnableChannelIndex", "EnablePeakRSSI", "EnableFirstSeenTimestamp", "EnableLastSeenTimestamp",
+                        "EnableTagSeenCount"), True)  # fmt: skip
 CARRIED = ("AntennaID", "PeakRSSI", "FirstSeenTimestampUTC", "LastSeenTimestampUTC", "TagSeenCount")
 
 
@@ -91,6 +91,10 @@ def rospec(ai_ms: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def ends(cl: RawClient) -> int:
+    return sum(e["EventType"] == "End_of_ROSpec" for e in cl.events("ROSpecEvent"))
+
+
 def ok(body: dict[str, Any]) -> bool:
     return bool(body["LLRPStatus"]["StatusCode"] == "Success")
 
@@ -114,7 +118,7 @@ async def test_sllurp_reads_every_message_and_event_the_simulated_reader_sends(d
         assert ok(await cl.request("ENABLE_ROSPEC", ROSpecID=RID))
         for n in (1, 2):  # two runs: the second report may leave out what did not change
             assert ok(await cl.request("START_ROSPEC", ROSpecID=RID))
-            await until(lambda n=n: sum(e["EventType"] == "End_of_ROSpec" for e in cl.events("ROSpecEvent")) == n)
+            await until(lambda: ends(cl) == n)  # noqa: B023 (awaited before n changes)
         sim.disconnect_antenna(2)
         sim.reader_exception("PA temperature high")
         assert ok(await cl.request("START_ROSPEC", ROSpecID=RID))
@@ -172,3 +176,24 @@ async def test_sllurp_reads_every_message_and_event_the_simulated_reader_sends(d
         last.update({k: t[k] for k in CARRIED if k in t})
         theirs.append((t["EPC-96"].decode().upper(), *(last[k] for k in CARRIED)))
     assert ours == theirs
+
+
+async def test_another_version_is_answered_in_that_version_and_an_error_message_not_at_all(
+        demo_manifest: Manifest) -> None:  # fmt: skip
+    sim = LlrpReaderSim(Population(World(demo_manifest, SystemClock()), {1: "apparel"}), round_ms=20)
+    await sim.start()
+    cl = RawClient(*await asyncio.open_connection("127.0.0.1", sim.port))
+    try:
+        await until(lambda: bool(cl.frames))
+        # ERROR_MESSAGE from the client (§16.1.35, type 100): no answer (§7.1.2); then a GET_READER_CAPABILITIES
+        # of version 2 (0x0801, §16.1): ERROR_MESSAGE of version 2, same id, M_UnsupportedVersion (§7.1.2)
+        cl.writer.write(bytes.fromhex("0464 00000012 00000004 011F 0008 0000 0000"))  # LLRPStatus Success
+        cl.writer.write(bytes.fromhex("0801 0000000B 00000005 00"))
+        await until(lambda: len(cl.frames) == 2)
+        await asyncio.sleep(0.05)
+        [(name, body)] = cl.decoded()[1:]
+        assert (name, body["Ver"], body["ID"]) == ("ERROR_MESSAGE", 2, 5)
+        assert body["LLRPStatus"]["StatusCode"] == "UnsupportedVersion"
+    finally:
+        await cl.close()
+        await sim.stop()
