@@ -34,7 +34,7 @@ from typing import Any
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from drivers.ble.adverts import EDDYSTONE_UUID, encode_eddystone_tlm, encode_eddystone_uid, encode_ibeacon
+from firmware_sim.ble_frames import EDDYSTONE_SERVICE_UUID, eddystone_tlm, eddystone_uid, ibeacon
 from firmware_sim.world import World, WorldChange
 
 DEVICE_IFACE = "org.bluez.Device1"
@@ -229,11 +229,11 @@ class SimBeacon:
         """The next advert's manufacturer and service data."""
         self.adv_count += 1
         if self.kind == "ibeacon":
-            return {0x004C: encode_ibeacon(self.uuid, self.major, self.minor, -59)}, {}
+            return {0x004C: ibeacon(self.uuid, self.major, self.minor, -59)}, {}
         if self.adv_count % 2:
-            return {}, {EDDYSTONE_UUID: encode_eddystone_uid(self.namespace, self.instance, -20)}
-        tlm = encode_eddystone_tlm(int(self.battery_mv), 21.5, self.adv_count, self.uptime_s)
-        return {}, {EDDYSTONE_UUID: tlm}
+            return {}, {EDDYSTONE_SERVICE_UUID: eddystone_uid(self.namespace, self.instance, -20)}
+        tlm = eddystone_tlm(int(self.battery_mv), 21.5, self.adv_count, self.uptime_s)
+        return {}, {EDDYSTONE_SERVICE_UUID: tlm}
 
     def manifest(self) -> dict[str, Any]:
         """Its `beacons:` entry."""

@@ -1,4 +1,5 @@
-"""Simulated door counter on a pseudo-terminal, speaking the `$CNT,<in>,<out>*HH` line protocol.
+"""Simulated door counter on a pseudo-terminal, speaking the `$CNT,<in>,<out>*HH` line protocol
+(docs/door-protocol.md, encoded by firmware_sim/serial_frames.py).
 
 People come in and leave at random (more picks in the World = busier store); the counters are cumulative,
 wrap at 2^bits and restart at 0 when the device "reboots" (`reboot()`), exactly like the real thing.
@@ -15,7 +16,7 @@ import tty
 from pathlib import Path
 from typing import Any
 
-from drivers.door.protocol import encode_line
+from firmware_sim.serial_frames import door_counts, door_hello
 from firmware_sim.world import World, WorldChange
 
 
@@ -40,7 +41,7 @@ class DoorSim:
 
     def report(self) -> None:
         """Send the current counters."""
-        self._send(encode_line("CNT", str(self.count_in), str(self.count_out)))
+        self._send(door_counts(self.count_in, self.count_out))
 
     def walk_in(self, n: int = 1) -> None:
         """`n` people come in."""
@@ -57,7 +58,7 @@ class DoorSim:
     def reboot(self) -> None:
         """Power cycle: counters restart at 0 and the device says hello."""
         self.count_in = self.count_out = 0
-        self._send(encode_line("HELLO", "SIM-PC", "1.0"))
+        self._send(door_hello("SIM-PC", "1.0"))
 
     async def run_heartbeat(self) -> None:
         """Report every `heartbeat_s` (the driver treats long silence as a broken device)."""

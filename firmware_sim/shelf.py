@@ -6,7 +6,8 @@ World truth) + HX711-like noise + slow drift. Faults on demand: NaN, stuck ADC, 
 garbage, silence, unplugging the port; per load cell, on every sim, `stick_cell` (the cell repeats its last
 raw value), `unplug_cell` (the cell is gone, as the protocol says it: serial `NaN` samples, Modbus no answer
 from its transmitter (timeouts), MQTT `"grams": null`) and `heal_cell`. Foreign objects and leans are World
-actions (`World.place_object` / `remove_object`, `World.lean`). The serial protocol is docs/shelf-protocol.md.
+actions (`World.place_object` / `remove_object`, `World.lean`). The serial protocol is docs/shelf-protocol.md
+(encoded by firmware_sim/serial_frames.py).
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.shelf.modbus import encode_weight as regs_of
-from drivers.shelf.serial_line import encode, encode_weight
 from firmware_sim.mqtt_pub import broker_address, publish_forever
+from firmware_sim.serial_frames import shelf_fault, shelf_hello, shelf_weight, weight_registers
 from firmware_sim.world import World
 
 FIRMWARE = "sim-1.2"
@@ -172,19 +172,19 @@ class SerialShelfSim(CellFaults):
         hours = (self.world.clock.monotonic() - self._t0) / 3600.0
         out = bytearray()
         if self.lines_sent % max(1, int(self.hz * 10)) == 0:  # hello at boot and every 10 s
-            out += encode(f"H,{FIRMWARE},{len(self.lanes)},{int(self.hz)}")
+            out += shelf_hello(FIRMWARE, len(self.lanes), int(self.hz))
         for ln in self.lanes:
             self._seq += 1
             if ln.fault == "silent":
                 continue
             if ln.fault == "adc":
-                out += encode(f"F,{ln.channel},adc")
+                out += shelf_fault(ln.channel, "adc")
                 continue
             if ln.fault == "garbage":
                 out += bytes(self.rng.randrange(256) for _ in range(20)) + b"\r\n"
                 continue
             g = ln.sample(self.world, hours, self.rng)
-            line = encode_weight(self._seq, ln.channel, g, stable=self.world.lanes[(ln.shelf, ln.lane)].hand_g == 0)
+            line = shelf_weight(self._seq, ln.channel, g, stable=self.world.lanes[(ln.shelf, ln.lane)].hand_g == 0)
             if ln.fault == "crc":
                 line = line[:-4] + (b"00" if line[-4:-2] != b"00" else b"11") + b"\r\n"
             out += line
@@ -257,7 +257,7 @@ class ModbusShelfSim(CellFaults):
         if not math.isfinite(gross):  # a transmitter has no NaN register value: it freezes at the last one
             gross = ln.last_g if ln.last_g is not None else 0.0
         net = gross - self.device_tare[unit]
-        block = regs_of(gross, self.word_order, 0.1) + regs_of(net, self.word_order, 0.1)
+        block = weight_registers(gross, self.word_order, 0.1) + weight_registers(net, self.word_order, 0.1)
         stable = self.world.lanes[(ln.shelf, ln.lane)].hand_g == 0
         block.append(1 if stable else 0)
         for i, v in enumerate(block):
