@@ -21,8 +21,9 @@ behaviour the spec does not promise fails against it as it would against a real 
   report (a reader sends no empty RO_ACCESS_REPORT).
 - READER_EVENT_NOTIFICATION (§13.2.5, §13.2.6): ConnectionAttemptEvent on every connection (status 0, or
   2 to a second client and 4 to the one it keeps), ConnectionCloseEvent before the reader closes;
-  ROSpecEvent (start/end; a run's tag data is sent between the two), AntennaEvent and ReaderExceptionEvent
-  only when enabled by SET_READER_CONFIG's ReaderEventNotificationSpec (all off after a restart).
+  ROSpecEvent (start/end; a run's tag data is sent between the two), AISpecEvent (end of AISpec, after its
+  tag data), AntennaEvent and ReaderExceptionEvent only when enabled by SET_READER_CONFIG's
+  ReaderEventNotificationSpec (all off after a restart).
   KEEPALIVE per KeepaliveSpec.
 - Frames are built and requests parsed by `llrp_wire` (this package, written from the spec's binary
   encoding, §16), never by the driver's codec: a codec bug then shows up as a disagreement, not twice.
@@ -491,6 +492,8 @@ class LlrpReaderSim:
                 await self._aispec(rs, ai, index, deadline)
                 if rs.report_trigger == 1:
                     self._report(rs.rospec_id)
+                # its tag data first, then the AISpecEvent, then (in _ended) the ROSpecEvent end (§13.2.6.1)
+                self._event(w.EVENT_AISPEC, w.aispec_event(rs.rospec_id, index))
                 if deadline is not None and clock.monotonic() >= deadline:
                     break
         except asyncio.CancelledError:

@@ -197,3 +197,32 @@ async def test_another_version_is_answered_in_that_version_and_an_error_message_
     finally:
         await cl.close()
         await sim.stop()
+
+
+async def test_aispec_event_after_its_tag_data_and_before_the_rospec_end(demo_manifest: Manifest) -> None:
+    # LLRP 1.0.1 §13.2.6.1: tag data of an AISpec before its AISpecEvent (ROReportTrigger 1), the AISpecEvent
+    # of the last AISpec before the ROSpecEvent end
+    sim = LlrpReaderSim(Population(World(demo_manifest, SystemClock()), {1: "apparel"}, reliability=1.0),
+                        round_ms=20)  # fmt: skip
+    await sim.start()
+    cl = RawClient(*await asyncio.open_connection("127.0.0.1", sim.port))
+    try:
+        await until(lambda: bool(cl.frames))
+        assert ok(await cl.request("SET_READER_CONFIG", ResetToFactoryDefaults=False, ReaderEventNotificationSpec={
+            "EventNotificationState": {"ROSpecEvent": True, "AISpecEvent": True}}))  # fmt: skip
+        assert ok(await cl.request("ADD_ROSPEC", ROSpec=rospec(60)))
+        assert ok(await cl.request("ENABLE_ROSPEC", ROSpecID=RID))
+        assert ok(await cl.request("START_ROSPEC", ROSpecID=RID))
+        await until(lambda: ends(cl) == 1)
+    finally:
+        await cl.close()
+        await sim.stop()
+    seq = []
+    for name, body in cl.decoded():
+        if name == "RO_ACCESS_REPORT":
+            seq.append("report")
+        elif name == "READER_EVENT_NOTIFICATION":
+            data = body["ReaderEventNotificationData"]
+            seq += [f"{k}:{data[k]['EventType']}" for k in ("AISpecEvent", "ROSpecEvent") if k in data]
+    assert seq == ["ROSpecEvent:Start_of_ROSpec", "report", "AISpecEvent:End_of_AISpec", "ROSpecEvent:End_of_ROSpec"]
+    assert cl.events("AISpecEvent") == [{"EventType": "End_of_AISpec", "ROSpecID": RID, "SpecIndex": 1}]
