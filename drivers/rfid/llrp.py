@@ -156,7 +156,8 @@ class LlrpDriver:
                             yield self._status(False, "ROSpec preempted by another ROSpec")
                     for ant, connected in ev.antenna:
                         yield AntennaStatus(device_id=self.device_id, time=self.ctx.clock.now(), antenna=ant,
-                                            connected=connected, read_point=cfg.read_point(ant))  # fmt: skip
+                                            connected=connected, read_point=cfg.read_point(ant),
+                                            seen_us=ev.utc_us)  # fmt: skip
                     if ev.exception is not None:
                         self.counters["reader_exceptions"] += 1
                         _limiter.log(log, logging.WARNING, f"{self.device_id}/exception",

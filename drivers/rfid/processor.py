@@ -141,6 +141,7 @@ class RfidProcessor:
         self.stale: dict[tuple[str, str], tuple[float, str]] = {}  # (shelf, sku) flagged -> (since, reason)
         self.antennas_down: dict[tuple[str, int], str | None] = {}  # (reader, port) -> its read point
         self.antenna_state: dict[tuple[str, int], bool] = {}
+        self.antenna_down_us: dict[tuple[str, int], int] = {}  # (reader, port) -> down since, by the reader's clock
         self._started = False
 
     def feed(self, reading: Reading, now: datetime) -> Sequence[Output]:
@@ -157,7 +158,8 @@ class RfidProcessor:
         self.engine.heard[dev] = t
         rp = reading.read_point
         flags: list[Output] | None = None
-        if (self.blind or self.antennas_down) and (dev in self.blind or (dev, reading.antenna) in self.antennas_down):
+        if (self.blind or self.antennas_down) and (dev in self.blind or (dev, reading.antenna) in self.antennas_down) \
+                and not self._before_unplug(dev, reading):
             flags = self._back(dev, reading.antenna, now)
         if rp is None:
             self.unmapped += 1
@@ -187,7 +189,17 @@ class RfidProcessor:
 
     def _antenna(self, st: AntennaStatus, now: datetime) -> list[Output]:
         out = self._antenna_state(st.device_id, st.antenna, st.connected, st.read_point, now)
+        if not st.connected and st.seen_us is not None:
+            self.antenna_down_us[(st.device_id, st.antenna)] = st.seen_us
         return out + self._restale(now)
+
+    def _before_unplug(self, dev: str, reading: TagRead) -> bool:
+        """A read through a port reported down, made before it went down by the reader's own clock: the report
+        of the run during which the antenna was unplugged arrives after the AntennaEvent, and its reads say
+        nothing about the port now (they would show it connected, and the tags behind it would then depart)."""
+        down = self.antenna_down_us.get((dev, reading.antenna))
+        return down is not None and reading.seen_us is not None and reading.seen_us <= down \
+            and (dev, reading.antenna) in self.antennas_down and dev not in self.blind
 
     def _antenna_state(self, dev: str, port: int, connected: bool, rp: str | None, now: datetime) -> list[Output]:
         """Record an antenna's state; its event when it changed. Stale flags are the caller's (`_restale`)."""
@@ -202,6 +214,7 @@ class RfidProcessor:
                 self._blind((dev, rp), now.timestamp(), f"reader {dev} antenna {port} disconnected")
             return out
         rp = self.antennas_down.pop((dev, port), rp)
+        self.antenna_down_us.pop((dev, port), None)
         if rp is not None and not any(k[0] == dev and v == rp for k, v in self.antennas_down.items()):
             self._resume((dev, rp), now)
         return out

@@ -42,11 +42,14 @@ class ReaderStatus(Reading):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AntennaStatus(Reading):
     """An antenna port connected or disconnected (LLRP AntennaEvent, Impinj antennaConnected/Disconnected,
-    Zebra per-antenna status); `read_point` is the zone the manifest maps it to, if any."""
+    Zebra per-antenna status); `read_point` is the zone the manifest maps it to, if any. `seen_us`: when the
+    reader says it happened (its own UTC clock, µs; LLRP's UTCTimestamp), comparable with a `TagRead.seen_us`
+    of the same reader only."""
 
     antenna: int
     connected: bool
     read_point: str | None = None
+    seen_us: int | None = None
 
 
 _RFC3339 = re.compile(
