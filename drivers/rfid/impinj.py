@@ -428,7 +428,8 @@ class ImpinjIotDriver:
         elif ev.kind in ("antenna_up", "antenna_down"):
             self.counters["antenna_events"] += 1
             out.append(AntennaStatus(device_id=dev, time=now, antenna=ev.antenna, connected=ev.kind == "antenna_up",
-                                     read_point=self.config.read_point(ev.antenna)))
+                                     read_point=self.config.read_point(ev.antenna),
+                                     seen_us=None if ev.reader_us is None else self.clock.date(ev.reader_us, recv_us)))
         elif ev.kind == "overflow":
             # OverflowEvent: the reader dropped events (its buffer was full): reads were lost
             self.counters["overflows"] += 1

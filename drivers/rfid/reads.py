@@ -43,8 +43,8 @@ class ReaderStatus(Reading):
 class AntennaStatus(Reading):
     """An antenna port connected or disconnected (LLRP AntennaEvent, Impinj antennaConnected/Disconnected,
     Zebra per-antenna status); `read_point` is the zone the manifest maps it to, if any. `seen_us`: when the
-    reader says it happened (its own UTC clock, µs; LLRP's UTCTimestamp), comparable with a `TagRead.seen_us`
-    of the same reader only."""
+    reader says it happened (µs, on the same scale as the same reader's `TagRead.seen_us`: LLRP's
+    UTCTimestamp; Impinj's event `timestamp` corrected by the reader clock offset), None when it does not say."""
 
     antenna: int
     connected: bool

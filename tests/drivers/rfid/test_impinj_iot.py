@@ -197,6 +197,11 @@ async def test_reader_events_status_antennas_overflow(demo_manifest: Manifest, t
                                                          for r in rs) and drv.counters["ignored"] >= 1)
         ant = [r for r in got if isinstance(r, AntennaStatus)]
         assert [(a.antenna, a.connected, a.read_point) for a in ant] == [(2, False, "entrance")]
+        # dated by the event's own timestamp on the tags' scale (reader clock + offset), so a tag event from
+        # before the unplug that arrives after it does not show the port connected again
+        tags = [r for r in got[:got.index(ant[0])] if isinstance(r, TagRead)]
+        assert ant[0].seen_us is not None and tags[-1].seen_us is not None
+        assert abs(ant[0].seen_us - tags[-1].seen_us) < 5_000_000
         later = got[got.index(ant[0]) + 1:]
         assert not any(isinstance(r, TagRead) and r.antenna == 2 for r in later[5:])
         assert any(isinstance(r, Malformed) and r.reason == "epc is not base64url" for r in got)
