@@ -344,15 +344,18 @@ class ZebraIotcDriver:
             beat = True
             self.counters["heartbeats"] += 1
             ts = obj.get("timestamp")
+            beat_us: int | None = None  # the heartbeat's time on the tags' scale (reader clock + offset)
             if isinstance(ts, str):
                 with contextlib.suppress(ValueError, OverflowError):
-                    self.clock.observe(to_us(parse_timestamp(ts)), to_us(now), live=True)  # heartbeats are live
+                    reader_us = to_us(parse_timestamp(ts))
+                    self.clock.observe(reader_us, to_us(now), live=True)  # heartbeats are live
+                    beat_us = self.clock.date(reader_us, to_us(now))
             active, ants, dropped, retained = parse_heartbeat(obj.get("data"))
             for port, up in sorted(ants.items()):
                 if self.antennas.get(port) != up:
                     self.antennas[port] = up
                     out.append(AntennaStatus(device_id=self.device_id, time=now, antenna=port, connected=up,
-                                             read_point=self.config.read_point(port)))
+                                             read_point=self.config.read_point(port), seen_us=beat_us))
             if dropped is not None:
                 if dropped > self.counters["dropped_by_reader"]:
                     out.append(self._malformed(f"reader dropped {dropped - self.counters['dropped_by_reader']} "
